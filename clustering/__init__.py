@@ -1,0 +1,1 @@
+"""Embedding clustering: balanced k-means into semantic domains, assignment of new inputs."""

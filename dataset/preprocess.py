@@ -1,0 +1,184 @@
+"""Preprocess stage: 3D-EX CSV / JSONL / Ishiwatari files (or the embedded lexicon) -> JSONL records.
+
+Writes `all.jsonl`, one `<split>.jsonl` per split and `<source>/<split>.jsonl` per source and split,
+then `summary.json` (every dropped row counted with its reason) and `manifest.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dataset.config import PreprocessConfig
+from dataset.records import Dropped, Record, iter_jsonl
+from dataset.readers import EXCLUDED_SOURCES, Item, iter_3dex_csv, iter_ishiwatari
+from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.errors import ConfigError, DataError
+from run_config.runtime import AtomicFileSet, config_hash, read_manifest, write_json, write_manifest
+
+log = logging.getLogger(__name__)
+MAX_LISTED_ERRORS = 20
+
+
+@dataclass
+class FileSummary:
+    """What happened to one input file."""
+
+    path: str
+    records: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    bad_rows: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"path": self.path, "records": self.records, "dropped": dict(self.dropped),
+                "dropped_total": sum(self.dropped.values()), "bad_rows_skipped": self.bad_rows,
+                "errors": self.errors}
+
+    def line(self) -> str:
+        parts = [f"{Path(self.path).name}: {self.records} records"]
+        if self.dropped:
+            reasons = ", ".join(f"{n} {r}" for r, n in self.dropped.most_common())
+            parts.append(f"{sum(self.dropped.values())} rows dropped ({reasons})")
+        if self.bad_rows:
+            parts.append(f"{self.bad_rows} malformed rows skipped")
+        return "; ".join(parts)
+
+
+def detect_format(path: Path) -> str:
+    """Guess an input's format from its suffix."""
+    suffix = path.suffix.lower()
+    formats = {".csv": "3dex-csv", ".jsonl": "jsonl", ".json": "jsonl", ".txt": "ishiwatari", ".eg": "ishiwatari"}
+    if suffix not in formats:
+        raise ConfigError(f"{path}: cannot tell the format from the suffix {suffix!r}; pass --format")
+    return formats[suffix]
+
+
+def iter_input(path: Path, fmt: str, split: str | None, exclude: tuple[str, ...]) -> Iterator[tuple[int, Item]]:
+    """Stream (line, item) from one input file in the given format."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt == "3dex-csv":
+        return iter_3dex_csv(path, split, exclude)
+    if fmt == "jsonl":
+        return iter_jsonl(path, default_split=split)
+    return iter_ishiwatari(path, split)
+
+
+def source_slug(source: str) -> str:
+    """File-system name of a source: `Webster's Unabridged` -> `webster-s-unabridged`."""
+    return re.sub(r"[^a-z0-9]+", "-", source.lower()).strip("-") or "unknown"
+
+
+def _fingerprint(cfg: PreprocessConfig) -> list:
+    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in cfg.input]
+
+
+def is_up_to_date(cfg: PreprocessConfig) -> bool:
+    """True when `output_dir` already holds the outputs of this exact config and these inputs."""
+    manifest = read_manifest(cfg.output_dir)
+    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
+                and manifest.get("inputs") == _fingerprint(cfg)
+                and (Path(cfg.output_dir) / "all.jsonl").is_file())
+
+
+def _input_items(cfg: PreprocessConfig) -> Iterator[tuple[str, Iterator[tuple[int, Item]]]]:
+    if cfg.builtin:
+        from dataset.wordnet import iter_wordnet_records
+
+        yield "builtin:wordnet", ((0, r) for r in iter_wordnet_records(cfg.seed))
+        return
+    for p in cfg.input:
+        yield p, iter_input(Path(p), cfg.format, cfg.split, tuple(cfg.exclude_sources))
+
+
+def preprocess(cfg: PreprocessConfig) -> dict:
+    """Run the stage; return the summary. Nothing is written if a malformed row stops the run."""
+    for p in cfg.input:
+        if not Path(p).is_file():
+            raise DataError(p, None, None, "no such file")
+    stems = Counter(Path(p).stem for p in cfg.input)
+    if any(n > 1 for n in stems.values()):
+        raise ConfigError(f"input files share a name ({', '.join(s for s, n in stems.items() if n > 1)}): "
+                          "record ids are built from file names and would collide")
+    out = Path(cfg.output_dir)
+    summaries: list[FileSummary] = []
+    counts: Counter = Counter()
+    with AtomicFileSet() as files:
+        all_file = files.get(out / "all.jsonl")  # exists even when every row was dropped
+        targets: dict[tuple[str, str], tuple] = {}
+        for name, items in _input_items(cfg):
+            summary = FileSummary(name)
+            summaries.append(summary)
+            for _, item in tqdm(items, desc=Path(name).name, unit=" rows", mininterval=1.0, disable=None):
+                if isinstance(item, Record):
+                    key = (item.source, item.split)
+                    if key not in targets:
+                        targets[key] = (files.get(out / f"{item.split}.jsonl"),
+                                        files.get(out / source_slug(item.source) / f"{item.split}.jsonl"))
+                    line = item.to_json() + "\n"
+                    all_file.write(line)
+                    targets[key][0].write(line)
+                    targets[key][1].write(line)
+                    summary.records += 1
+                    counts[key] += 1
+                elif isinstance(item, Dropped):
+                    summary.dropped[item.reason] += 1
+                else:
+                    if cfg.on_bad_row == "error":
+                        raise item
+                    summary.bad_rows += 1
+                    if len(summary.errors) < MAX_LISTED_ERRORS:
+                        summary.errors.append(str(item))
+            log.debug(summary.line())
+    result = {"files": [s.as_dict() for s in summaries],
+              "records": sum(s.records for s in summaries),
+              "dropped": sum(sum(s.dropped.values()) for s in summaries),
+              "bad_rows_skipped": sum(s.bad_rows for s in summaries),
+              "by_source_split": [{"source": src, "split": sp, "records": n} for (src, sp), n in sorted(counts.items())]}
+    write_json(out / "summary.json", result)
+    write_manifest(out, "preprocess", cfg, inputs=_fingerprint(cfg), records=result["records"])
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="preprocess", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(parser, PreprocessConfig)
+    parser.add_argument("--stats", metavar="FILE", nargs="+",
+                        help="print statistics of these files (any input format) and exit")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.stats:
+        from dataset.stats import compute_stats, format_stats
+
+        exclude = tuple(args.exclude_sources or EXCLUDED_SOURCES)
+        items = (it for p in args.stats for _, it in iter_input(Path(p), args.format or "auto", args.split, exclude))
+        print(format_stats(compute_stats(items)))
+        return 0
+    cfg = config_from_args(args, PreprocessConfig)
+    if not cfg.force and is_up_to_date(cfg):
+        print(f"preprocess: {cfg.output_dir} is up to date (use --force to redo)")
+        return 0
+    result = preprocess(cfg)
+    for f in result["files"]:
+        print(FileSummary(f["path"], f["records"], Counter(f["dropped"]), f["bad_rows_skipped"]).line())
+    print(f"preprocess: {result['records']} records -> {Path(cfg.output_dir) / 'all.jsonl'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Inference: local, vLLM and API backends, few-shot ICL, Best-of-N."""

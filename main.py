@@ -1,0 +1,47 @@
+"""LM-Lexicon toolkit: `python main.py <stage> [options]` dispatches to each stage's own CLI."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# stage -> (module with main(argv) -> int, one-line description)
+STAGES: dict[str, tuple[str, str]] = {
+    "preprocess": ("dataset.preprocess", "3D-EX / JSONL / Ishiwatari files (or embedded WordNet) -> JSONL records"),
+    "cluster": ("clustering.cluster", "embed training data, balanced k-means into N semantic domains"),
+    "train": ("training.train", "finetune a causal LM, or one expert per cluster (HF Trainer + DeepSpeed)"),
+    "merge": ("training.merge", "merge dense experts into one domain-routed MoE checkpoint"),
+    "finetune-router": ("training.finetune_router", "train only the router of a merged MoE"),
+    "train-reward": ("training.reward", "train the outcome reward model for Best-of-N"),
+    "infer": ("inference.infer", "generate definitions (local, MoE, vLLM or API backends)"),
+    "evaluate": ("evaluation.evaluate", "score predictions: BLEU, ROUGE-L, METEOR, NIST, BERTScore, MoverScore, MAUVE"),
+    "pipeline": ("scripts.pipeline", "run every stage end to end from one config"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, STAGES))
+    lines = ["usage: python main.py <stage> [options]   (python main.py <stage> --help for a stage's options)",
+             "", "stages:"]
+    lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in STAGES.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0 if argv else 2
+    stage, rest = argv[0], argv[1:]
+    if stage not in STAGES:
+        import difflib
+
+        close = difflib.get_close_matches(stage, STAGES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"main.py: unknown stage {stage!r}{hint}; choose from: {', '.join(STAGES)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(STAGES[stage][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Prompt templates and the one prompt builder shared by training and inference."""

@@ -1,0 +1,96 @@
+"""Shared command-line plumbing: flags generated from a config model, error handling, exit codes."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import BaseModel
+
+from run_config.errors import DataError, LexiconError
+from run_config.loader import StageConfig, is_literal, load_config, parse_set_option, scalar_type
+
+log = logging.getLogger("lmlexicon")
+
+
+def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig],
+                     skip: tuple[str, ...] = ()) -> None:
+    """Add `--config`, `--set` and one kebab-case flag per scalar field of `model`."""
+    parser.add_argument("--config", metavar="JSON", help="run config (JSON); flags override its values")
+    parser.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config key, dotted for nested sections (repeatable)")
+    group = parser.add_argument_group(f"{model.__name__} keys (see README, config reference)")
+    for name, field in model.model_fields.items():
+        if name in skip:
+            continue
+        inner, is_list = scalar_type(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            continue
+        flag = "--" + name.replace("_", "-")
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        help_text = (field.description or "") + ("" if field.is_required() else f" (default: {default!r})")
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text.strip()}
+        if inner is bool and not is_list:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if is_literal(inner):
+                kwargs["choices"] = list(get_args(inner))
+                kwargs["type"] = type(get_args(inner)[0])
+            elif inner in (int, float):
+                kwargs["type"] = inner
+            else:
+                kwargs["type"] = str
+            if is_list:
+                kwargs["nargs"] = "+"
+            kwargs["metavar"] = name.upper() if "choices" not in kwargs else None
+        group.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra: Any) -> StageConfig:
+    """Build the stage config: JSON file, then flags, then `--set` items, then `extra`."""
+    overrides: dict[str, Any] = {}
+    for name in model.model_fields:
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    for item in getattr(args, "set_items", []) or []:
+        key, value = parse_set_option(item)
+        overrides[key] = value
+    overrides.update({k: v for k, v in extra.items() if v is not None})
+    return load_config(getattr(args, "config", None), model, overrides)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
+             argv: list[str] | None) -> int:
+    """Parse `argv`, call `run`, and turn toolkit errors into one stderr line and an exit code."""
+    args, unknown = parser.parse_known_args(argv)
+    # The deepspeed launcher appends --local_rank=N (or --local-rank=N); accept exactly that.
+    rest = [a for a in unknown if not a.startswith(("--local_rank", "--local-rank"))]
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    setup_logging(getattr(args, "verbose", False))
+    try:
+        code = run(args)
+    except LexiconError as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    return 0 if code is None else code
+
+
+def existing_file(path: str | Path) -> Path:
+    """Return `path` as a Path, or raise a one-line error naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(str(p), None, None, "no such file")
+    return p

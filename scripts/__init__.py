@@ -1,0 +1,1 @@
+"""Thin wrappers: set-up, demo, pipeline, benchmarks."""

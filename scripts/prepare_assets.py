@@ -1,0 +1,24 @@
+"""Build the offline assets once: NLTK WordNet folder, plain-HF SmolLM2-135M, the embedded lexicon."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from run_config import assets  # noqa: E402
+
+
+def main() -> int:
+    print(f"[assets] WordNet for NLTK: {assets.nltk_data_dir()}")
+    print(f"[assets] all-MiniLM-L6-v2: {assets.minilm_path()}")
+    print(f"[assets] SmolLM2-135M (plain HF): {assets.smollm2_path()}")
+    print(f"[assets] embedded lexicon: {assets.wordnet_lexicon_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

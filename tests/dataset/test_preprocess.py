@@ -1,0 +1,176 @@
+"""Preprocess stage on the real 3D-EX files and on malformed fixtures."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataset.preprocess import main
+from dataset.records import load_records
+from dataset.stats import compute_stats
+from dataset.readers import iter_3dex_csv
+
+HEADER = "WORD,DEFINITION,EXAMPLE,DATASET_NAME,SPLIT_TYPE\n"
+
+
+def run(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def test_urban_test_counts(data_3dex, tmp_path):
+    assert run("--input", data_3dex / "Urban_test.csv", "--output-dir", tmp_path) == 0
+    records = load_records(tmp_path / "all.jsonl")
+    assert len(records) == 15375
+    assert len({r.term for r in records}) == 13016
+    stats = compute_stats(records)
+    assert stats["divergent_groups"] == 13
+    assert {r.split for r in records} == {"test"} and {r.source for r in records} == {"Urban"}
+    assert len(load_records(tmp_path / "urban" / "test.jsonl")) == 15375
+    assert len({r.id for r in records}) == 15375
+    # Stray leading quote and doubled quotes survive as text (row 3 of the file).
+    assert records[2].context.startswith('"scott says ""mess with me')
+
+
+@pytest.mark.parametrize("name,source", [("Hei++.csv", "Hei++"), ("MultiRD_test.csv", "MultiRD")])
+def test_sources_without_contexts_are_dropped_with_reason(data_3dex, tmp_path, capsys, name, source):
+    assert run("--input", data_3dex / name, "--output-dir", tmp_path) == 0
+    assert (tmp_path / "all.jsonl").read_text() == ""
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["records"] == 0
+    rows = {"Hei++": 713, "MultiRD": 1000}[source]
+    assert summary["files"][0]["dropped"] == {f"excluded source {source} (no usage contexts)": rows}
+    assert f"{rows} rows dropped (" in capsys.readouterr().out
+
+
+def test_stats_cli(data_3dex, capsys):
+    assert run("--stats", data_3dex / "Urban_test.csv") == 0
+    out = capsys.readouterr().out
+    assert "records: 15375   unique terms: 13016" in out
+    assert "divergent (term, context) groups with >1 definition: 13" in out
+
+
+def test_csv_quirks(tmp_path):
+    src = tmp_path / "quirks.csv"
+    src.write_bytes(("\ufeff" + HEADER
+                     + 'bank,"land beside a river, sloping","she sat on the ""bank""",WordNet,train\n'
+                     + 'run,"to move\nfast","""he ran",Oxford,dev\n'
+                     + 'x,def,"[[\'ctx one\', \'ctx two\'], [\'ctx three\']]","[""[\'WordNet\']"", ""[\'Oxford\']""]",test\n'
+                     ).encode())
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out) == 0
+    recs = load_records(out / "all.jsonl")
+    assert [(r.term, r.context, r.definition, r.source, r.split) for r in recs] == [
+        ("bank", 'she sat on the "bank"', "land beside a river, sloping", "WordNet", "train"),
+        ("run", '"he ran', "to move fast", "Oxford", "valid"),
+        ("x", "ctx one", "def", "WordNet", "test"),
+        ("x", "ctx two", "def", "WordNet", "test"),
+        ("x", "ctx three", "def", "Oxford", "test"),
+    ]
+    assert len(load_records(out / "wordnet" / "test.jsonl")) == 2
+    assert len(load_records(out / "valid.jsonl")) == 1
+
+
+def test_filters_are_counted(tmp_path):
+    src = tmp_path / "f.csv"
+    src.write_text(HEADER + ",def,ctx,Urban,test\nw,,ctx,Urban,test\nw,d,,Urban,test\nw,d,c,,test\n"
+                   "w,d,c,Webster's Unabridged,test\nw,d,c,Urban,test\n")
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out) == 0
+    s = json.loads((out / "summary.json").read_text())["files"][0]
+    assert s["records"] == 1 and s["dropped_total"] == 5
+    assert s["dropped"]["excluded source Webster's Unabridged (no usage contexts)"] == 1
+
+
+@pytest.mark.parametrize("body,where", [
+    ('w,d,c,Urban\n', "bad.csv:3: SPLIT_TYPE: missing (row has 4 of 5 fields)"),
+    ('w,d,c,Urban,test,extra\n', "bad.csv:3: row has 6 fields, header has 5"),
+    ('w,d,c,Urban,holdout\n', "bad.csv:3: SPLIT_TYPE: unknown split 'holdout'"),
+    ('w,d,"[[\'a\'], [\'b\']]","[\'Urban\', \'Oxford\', \'WordNet\']",test\n',
+     "bad.csv:3: EXAMPLE: 2 example groups but 3 dataset names"),
+    ('w,d,"unterminated,Urban,test\n', "bad.csv:3: malformed CSV"),
+])
+def test_malformed_csv_errors(tmp_path, capsys, body, where):
+    src = tmp_path / "bad.csv"
+    src.write_text(HEADER + "ok,fine,context,Urban,test\n" + body)
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out) == 1
+    err = capsys.readouterr().err
+    assert where in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(p.suffix == ".jsonl" for p in out.rglob("*"))
+
+
+def test_invalid_utf8_names_line_and_field(tmp_path, capsys):
+    src = tmp_path / "bad.csv"
+    src.write_bytes(HEADER.encode() + b"ok,fine,context,Urban,test\nw,d\xff\xfe,c,Urban,test\n")
+    assert run("--input", src, "--output-dir", tmp_path / "out") == 1
+    assert "bad.csv:3: DEFINITION: invalid UTF-8 bytes" in capsys.readouterr().err
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    src = tmp_path / "bad.csv"
+    src.write_text(HEADER + "a,d,c,Urban,test\nw,d,c,Urban\nb,d,c,Urban,test\n")
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out, "--on-bad-row", "skip") == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records"] == 2 and summary["bad_rows_skipped"] == 1
+    assert "bad.csv:3:" in summary["files"][0]["errors"][0]
+
+
+def test_jsonl_inputs_original_format(tmp_path, capsys):
+    src = tmp_path / "test.jsonl"
+    src.write_text(json.dumps({"term": "bank", "context": "the bank  of a river", "definition": "land",
+                               "source": "3D-EX", "instruction": "ignored"}) + "\n\n"
+                   + json.dumps({"term": "x", "context": "c", "definition": 3}) + "\n")
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out) == 1
+    assert "test.jsonl:3: definition: expected a string, got 3" in capsys.readouterr().err
+    src.write_text(src.read_text().splitlines()[0] + "\n{not json\n")
+    assert run("--input", src, "--output-dir", out) == 1
+    assert "test.jsonl:2: invalid JSON" in capsys.readouterr().err
+    src.write_text(src.read_text().splitlines()[0] + "\n")
+    assert run("--input", src, "--output-dir", out) == 0
+    (rec,) = load_records(out / "all.jsonl")
+    assert (rec.term, rec.context, rec.source, rec.split) == ("bank", "the bank of a river", "3D-EX", "test")
+
+
+def test_ishiwatari_format(tmp_path):
+    d = tmp_path / "slang"
+    d.mkdir()
+    (d / "valid.txt").write_text("yeet%slang.1\tverb\tslang\tto throw with force\t[]\t[]\n"
+                                 "lit%slang.7\tadj\tslang\texciting\t[]\t[]\n")
+    (d / "valid.eg").write_text("yeet%slang.1\the <TRG> the ball\nlit%slang.7\tthe party was <TRG>\n")
+    out = tmp_path / "out"
+    assert run("--input", d / "valid.txt", "--output-dir", out) == 0
+    recs = load_records(out / "urban" / "valid.jsonl")
+    assert [(r.term, r.context, r.definition) for r in recs] == [
+        ("yeet", "he yeet the ball", "to throw with force"), ("lit", "the party was lit", "exciting")]
+    (d / "valid.eg").write_text("yeet%slang.1\the <TRG> the ball\nlit%slang.8\tthe party was <TRG>\n")
+    assert run("--input", d / "valid.txt", "--output-dir", tmp_path / "o2") == 1
+
+
+def test_rerun_is_skipped_when_up_to_date(data_3dex, tmp_path, capsys):
+    args = ("--input", data_3dex / "MultiRD_test.csv", "--output-dir", tmp_path)
+    assert run(*args) == 0
+    capsys.readouterr()
+    assert run(*args) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_reader_is_streaming(data_3dex):
+    it = iter_3dex_csv(data_3dex / "Urban_test.csv")
+    line, first = next(it)
+    assert line == 2 and first.term == "betty crocker"
+
+
+def test_missing_input_file(tmp_path, capsys):
+    assert run("--input", tmp_path / "nope.csv", "--output-dir", tmp_path / "o") == 1
+    assert "nope.csv: no such file" in capsys.readouterr().err
+
+
+def test_config_errors(tmp_path, capsys):
+    cfg = tmp_path / "pre.json"
+    cfg.write_text(json.dumps({"input": ["x.csv"], "output_dir": "o", "on_bad_rows": "skip"}, indent=1))
+    assert run("--config", cfg) == 2
+    assert f"{cfg}:6: on_bad_rows: unknown key (did you mean on_bad_row?)" in capsys.readouterr().err
+    assert run("--output-dir", tmp_path) == 2
+    assert "give either input files or builtin" in capsys.readouterr().err

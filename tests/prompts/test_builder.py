@@ -1,0 +1,29 @@
+"""The shared prompt builder."""
+from __future__ import annotations
+
+import pytest
+
+from prompts.builder import build_prompt, build_training_text
+
+
+def test_paper_format():
+    prompt, target = build_training_text(" bark ", "a dog barked", "make a noise ", bos_token="<s>", eos_token="</s>")
+    assert prompt == '<s>"a dog barked" What is the definition of "bark"?\n\n'
+    assert target == "make a noise</s>"
+
+
+def test_inference_prompt_is_prefix_of_training_text():
+    prompt = build_prompt("bank", "she sat on the bank", bos_token="<|begin_of_text|>")
+    p, t = build_training_text("bank", "she sat on the bank", "sloping land", bos_token="<|begin_of_text|>")
+    assert (p + t).startswith(prompt) and p == prompt
+
+
+def test_demos_rendered_like_training_examples():
+    prompt = build_prompt("b", "ctx b", demos=[("a", "ctx a", "def a")])
+    demo_p, demo_t = build_training_text("a", "ctx a", "def a")
+    assert prompt.startswith(demo_p + demo_t + "\n\n")
+
+
+def test_unknown_template():
+    with pytest.raises(ValueError, match="unknown prompt template"):
+        build_prompt("a", "b", template="nope")

@@ -1,0 +1,1 @@
+"""Training: expert finetuning, MoE merge, router finetuning, reward model, DSKD."""
