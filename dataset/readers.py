@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import functools
 import re
 import sys
 from collections.abc import Iterator
@@ -24,8 +25,10 @@ Item = Record | Dropped | DataError
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
+@functools.lru_cache(maxsize=4096)
 def _excluded(source: str, exclude: tuple[str, ...]) -> str | None:
-    return next((name for name in exclude if name.lower() in source.lower()), None)
+    low = source.lower()
+    return next((name for name in exclude if name.lower() in low), None)
 
 
 def _literal_list(text: str) -> list | None:
@@ -40,11 +43,12 @@ def _literal_list(text: str) -> list | None:
     return value if isinstance(value, list) else None
 
 
-def _source_names(raw: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def _source_names(raw: str) -> tuple[str, ...]:
     """DATASET_NAME is a plain name, a list of names, or a list of list-reprs (`["['WordNet']", ...]`)."""
     parsed = _literal_list(raw)
     if parsed is None:
-        return [normalize_space(raw)]
+        return (normalize_space(raw),)
     names = []
     for item in parsed:
         inner = _literal_list(item) if isinstance(item, str) else item
@@ -52,7 +56,7 @@ def _source_names(raw: str) -> list[str]:
             names.append(normalize_space(str(inner[0])) if inner else "")
         else:
             names.append(normalize_space(str(item)))
-    return names
+    return tuple(names)
 
 
 def expand_examples(example: str, dataset_name: str) -> list[tuple[str, str]]:
@@ -61,7 +65,7 @@ def expand_examples(example: str, dataset_name: str) -> list[tuple[str, str]]:
     3D-EX stores several contexts as the repr of a list of lists, one inner list per source in
     DATASET_NAME. A plain string is one context. Raises ValueError when the two lists disagree.
     """
-    sources = _source_names(dataset_name)
+    sources = list(_source_names(dataset_name))
     parsed = _literal_list(example)
     if parsed is None or not all(isinstance(x, (str, list)) for x in parsed):
         return [(sources[0] if len(sources) == 1 else ",".join(sources), example)]
@@ -122,10 +126,10 @@ def iter_3dex_csv(path: str | Path, default_split: str | None = None,
                 yield line, Dropped("blank line", line)
                 continue
             rownum += 1
-            yield from _csv_row(name, line, rownum, row, header, col, term_col, fallback_split, exclude)
+            yield from _csv_row(name, path.stem, line, rownum, row, header, col, term_col, fallback_split, exclude)
 
 
-def _csv_row(name: str, line: int, rownum: int, row: list[str], header: list[str], col: dict[str, int],
+def _csv_row(name: str, stem: str, line: int, rownum: int, row: list[str], header: list[str], col: dict[str, int],
              term_col: str, fallback_split: str | None, exclude: tuple[str, ...]) -> Iterator[tuple[int, Item]]:
     if len(row) < len(header):
         yield line, DataError(name, line, header[len(row)], f"missing (row has {len(row)} of {len(header)} fields)")
@@ -133,10 +137,10 @@ def _csv_row(name: str, line: int, rownum: int, row: list[str], header: list[str
     if len(row) > len(header):
         yield line, DataError(name, line, None, f"row has {len(row)} fields, header has {len(header)}")
         return
-    for h, value in zip(header, row):
-        if _has_surrogates(value):
-            yield line, DataError(name, line, h, "invalid UTF-8 bytes")
-            return
+    if _has_surrogates("".join(row)):
+        field = next(h for h, value in zip(header, row) if _has_surrogates(value))
+        yield line, DataError(name, line, field, "invalid UTF-8 bytes")
+        return
     get = {h: row[i] for h, i in col.items()}.get
     source_raw = get("DATASET_NAME", "").strip()
     excluded = _excluded(source_raw, exclude)
@@ -166,7 +170,6 @@ def _csv_row(name: str, line: int, rownum: int, row: list[str], header: list[str
     except ValueError as e:
         yield line, DataError(name, line, "EXAMPLE", str(e))
         return
-    stem = Path(name).stem
     for k, (source, context) in enumerate(pairs):
         context = normalize_space(context)
         if not context:
