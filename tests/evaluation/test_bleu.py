@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from evaluation.bleu import moses_max_single_bleu, moses_sentence_bleu
+import sacrebleu
+
+from evaluation.bleu import BleuScorer, moses_max_single_bleu, moses_sentence_bleu
 
 
 def test_reproduces_moses_on_1000_urban_pairs(data_3dex):
@@ -36,3 +38,32 @@ def test_rejects_bad_references():
         moses_sentence_bleu("a", "a")
     with pytest.raises(ValueError):
         moses_sentence_bleu("a", [])
+
+
+@pytest.mark.parametrize("hyp,refs,expected", [
+    # references of different lengths: clipping against the max count over references, BP from the closest one
+    ("the cat sat", ["the cat", "a cat sat on the mat"], ((4 / 4) * (3 / 3) * (1 / 2) * 1) ** 0.25),
+    # repeated n-grams: "a a a a" vs "a a": 2 of 4 unigrams, 1 of 3 bigrams match
+    ("a a a a", ["a a"], ((3 / 5) * (2 / 4) * (1 / 3) * (1 / 2)) ** 0.25),
+])
+def test_hand_computed_multi(hyp, refs, expected):
+    assert moses_sentence_bleu(hyp, refs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_scorer_matches_sacrebleu_where_settings_coincide(data_3dex):
+    """13a tokens + exp smoothing + effective order: identical to sacrebleu.sentence_bleu, single and multi-ref."""
+    rows = [json.loads(l) for l in (data_3dex / "moses_sentence_bleu_urban_test.jsonl").open()][:300]
+    scorer = BleuScorer(tokenize="13a", smooth="exp")
+    for r in rows:
+        assert scorer.multi(r["hypothesis"], r["references"]) == sacrebleu.sentence_bleu(
+            r["hypothesis"], r["references"]).score
+        for ref in r["references"]:
+            assert scorer.multi(r["hypothesis"], [ref]) == sacrebleu.sentence_bleu(r["hypothesis"], [ref]).score
+
+
+def test_scorer_is_moses_in_points(data_3dex):
+    rows = [json.loads(l) for l in (data_3dex / "moses_sentence_bleu_urban_test.jsonl").open()][:300]
+    scorer = BleuScorer()
+    for r in rows:
+        assert scorer.multi(r["hypothesis"], r["references"]) == pytest.approx(100 * r["moses_multi"], abs=2e-4)
+        assert scorer.max_single(r["hypothesis"], r["references"]) == pytest.approx(100 * r["moses_max_single"], abs=2e-4)
