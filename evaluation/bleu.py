@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
+from itertools import chain
 from typing import Literal
 
 ORDER = 4
@@ -24,10 +25,8 @@ Smooth = Literal["moses", "exp"]
 
 def ngram_counts(tokens: Sequence[str]) -> Counter:
     """Counts of all 1..4-grams of `tokens` (tuples) in one Counter."""
-    counts = Counter(zip(tokens))
-    for n in range(2, ORDER + 1):
-        counts.update(zip(*(tokens[i:] for i in range(n))))
-    return counts
+    t1, t2, t3 = tokens[1:], tokens[2:], tokens[3:]
+    return Counter(chain(zip(tokens), zip(tokens, t1), zip(tokens, t1, t2), zip(tokens, t1, t2, t3)))
 
 
 def closest_ref_length(hyp_len: int, ref_lens: Sequence[int]) -> int:
@@ -105,6 +104,11 @@ class BleuScorer:
     def _count(self, text: str) -> tuple[int, Counter]:
         tokens = self.tokenize(text)
         return len(tokens), ngram_counts(tokens)
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Tokenize and count `texts` now (cached for later calls)."""
+        for text in texts:
+            self._counts(text)
 
     def multi(self, hypothesis: str, references: Sequence[str]) -> float:
         """BLEU points (0..100) against all references at once (multi-reference BLEU)."""

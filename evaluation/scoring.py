@@ -48,6 +48,7 @@ def sentence_scores(metric: Metric, hyps: Sequence[str], refs: Sequence[Sequence
     try:
         progress = dict(desc=metric.name, total=len(chunks), unit=" chunks", disable=None, mininterval=1.0)
         if parallel:
+            metric.prepare({*hyps, *(r for rs in refs for r in rs)})
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 parts = list(tqdm(pool.imap(_score_chunk, chunks), **progress))
         else:

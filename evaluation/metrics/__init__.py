@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from importlib import import_module
 from importlib.metadata import version
 from typing import ClassVar, Literal
@@ -34,6 +34,9 @@ class Metric(ABC):
 
     def __init__(self, settings: MetricSettings | None = None):
         self.settings = settings or MetricSettings()
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        """Fill per-string caches (tokens, n-grams) before work is forked to worker processes."""
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         """Score each hypothesis against its references (0-100)."""

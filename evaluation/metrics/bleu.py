@@ -1,7 +1,7 @@
 """BLEU: Moses sentence BLEU (the paper's, per example) and sacrebleu corpus BLEU (standard, for comparison)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -19,6 +19,9 @@ class SentenceBleu(Metric):
     def __init__(self, settings=None):
         super().__init__(settings)
         self.scorer = BleuScorer(self.settings.bleu_tokenize, self.settings.bleu_smooth)
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        self.scorer.prepare(texts)
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         s = self.scorer

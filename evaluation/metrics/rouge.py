@@ -6,7 +6,7 @@ big-integer step per hypothesis token instead of a Python DP table), with the sa
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -15,11 +15,15 @@ from evaluation.metrics import Metric, Reduce
 from evaluation.metrics.nltk_metrics import word_tokens
 
 
-class _WordTokenizer:
-    """NLTK word tokens with case kept (the original inference-time ROUGE)."""
+def rouge_tokens(text: str) -> list[str]:
+    """rouge_score's default tokens without stemming: lowercase, runs of non-[a-z0-9] as separators.
 
-    def tokenize(self, text: str) -> list[str]:
-        return word_tokens(text)
+    Same output as `rouge_score.tokenize.tokenize(text, None)` (its token filter then only drops the
+    empty strings that `split()` never yields), without a regex match per token.
+    """
+    from rouge_score.tokenize import NON_ALPHANUM_RE
+
+    return NON_ALPHANUM_RE.sub(" ", text.lower()).split()
 
 
 def token_masks(tokens: Sequence[str]) -> dict[str, int]:
@@ -52,11 +56,19 @@ class RougeL(Metric):
         super().__init__(settings)
         from rouge_score import scoring, tokenizers
 
-        tok = (_WordTokenizer() if self.settings.rouge_tokenizer == "word"
-               else tokenizers.DefaultTokenizer(use_stemmer=self.settings.rouge_stemmer))
+        if self.settings.rouge_tokenizer == "word":
+            tokenize = word_tokens
+        elif self.settings.rouge_stemmer:
+            tokenize = tokenizers.DefaultTokenizer(use_stemmer=True).tokenize
+        else:
+            tokenize = rouge_tokens
         self._fmeasure = scoring.fmeasure
-        self._tokens = lru_cache(maxsize=None)(lambda text: tuple(tok.tokenize(text)))
+        self._tokens = lru_cache(maxsize=None)(lambda text: tuple(tokenize(text)))
         self._masks = lru_cache(maxsize=None)(lambda text: token_masks(self._tokens(text)))
+
+    def prepare(self, texts: Iterable[str]) -> None:
+        for text in texts:
+            self._masks(text)
 
     def pair_score(self, hyp: str, ref: str) -> float:
         """ROUGE-L F1 (0..1) of one hypothesis against one reference, as `rouge_scorer._score_lcs`."""
