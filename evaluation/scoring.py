@@ -1,7 +1,8 @@
 """Score predictions (one or several samples per example) with the chosen metrics and protocol.
 
-Per-example metrics run on non-empty predictions only (an empty prediction scores 0 and is counted);
-pure-Python metrics are spread over worker processes in contiguous chunks of examples.
+Per-example metrics run on non-empty predictions only (an empty prediction scores 0 and is counted).
+Metrics that are slow per example in pure Python (METEOR, NIST) are spread over worker processes in
+contiguous chunks of examples; BLEU (vectorised) and ROUGE-L (bit-parallel LCS) run in-process.
 Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
 """
 from __future__ import annotations
@@ -48,7 +49,6 @@ def sentence_scores(metric: Metric, hyps: Sequence[str], refs: Sequence[Sequence
     try:
         progress = dict(desc=metric.name, total=len(chunks), unit=" chunks", disable=None, mininterval=1.0)
         if parallel:
-            metric.prepare({*hyps, *(r for rs in refs for r in rs)})
             with multiprocessing.get_context("fork").Pool(workers) as pool:
                 parts = list(tqdm(pool.imap(_score_chunk, chunks), **progress))
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from importlib import import_module
 from importlib.metadata import version
 from typing import ClassVar, Literal
@@ -28,15 +28,12 @@ class Metric(ABC):
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     per_example: ClassVar[bool] = True
-    parallel: ClassVar[bool] = False  # pure-Python CPU work: worth worker processes
+    parallel: ClassVar[bool] = False  # slow pure-Python work per example: worth worker processes
     packages: ClassVar[tuple[str, ...]] = ()
     settings_used: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: MetricSettings | None = None):
         self.settings = settings or MetricSettings()
-
-    def prepare(self, texts: Iterable[str]) -> None:
-        """Fill per-string caches (tokens, n-grams) before work is forked to worker processes."""
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         """Score each hypothesis against its references (0-100)."""

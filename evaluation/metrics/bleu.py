@@ -1,7 +1,7 @@
 """BLEU: Moses sentence BLEU (the paper's, per example) and sacrebleu corpus BLEU (standard, for comparison)."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -13,25 +13,16 @@ class SentenceBleu(Metric):
     """Sentence BLEU as Moses `sentence-bleu` (BLEU+1 on every order, closest-reference brevity penalty)."""
 
     name = "bleu"
-    parallel = True
     settings_used = ("bleu_tokenize", "bleu_smooth")
 
     def __init__(self, settings=None):
         super().__init__(settings)
         self.scorer = BleuScorer(self.settings.bleu_tokenize, self.settings.bleu_smooth)
 
-    def prepare(self, texts: Iterable[str]) -> None:
-        self.scorer.prepare(texts)
-
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
-        s = self.scorer
-        if reduce == "multi":
-            scores = [s.multi(h, rs) for h, rs in zip(hyps, refs)]
-        elif reduce == "max":
-            scores = [s.max_single(h, rs) for h, rs in zip(hyps, refs)]
-        else:
-            scores = [max(s.multi(h, rs), s.max_single(h, rs)) for h, rs in zip(hyps, refs)]
-        return np.asarray(scores, dtype=np.float64)
+        if reduce == "best":
+            return np.maximum(self.scorer.scores(hyps, refs, multi=True), self.scorer.scores(hyps, refs, multi=False))
+        return self.scorer.scores(hyps, refs, multi=reduce == "multi")
 
 
 class CorpusSacreBleu(Metric):

@@ -6,7 +6,7 @@ big-integer step per hypothesis token instead of a Python DP table), with the sa
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -48,7 +48,6 @@ class RougeL(Metric):
     """ROUGE-L F1 of rouge_score; several references: the best one (rouge_score's multi-reference rule)."""
 
     name = "rougeL"
-    parallel = True
     packages = ("rouge_score",)
     settings_used = ("rouge_tokenizer", "rouge_stemmer")
 
@@ -65,10 +64,6 @@ class RougeL(Metric):
         self._fmeasure = scoring.fmeasure
         self._tokens = lru_cache(maxsize=None)(lambda text: tuple(tokenize(text)))
         self._masks = lru_cache(maxsize=None)(lambda text: token_masks(self._tokens(text)))
-
-    def prepare(self, texts: Iterable[str]) -> None:
-        for text in texts:
-            self._masks(text)
 
     def pair_score(self, hyp: str, ref: str) -> float:
         """ROUGE-L F1 (0..1) of one hypothesis against one reference, as `rouge_scorer._score_lcs`."""
