@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Literal
 
 import numpy as np
@@ -47,11 +48,11 @@ class NgramTable:
 
 def build_ngram_table(texts: Sequence[str], tokenize: Callable[[str], list[str]]) -> NgramTable:
     """Tokenize `texts` once and count their 1..4-grams as integer ids."""
-    token_lists = [tokenize(t) for t in texts]
-    lengths = np.fromiter((len(t) for t in token_lists), dtype=np.int64, count=len(token_lists))
-    vocab: dict[str, int] = {}
-    flat = np.fromiter((vocab.setdefault(t, len(vocab)) for toks in token_lists for t in toks), dtype=np.int64,
-                       count=int(lengths.sum()))
+    token_lists = list(map(tokenize, texts))
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    tokens = list(chain.from_iterable(token_lists))
+    vocab = {t: i for i, t in enumerate(dict.fromkeys(tokens))}
+    flat = np.fromiter(map(vocab.__getitem__, tokens), dtype=np.int64, count=len(tokens))
     string_of = np.repeat(np.arange(len(texts)), lengths)
     pos = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     room = lengths[string_of] - pos  # tokens from this position to the end of its string
@@ -154,10 +155,11 @@ class BleuScorer:
                 raise ValueError("at least one reference is needed")
         if not hyps:
             return np.zeros(0)
-        index: dict[str, int] = {}
-        hyp = np.fromiter((index.setdefault(h, len(index)) for h in hyps), dtype=np.int64, count=len(hyps))
-        ref = np.fromiter((index.setdefault(r, len(index)) for rs in refs for r in rs), dtype=np.int64)
-        sizes = np.fromiter((len(rs) for rs in refs), dtype=np.int64, count=len(refs))
+        flat_refs = list(chain.from_iterable(refs))
+        index = {t: i for i, t in enumerate(dict.fromkeys(chain(hyps, flat_refs)))}
+        hyp = np.fromiter(map(index.__getitem__, hyps), dtype=np.int64, count=len(hyps))
+        ref = np.fromiter(map(index.__getitem__, flat_refs), dtype=np.int64, count=len(flat_refs))
+        sizes = np.fromiter(map(len, refs), dtype=np.int64, count=len(refs))
         table = build_ngram_table(list(index), self.tokenize)
         if multi:
             return self.finish(*bleu_statistics(table, hyp, ref, np.repeat(np.arange(len(hyps)), sizes)))

@@ -67,6 +67,7 @@ def reference_lists(targets: Sequence[Record], pool: Sequence[Record], protocol:
     """References of each target record under `protocol`, drawn from `pool` (the evaluation split).
 
     The target's own definition comes first (one occurrence moved to the front, none removed).
+    Lists may be shared between targets: treat them as read-only.
     """
     if protocol.by == "term":
         by_key, key = term_references(pool), (lambda r: r.term)
@@ -74,9 +75,11 @@ def reference_lists(targets: Sequence[Record], pool: Sequence[Record], protocol:
         by_key, key = context_references(pool), (lambda r: (r.term, r.context))
     out = []
     for record in targets:
-        refs = list(by_key.get(key(record), []))
-        if record.definition in refs:
-            refs.remove(record.definition)
-        refs = [record.definition, *refs]
+        refs = by_key.get(key(record), [])
+        if not refs or refs[0] != record.definition:
+            rest = list(refs)
+            if record.definition in rest:
+                rest.remove(record.definition)
+            refs = [record.definition, *rest]
         out.append([protocol.text(d) for d in refs] if protocol.strip_periods else refs)
     return out

@@ -41,21 +41,19 @@ def sentence_scores(metric: Metric, hyps: Sequence[str], refs: Sequence[Sequence
     global _JOB
     n = len(hyps)
     workers = resolve_workers(workers)
-    parallel = (metric.parallel and workers > 1 and n >= MIN_PARALLEL
-                and "fork" in multiprocessing.get_all_start_methods())
-    size = max(1, -(-n // (workers * 8))) if parallel else max(1, min(n, 4096))
+    if not (metric.parallel and workers > 1 and n >= MIN_PARALLEL
+            and "fork" in multiprocessing.get_all_start_methods()):
+        return metric.sentence_scores(hyps, refs, reduce)
+    size = max(1, -(-n // (workers * 8)))
     chunks = [(s, min(s + size, n)) for s in range(0, n, size)]
     _JOB = (metric, hyps, refs, reduce)
     try:
-        progress = dict(desc=metric.name, total=len(chunks), unit=" chunks", disable=None, mininterval=1.0)
-        if parallel:
-            with multiprocessing.get_context("fork").Pool(workers) as pool:
-                parts = list(tqdm(pool.imap(_score_chunk, chunks), **progress))
-        else:
-            parts = [_score_chunk(c) for c in tqdm(chunks, **progress)]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            parts = list(tqdm(pool.imap(_score_chunk, chunks), desc=metric.name, total=len(chunks),
+                              unit=" chunks", disable=None, mininterval=1.0))
     finally:
         _JOB = None
-    return np.concatenate(parts) if parts else np.zeros(0)
+    return np.concatenate(parts)
 
 
 @dataclass
@@ -97,8 +95,9 @@ def score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]
         if metric.per_example:
             values = np.zeros(len(flat))
             if len(keep):
-                values[keep] = sentence_scores(metric, [flat[i] for i in keep],
-                                               [refs[example_of[i]] for i in keep], protocol.reduce, workers)
+                owners = example_of[keep].tolist()
+                values[keep] = sentence_scores(metric, [flat[i] for i in keep.tolist()], [refs[e] for e in owners],
+                                               protocol.reduce, workers)
             per_sample[metric.name] = values
         else:
             first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]

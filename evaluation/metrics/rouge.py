@@ -62,15 +62,18 @@ class RougeL(Metric):
         else:
             tokenize = rouge_tokens
         self._fmeasure = scoring.fmeasure
-        self._tokens = lru_cache(maxsize=None)(lambda text: tuple(tokenize(text)))
-        self._masks = lru_cache(maxsize=None)(lambda text: token_masks(self._tokens(text)))
+        self._parse = lru_cache(maxsize=None)(lambda text: self._prepare(tokenize(text)))
+
+    @staticmethod
+    def _prepare(tokens: list[str]) -> tuple[list[str], dict[str, int]]:
+        return tokens, token_masks(tokens)
 
     def pair_score(self, hyp: str, ref: str) -> float:
         """ROUGE-L F1 (0..1) of one hypothesis against one reference, as `rouge_scorer._score_lcs`."""
-        hyp_tokens, ref_tokens = self._tokens(hyp), self._tokens(ref)
+        hyp_tokens, ref_tokens, ref_masks = self._parse(hyp)[0], *self._parse(ref)
         if not hyp_tokens or not ref_tokens:
             return 0.0
-        lcs = lcs_length(self._masks(ref), len(ref_tokens), hyp_tokens)
+        lcs = lcs_length(ref_masks, len(ref_tokens), hyp_tokens)
         return self._fmeasure(lcs / len(hyp_tokens), lcs / len(ref_tokens))
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
