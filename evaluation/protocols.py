@@ -44,8 +44,8 @@ class Protocol:
         return " ".join(_PERIOD.sub("", text).split()) if self.strip_periods else text
 
     def finish(self, value: float) -> float:
-        """Final rounding of an averaged score (orig-compat rounds up like the original)."""
-        return math.ceil(value * 100) / 100 if self.round_up else value
+        """Final rounding of an averaged score (orig-compat rounds up like the original; idempotent)."""
+        return math.ceil(round(value * 100, 6)) / 100 if self.round_up else value
 
 
 PROTOCOLS: dict[str, Protocol] = {

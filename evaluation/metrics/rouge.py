@@ -53,11 +53,13 @@ class RougeL(Metric):
 
     def __init__(self, settings=None):
         super().__init__(settings)
-        from rouge_score import scoring, tokenizers
+        from rouge_score import scoring
 
         if self.settings.rouge_tokenizer == "word":
             tokenize = word_tokens
         elif self.settings.rouge_stemmer:
+            from rouge_score import tokenizers  # imports NLTK (seconds): only when stemming
+
             tokenize = tokenizers.DefaultTokenizer(use_stemmer=True).tokenize
         else:
             tokenize = rouge_tokens

@@ -50,7 +50,8 @@ def test_orig_compat_strips_periods_and_rounds_up(by_term, urban):
     compat = score([pred], [target], ("bleu",), "orig-compat", pool=urban)["bleu"]
     assert compat > strict
     assert compat * 100 == int(compat * 100)  # two decimals, rounded up
-    assert get_protocol("orig-compat").finish(12.3401) == 12.35
+    finish = get_protocol("orig-compat").finish
+    assert finish(12.3401) == 12.35 and finish(10.84) == 10.84 and finish(finish(0.29)) == 0.29
 
 
 def test_best_of_n_mean_and_oracle(by_term, urban):
