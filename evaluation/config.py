@@ -22,7 +22,7 @@ class MetricSettings(StageConfig):
     bertscore_model: str = Field("roberta-large", description="BERTScore model name or local folder")
     bertscore_num_layers: int | None = Field(
         None, ge=1, description="BERTScore layer (default: bert-score's table, 17 for roberta-large; required for a folder)")
-    bertscore_idf: bool = Field(False, description="BERTScore idf weighting (idf from the references)")
+    bertscore_idf: bool = Field(False, description="BERTScore idf weighting (idf from the references being scored)")
     bertscore_rescale: bool = Field(False, description="BERTScore baseline rescaling (needs a baseline file)")
     moverscore_model: str = Field("distilbert-base-uncased", description="MoverScore encoder name or local folder")
     moverscore_layer: int = Field(-1, description="MoverScore hidden layer (-1: last, as the original)")

@@ -1,6 +1,7 @@
 """BERTScore F1 (bert-score package): any hub model or local folder, chosen layer, optional idf/rescaling."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,15 +27,19 @@ class BertScore(Metric):
                               "(bert-score knows default layers only for hub names such as roberta-large)")
         self._scorer = None
 
-    def _get_scorer(self, idf_sents: Sequence[str] | None):
+    def _get_scorer(self, idf_sents: Sequence[str]):
+        """The scorer (model loaded once); with idf, its weights are recomputed from these references."""
         from bert_score import BERTScorer
 
         s = self.settings
-        if self._scorer is None or s.bertscore_idf:
+        if self._scorer is None:
             self._scorer = BERTScorer(model_type=s.bertscore_model, num_layers=s.bertscore_num_layers,
-                                      idf=s.bertscore_idf, idf_sents=list(idf_sents) if s.bertscore_idf else None,
-                                      rescale_with_baseline=s.bertscore_rescale, lang="en", device=s.device,
-                                      batch_size=s.batch_size)
+                                      idf=s.bertscore_idf, rescale_with_baseline=s.bertscore_rescale, lang="en",
+                                      device=s.device, batch_size=s.batch_size)
+        if s.bertscore_idf:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Overwriting the previous importance weights")
+                self._scorer.compute_idf(list(idf_sents))
         return self._scorer
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:

@@ -53,3 +53,13 @@ def test_mauve_of_a_set_with_itself_is_one(settings, urban, caplog):
     assert same == pytest.approx(100.0, abs=1e-6)
     junk = unit.compute([f"the the the {i}" for i in range(120)], [[d] for d in defs])["mauve"]
     assert junk < 50.0 < same
+
+
+def test_bertscore_idf_keeps_identical_strings_on_top(settings, by_term):
+    smock = [r.definition for r in by_term["smock"]]
+    unit = get_metric("bertscore", settings.model_copy(update={"bertscore_idf": True}))
+    refs = [[smock[1]], [smock[1]], [smock[0]]]  # idf weights come from the references of the call
+    same, other, same0 = unit.sentence_scores([smock[1], smock[2], smock[0]], refs)
+    assert same == pytest.approx(100.0, abs=1e-3) and same0 == pytest.approx(100.0, abs=1e-3) and other < same
+    again = unit.sentence_scores([smock[1], smock[2], smock[0]], refs)  # model reused, same weights
+    assert again.tolist() == pytest.approx([same, other, same0], abs=1e-4)
