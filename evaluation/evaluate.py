@@ -27,7 +27,7 @@ from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
 from run_config.cli import add_config_flags, config_from_args, existing_file, run_main
 from run_config.errors import DataError
-from run_config.runtime import AtomicFileSet, config_hash, read_manifest, write_manifest
+from run_config.runtime import AtomicFileSet, config_hash, read_manifest, set_seed, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, EvaluateConfig)
+    set_seed(cfg.seed)
     if not cfg.force and is_up_to_date(cfg):
         print(f"evaluate: {cfg.output_dir} is up to date (use --force to redo)")
         return 0

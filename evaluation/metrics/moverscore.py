@@ -10,6 +10,7 @@ import string
 from collections.abc import Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from evaluation.metrics import Metric, Reduce, best_per_example, flatten_pairs
 
@@ -50,5 +51,7 @@ class MoverScore(Metric):
             return np.zeros(0)
         flat_h, flat_r, sizes = flatten_pairs(hyps, refs)
         emb = self.embed(list(flat_h) + list(flat_r))
-        pair = [1.0 / (1.0 + mover_distance(emb[r], emb[h])) for h, r in zip(flat_h, flat_r)]
+        pairs = tqdm(zip(flat_h, flat_r), total=len(flat_h), desc="moverscore", unit=" pairs", disable=None,
+                     mininterval=1.0)
+        pair = [1.0 / (1.0 + mover_distance(emb[r], emb[h])) for h, r in pairs]
         return best_per_example(pair, sizes) * 100.0
