@@ -21,18 +21,18 @@ class MetricSettings(StageConfig):
     nist_order: int = Field(5, ge=1, description="NIST maximum n-gram order")
     bertscore_model: str = Field("roberta-large", description="BERTScore model name or local folder")
     bertscore_num_layers: int | None = Field(
-        None, ge=1, description="BERTScore layer (default: bert-score's table, 17 for roberta-large; required for a folder)")
+        None, ge=1, description="BERTScore layer; unset: bert-score's table (17 for roberta-large); required for a folder")
     bertscore_idf: bool = Field(False, description="BERTScore idf weighting (idf from the references being scored)")
     bertscore_rescale: bool = Field(False, description="BERTScore baseline rescaling (needs a baseline file)")
     moverscore_model: str = Field("distilbert-base-uncased", description="MoverScore encoder name or local folder")
     moverscore_layer: int = Field(-1, description="MoverScore hidden layer (-1: last, as the original)")
     mauve_model: str = Field("gpt2-large", description="MAUVE feature model name or local folder")
     mauve_pooling: Literal["last", "mean"] = Field("last", description="MAUVE features: last token (MAUVE's own) or mean")
-    mauve_num_buckets: int | None = Field(None, ge=2, description="MAUVE k-means buckets (default: MAUVE's auto = n/10)")
+    mauve_num_buckets: int | None = Field(None, ge=2, description="MAUVE k-means buckets; unset: MAUVE's auto (n/10)")
     max_length: int = Field(256, ge=8, description="encoder truncation length in tokens (MoverScore, MAUVE)")
     device: str = Field("cpu", description="torch device of the neural metrics (cpu, cuda, cuda:1, ...)")
     batch_size: int = Field(64, ge=1, description="encoder batch size")
-    workers: int = Field(0, ge=0, description="processes for the per-example metrics (0: one per CPU core)")
+    workers: int = Field(0, ge=0, description="worker processes for METEOR and NIST (0: one per CPU core)")
     seed: int = Field(42, ge=0, description="seed of MAUVE's k-means and of the bootstrap")
 
 
@@ -47,7 +47,7 @@ class EvaluateConfig(MetricSettings):
     metrics: list[str] = Field(default_factory=lambda: ["bleu", "rouge"],
                                description="comma-separated metrics: " + "bleu, rouge, meteor, nist, bertscore, "
                                "moverscore, mauve, sacrebleu")
-    dataset: str | None = Field(None, description="dataset name in the table (default: the references' source)")
+    dataset: str | None = Field(None, description="dataset name in the table; unset: the references' source")
     compare_to: str | None = Field(None, description="second predictions JSONL: paired bootstrap + t-test p-values")
     bootstrap_samples: int = Field(1000, ge=10, description="paired bootstrap resamples")
     require_all: bool = Field(False, description="error (instead of a count) when a reference id has no prediction")

@@ -161,8 +161,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
     add_config_flags(parser, EvaluateConfig)
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
