@@ -22,6 +22,10 @@ MIN_PARALLEL = 2000  # below this many items, worker start-up costs more than it
 _JOB: tuple | None = None  # (metric, hyps, refs, reduce), inherited by forked workers
 
 
+def _init_worker() -> None:
+    _JOB[0].after_fork()
+
+
 def _score_chunk(bounds: tuple[int, int]) -> np.ndarray:
     metric, hyps, refs, reduce = _JOB
     start, end = bounds
@@ -48,7 +52,7 @@ def sentence_scores(metric: Metric, hyps: Sequence[str], refs: Sequence[Sequence
     chunks = [(s, min(s + size, n)) for s in range(0, n, size)]
     _JOB = (metric, hyps, refs, reduce)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
             parts = list(tqdm(pool.imap(_score_chunk, chunks), desc=metric.name, total=len(chunks),
                               unit=" chunks", disable=None, mininterval=1.0))
     finally:

@@ -35,6 +35,9 @@ class Metric(ABC):
     def __init__(self, settings: MetricSettings | None = None):
         self.settings = settings or MetricSettings()
 
+    def after_fork(self) -> None:
+        """Drop state a forked worker must not share with its parent (open files); no-op by default."""
+
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         """Score each hypothesis against its references (0-100)."""
         raise NotImplementedError(f"{self.name} is a corpus-level metric")

@@ -24,9 +24,19 @@ class Meteor(Metric):
 
     def __init__(self, settings=None):
         super().__init__(settings)
+        from nltk.corpus import wordnet
+
         from run_config.assets import use_offline_wordnet
 
         use_offline_wordnet()
+        wordnet.ensure_loaded()  # once here rather than in every worker
+
+    def after_fork(self) -> None:
+        """Reopen WordNet's data files in a worker: a shared file offset would corrupt its reads."""
+        from nltk.corpus import wordnet
+
+        if type(wordnet).__name__ != "LazyCorpusLoader":
+            wordnet._data_file_map = {}
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         from nltk.translate.meteor_score import meteor_score
