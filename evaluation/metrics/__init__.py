@@ -9,7 +9,6 @@ multi-reference score) or "best" (the larger of the two, the original code's BLE
 from __future__ import annotations
 
 import difflib
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from importlib import import_module
 from importlib.metadata import version
@@ -22,7 +21,7 @@ from evaluation.config import MetricSettings
 Reduce = Literal["max", "multi", "best"]
 
 
-class Metric(ABC):
+class Metric:
     """A metric unit: settings in, scores out."""
 
     name: ClassVar[str]
@@ -44,7 +43,7 @@ class Metric(ABC):
 
     def compute(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> dict[str, float]:
         """Return {name: score}: the mean sentence score, or the corpus score."""
-        _check_inputs(self.name, hyps, refs)
+        check_inputs(self.name, hyps, refs)
         return {self.name: float(np.mean(self.sentence_scores(hyps, refs, reduce))) if hyps else 0.0}
 
     def signature(self) -> dict[str, object]:
@@ -53,7 +52,7 @@ class Metric(ABC):
                 **{p: version(p) for p in self.packages}}
 
 
-def _check_inputs(name: str, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
+def check_inputs(name: str, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
     if len(hyps) != len(refs):
         raise ValueError(f"{name}: {len(hyps)} hypotheses but {len(refs)} reference lists")
     for i, r in enumerate(refs):

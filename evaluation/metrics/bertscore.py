@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce, best_per_example, flatten_pairs
 from run_config.errors import ConfigError
 
@@ -17,7 +18,7 @@ class BertScore(Metric):
     packages = ("bert-score", "transformers")
     settings_used = ("bertscore_model", "bertscore_num_layers", "bertscore_idf", "bertscore_rescale")
 
-    def __init__(self, settings=None):
+    def __init__(self, settings: MetricSettings | None = None):
         super().__init__(settings)
         from bert_score.utils import model2layers
 

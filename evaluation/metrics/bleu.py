@@ -6,7 +6,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from evaluation.bleu import BleuScorer
-from evaluation.metrics import Metric, Reduce, _check_inputs
+from evaluation.config import MetricSettings
+from evaluation.metrics import Metric, Reduce, check_inputs
 
 
 class SentenceBleu(Metric):
@@ -15,7 +16,7 @@ class SentenceBleu(Metric):
     name = "bleu"
     settings_used = ("bleu_tokenize", "bleu_smooth")
 
-    def __init__(self, settings=None):
+    def __init__(self, settings: MetricSettings | None = None):
         super().__init__(settings)
         self.scorer = BleuScorer(self.settings.bleu_tokenize, self.settings.bleu_smooth)
 
@@ -35,7 +36,7 @@ class CorpusSacreBleu(Metric):
     def compute(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> dict[str, float]:
         import sacrebleu
 
-        _check_inputs(self.name, hyps, refs)
+        check_inputs(self.name, hyps, refs)
         width = max((len(r) for r in refs), default=1)
         streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
         return {self.name: float(sacrebleu.corpus_bleu(list(hyps), streams).score)}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from evaluation.metrics import Metric, Reduce, _check_inputs
+from evaluation.metrics import Metric, Reduce, check_inputs
 
 log = logging.getLogger(__name__)
 MIN_RELIABLE_SAMPLES = 1000
@@ -28,7 +28,7 @@ class Mauve(Metric):
 
         from evaluation.encoders import load_encoder
 
-        _check_inputs(self.name, hyps, refs)
+        check_inputs(self.name, hyps, refs)
         if len(hyps) < MIN_RELIABLE_SAMPLES:
             log.warning("MAUVE on %d samples (< %d): the estimate is noisy", len(hyps), MIN_RELIABLE_SAMPLES)
         s = self.settings

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce
 
 
@@ -22,7 +23,7 @@ class Meteor(Metric):
     parallel = True
     packages = ("nltk",)
 
-    def __init__(self, settings=None):
+    def __init__(self, settings: MetricSettings | None = None):
         super().__init__(settings)
         from nltk.corpus import wordnet
 

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce
 from evaluation.metrics.nltk_metrics import word_tokens
 
@@ -51,7 +52,7 @@ class RougeL(Metric):
     packages = ("rouge_score",)
     settings_used = ("rouge_tokenizer", "rouge_stemmer")
 
-    def __init__(self, settings=None):
+    def __init__(self, settings: MetricSettings | None = None):
         super().__init__(settings)
         from rouge_score import scoring
 
