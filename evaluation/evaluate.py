@@ -90,7 +90,7 @@ def id_scores(scored: list[tuple[Run, SampleScores]]) -> dict[str, dict[str, flo
 def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, Record]):
     """One JSON line per sample: ids, the prediction and its per-example scores."""
     for run, scores in scored:
-        preds = [p for ps in run.samples.values() for p in sorted(ps, key=lambda p: p.sample_idx)]
+        preds = [p for ps in run.ordered() for p in ps]
         for k, p in enumerate(preds):
             row = {"model": run.model, "seed": run.seed, "id": p.id, "sample_idx": p.sample_idx,
                    "term": records[p.id].term, "prediction": p.prediction, "empty": bool(scores.empty[k])}

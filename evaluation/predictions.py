@@ -33,7 +33,7 @@ class Prediction:
 
 @dataclass
 class Run:
-    """The predictions of one (model, seed): id -> samples in sample_idx order."""
+    """The predictions of one (model, seed): id -> its samples (file order)."""
 
     model: str
     seed: int | None
@@ -43,8 +43,12 @@ class Run:
     def ids(self) -> list[str]:
         return list(self.samples)
 
+    def ordered(self) -> list[list[Prediction]]:
+        """Each id's samples in sample_idx order."""
+        return [sorted(ps, key=lambda p: p.sample_idx) for ps in self.samples.values()]
+
     def texts(self) -> list[list[str]]:
-        return [[p.prediction for p in sorted(ps, key=lambda p: p.sample_idx)] for ps in self.samples.values()]
+        return [[p.prediction for p in ps] for ps in self.ordered()]
 
 
 def _field(obj: dict, key: str, kind: type, path: str, line: int, required: bool = True):
