@@ -29,18 +29,23 @@ def rouge_tokens(text: str) -> list[str]:
 
 def token_masks(tokens: Sequence[str]) -> dict[str, int]:
     """Bit i of masks[t] is set where tokens[i] == t."""
-    masks: dict[str, int] = {}
-    for i, tok in enumerate(tokens):
-        masks[tok] = masks.get(tok, 0) | (1 << i)
+    masks = dict(zip(tokens, (1 << i for i in range(len(tokens)))))
+    if len(masks) < len(tokens):  # repeated tokens: several bits each
+        masks = {}
+        for i, tok in enumerate(tokens):
+            masks[tok] = masks.get(tok, 0) | (1 << i)
     return masks
 
 
 def lcs_length(ref_masks: dict[str, int], ref_len: int, hyp: Sequence[str]) -> int:
-    """Length of the longest common subsequence of a reference (as token masks) and `hyp`."""
+    """Length of the longest common subsequence of a reference (as token masks) and `hyp`.
+
+    Hypothesis tokens absent from the reference leave the state unchanged, so only the others are stepped.
+    """
     full = (1 << ref_len) - 1
     v = full
-    for tok in hyp:
-        u = v & ref_masks.get(tok, 0)
+    for mask in filter(None, map(ref_masks.get, hyp)):
+        u = v & mask
         v = ((v + u) | (v - u)) & full
     return ref_len - v.bit_count()
 
