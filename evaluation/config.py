@@ -32,7 +32,7 @@ class MetricSettings(StageConfig):
     max_length: int = Field(256, ge=8, description="encoder truncation length in tokens (MoverScore, MAUVE)")
     device: str = Field("cpu", description="torch device of the neural metrics (cpu, cuda, cuda:1, ...)")
     batch_size: int = Field(64, ge=1, description="encoder batch size")
-    workers: int = Field(0, ge=0, description="worker processes for METEOR and NIST (0: one per CPU core)")
+    workers: int = Field(0, ge=0, description="worker processes for BLEU, ROUGE-L, METEOR, NIST (0: one per CPU core)")
     seed: int = Field(42, ge=0, description="seed of MAUVE's k-means and of the bootstrap")
 
 

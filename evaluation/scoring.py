@@ -1,8 +1,8 @@
 """Score predictions (one or several samples per example) with the chosen metrics and protocol.
 
 Per-example metrics run on non-empty predictions only (an empty prediction scores 0 and is counted).
-Metrics that are slow per example in pure Python (METEOR, NIST) are spread over worker processes in
-contiguous chunks of examples; BLEU (vectorised) and ROUGE-L (bit-parallel LCS) run in-process.
+The CPU metrics run side by side in forked worker processes (BLEU and ROUGE-L one task each; METEOR
+and NIST, slow per example in pure Python, in contiguous chunks of examples); neural ones in-process.
 Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
 """
 from __future__ import annotations
@@ -19,17 +19,18 @@ from evaluation.metrics import Metric, Reduce
 from evaluation.protocols import Protocol
 
 MIN_PARALLEL = 2000  # below this many items, worker start-up costs more than it saves
-_JOB: tuple | None = None  # (metric, hyps, refs, reduce), inherited by forked workers
+_JOB: tuple | None = None  # (metrics, hyps, refs, reduce), inherited by forked workers
 
 
 def _init_worker() -> None:
-    _JOB[0].after_fork()
+    for metric in _JOB[0]:
+        metric.after_fork()
 
 
-def _score_chunk(bounds: tuple[int, int]) -> np.ndarray:
-    metric, hyps, refs, reduce = _JOB
-    start, end = bounds
-    return metric.sentence_scores(hyps[start:end], refs[start:end], reduce)
+def _score_task(task: tuple[int, int, int]) -> np.ndarray:
+    metrics, hyps, refs, reduce = _JOB
+    which, start, end = task
+    return metrics[which].sentence_scores(hyps[start:end], refs[start:end], reduce)
 
 
 def resolve_workers(workers: int) -> int:
@@ -39,25 +40,36 @@ def resolve_workers(workers: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def sentence_scores(metric: Metric, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce,
-                    workers: int = 1) -> np.ndarray:
-    """`metric.sentence_scores`, over worker processes (fork) when the metric is CPU-bound and the input large."""
+def sentence_scores(metrics: Sequence[Metric], hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce,
+                    workers: int = 1) -> dict[str, np.ndarray]:
+    """Per-example scores of each metric; CPU metrics run side by side in forked worker processes.
+
+    Every CPU-bound metric is one task (slow pure-Python ones, `chunked`, are split into contiguous
+    chunks of examples); neural metrics run in this process, where their model lives.
+    """
     global _JOB
     n = len(hyps)
     workers = resolve_workers(workers)
-    if not (metric.parallel and workers > 1 and n >= MIN_PARALLEL
-            and "fork" in multiprocessing.get_all_start_methods()):
-        return metric.sentence_scores(hyps, refs, reduce)
+    forked = [i for i, m in enumerate(metrics) if m.cpu_bound]
     size = max(1, -(-n // (workers * 8)))
-    chunks = [(s, min(s + size, n)) for s in range(0, n, size)]
-    _JOB = (metric, hyps, refs, reduce)
-    try:
-        with multiprocessing.get_context("fork").Pool(workers, initializer=_init_worker) as pool:
-            parts = list(tqdm(pool.imap(_score_chunk, chunks), desc=metric.name, total=len(chunks),
-                              unit=" chunks", disable=None, mininterval=1.0))
-    finally:
-        _JOB = None
-    return np.concatenate(parts)
+    tasks = [(i, s, min(s + size, n)) if metrics[i].chunked else (i, 0, n)
+             for i in forked for s in (range(0, n, size) if metrics[i].chunked else [0])]
+    out: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+    if workers > 1 and n >= MIN_PARALLEL and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _JOB = (metrics, hyps, refs, reduce)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
+                for (i, _, _), part in zip(tasks, tqdm(pool.imap(_score_task, tasks), desc="metrics", total=len(tasks),
+                                                       unit=" tasks", disable=None, mininterval=1.0)):
+                    out[metrics[i].name].append(part)
+        finally:
+            _JOB = None
+        rest = [m for m in metrics if not m.cpu_bound]
+    else:
+        rest = list(metrics)
+    for metric in rest:
+        out[metric.name].append(metric.sentence_scores(hyps, refs, reduce))
+    return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
 
 
 @dataclass
@@ -93,18 +105,17 @@ def score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]
     flat = [protocol.text(s) for ss in samples for s in ss]
     empty = np.asarray([not s.strip() for s in flat], dtype=bool)
     keep = np.flatnonzero(~empty)
-    per_sample: dict[str, np.ndarray] = {}
+    per_example = [m for m in metrics if m.per_example]
+    per_sample = {m.name: np.zeros(len(flat)) for m in per_example}
+    if len(keep) and per_example:
+        kept_refs = [refs[e] for e in example_of[keep].tolist()]
+        scores = sentence_scores(per_example, [flat[i] for i in keep.tolist()], kept_refs, protocol.reduce, workers)
+        for name, values in scores.items():
+            per_sample[name][keep] = values
     corpus: dict[str, float] = {}
+    first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
     for metric in metrics:
-        if metric.per_example:
-            values = np.zeros(len(flat))
-            if len(keep):
-                owners = example_of[keep].tolist()
-                values[keep] = sentence_scores(metric, [flat[i] for i in keep.tolist()], [refs[e] for e in owners],
-                                               protocol.reduce, workers)
-            per_sample[metric.name] = values
-        else:
-            first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
+        if not metric.per_example:
             corpus.update(metric.compute(first, list(refs), protocol.reduce))
     return SampleScores(example_of, empty, per_sample, corpus)
 

@@ -27,7 +27,8 @@ class Metric:
     name: ClassVar[str]
     higher_is_better: ClassVar[bool] = True
     per_example: ClassVar[bool] = True
-    parallel: ClassVar[bool] = False  # slow pure-Python work per example: worth worker processes
+    cpu_bound: ClassVar[bool] = False  # no model: may run in a forked worker process
+    chunked: ClassVar[bool] = False  # slow pure-Python work per example: split over workers
     packages: ClassVar[tuple[str, ...]] = ()
     settings_used: ClassVar[tuple[str, ...]] = ()
 

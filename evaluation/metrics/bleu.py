@@ -14,6 +14,7 @@ class SentenceBleu(Metric):
     """Sentence BLEU as Moses `sentence-bleu` (BLEU+1 on every order, closest-reference brevity penalty)."""
 
     name = "bleu"
+    cpu_bound = True
     settings_used = ("bleu_tokenize", "bleu_smooth")
 
     def __init__(self, settings: MetricSettings | None = None):

@@ -20,7 +20,8 @@ class Meteor(Metric):
     """METEOR (NLTK, alpha 0.9, beta 3, gamma 0.5); several references: the best one (NLTK's rule)."""
 
     name = "meteor"
-    parallel = True
+    cpu_bound = True
+    chunked = True
     packages = ("nltk",)
 
     def __init__(self, settings: MetricSettings | None = None):
@@ -53,7 +54,8 @@ class Nist(Metric):
     """
 
     name = "nist"
-    parallel = True
+    cpu_bound = True
+    chunked = True
     packages = ("nltk",)
     settings_used = ("nist_order",)
 

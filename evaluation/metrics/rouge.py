@@ -54,6 +54,7 @@ class RougeL(Metric):
     """ROUGE-L F1 of rouge_score; several references: the best one (rouge_score's multi-reference rule)."""
 
     name = "rougeL"
+    cpu_bound = True
     packages = ("rouge_score",)
     settings_used = ("rouge_tokenizer", "rouge_stemmer")
 
