@@ -1,0 +1,52 @@
+"""BERTScore F1 (bert-score package): any hub model or local folder, chosen layer, optional idf/rescaling."""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from evaluation.config import MetricSettings
+from evaluation.metrics import Metric, Reduce, best_per_example, flatten_pairs
+from run_config.errors import ConfigError
+
+
+class BertScore(Metric):
+    """BERTScore F1; several references: the best one (max over single-reference pairs)."""
+
+    name = "bertscore"
+    packages = ("bert-score", "transformers")
+    settings_used = ("bertscore_model", "bertscore_num_layers", "bertscore_idf", "bertscore_rescale")
+
+    def __init__(self, settings: MetricSettings | None = None):
+        super().__init__(settings)
+        from bert_score.utils import model2layers
+
+        s = self.settings
+        if s.bertscore_num_layers is None and s.bertscore_model not in model2layers:
+            raise ConfigError(f"bertscore_num_layers: required for model {s.bertscore_model!r} "
+                              "(bert-score knows default layers only for hub names such as roberta-large)")
+        self._scorer = None
+
+    def _get_scorer(self, idf_sents: Sequence[str]):
+        """The scorer (model loaded once); with idf, its weights are recomputed from these references."""
+        from bert_score import BERTScorer
+
+        s = self.settings
+        if self._scorer is None:
+            self._scorer = BERTScorer(model_type=s.bertscore_model, num_layers=s.bertscore_num_layers,
+                                      idf=s.bertscore_idf, rescale_with_baseline=s.bertscore_rescale, lang="en",
+                                      device=s.device, batch_size=s.batch_size)
+        if s.bertscore_idf:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Overwriting the previous importance weights")
+                self._scorer.compute_idf(list(idf_sents))
+        return self._scorer
+
+    def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
+        if not hyps:
+            return np.zeros(0)
+        flat_h, flat_r, sizes = flatten_pairs(hyps, refs)
+        scorer = self._get_scorer(sorted({r for rs in refs for r in rs}))
+        _, _, f1 = scorer.score(flat_h, flat_r, batch_size=self.settings.batch_size)
+        return best_per_example(f1.numpy(), sizes) * 100.0

@@ -1,0 +1,131 @@
+"""Score predictions (one or several samples per example) with the chosen metrics and protocol.
+
+Per-example metrics run on non-empty predictions only (an empty prediction scores 0 and is counted).
+The CPU metrics run side by side in forked worker processes (BLEU and ROUGE-L one task each; METEOR
+and NIST, slow per example in pure Python, in contiguous chunks of examples); neural ones in-process.
+Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from evaluation.metrics import Metric, Reduce
+from evaluation.protocols import Protocol
+
+MIN_PARALLEL = 2000  # below this many items, worker start-up costs more than it saves
+_JOB: tuple | None = None  # (metrics, hyps, refs, reduce), inherited by forked workers
+
+
+def _init_worker() -> None:
+    for metric in _JOB[0]:
+        metric.after_fork()
+
+
+def _score_task(task: tuple[int, int, int]) -> np.ndarray:
+    metrics, hyps, refs, reduce = _JOB
+    which, start, end = task
+    return metrics[which].sentence_scores(hyps[start:end], refs[start:end], reduce)
+
+
+def resolve_workers(workers: int) -> int:
+    """0 means one worker per available CPU core."""
+    if workers:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def sentence_scores(metrics: Sequence[Metric], hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce,
+                    workers: int = 1) -> dict[str, np.ndarray]:
+    """Per-example scores of each metric; CPU metrics run side by side in forked worker processes.
+
+    Every CPU-bound metric is one task (slow pure-Python ones, `chunked`, are split into contiguous
+    chunks of examples); neural metrics run in this process, where their model lives.
+    """
+    global _JOB
+    n = len(hyps)
+    workers = resolve_workers(workers)
+    forked = [i for i, m in enumerate(metrics) if m.cpu_bound]
+    size = max(1, -(-n // (workers * 8)))
+    tasks = [(i, s, min(s + size, n)) if metrics[i].chunked else (i, 0, n)
+             for i in forked for s in (range(0, n, size) if metrics[i].chunked else [0])]
+    out: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
+    if workers > 1 and n >= MIN_PARALLEL and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
+        _JOB = (metrics, hyps, refs, reduce)
+        try:
+            with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
+                for (i, _, _), part in zip(tasks, tqdm(pool.imap(_score_task, tasks), desc="metrics", total=len(tasks),
+                                                       unit=" tasks", disable=None, mininterval=1.0)):
+                    out[metrics[i].name].append(part)
+        finally:
+            _JOB = None
+        rest = [m for m in metrics if not m.cpu_bound]
+    else:
+        rest = list(metrics)
+    for metric in rest:
+        out[metric.name].append(metric.sentence_scores(hyps, refs, reduce))
+    return {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in out.items()}
+
+
+@dataclass
+class SampleScores:
+    """Scores of every sample: per-example metrics per sample, corpus metrics once."""
+
+    example_of: np.ndarray  # sample -> example index
+    empty: np.ndarray  # sample -> prediction was empty
+    per_sample: dict[str, np.ndarray]
+    corpus: dict[str, float]
+
+    def per_example(self, how: str = "mean") -> dict[str, np.ndarray]:
+        """Per-example scores: mean over the example's samples, or their max (the oracle)."""
+        n = int(self.example_of.max()) + 1 if len(self.example_of) else 0
+        out = {}
+        for name, values in self.per_sample.items():
+            if how == "mean":
+                total = np.bincount(self.example_of, weights=values, minlength=n)
+                out[name] = total / np.bincount(self.example_of, minlength=n)
+            else:
+                best = np.full(n, -np.inf)
+                np.maximum.at(best, self.example_of, values)
+                out[name] = best
+        return out
+
+
+def score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], metrics: Sequence[Metric],
+                  protocol: Protocol, workers: int = 1) -> SampleScores:
+    """Score each example's samples against its references (already chosen by the protocol)."""
+    if len(samples) != len(refs):
+        raise ValueError(f"{len(samples)} examples of predictions but {len(refs)} reference lists")
+    example_of = np.asarray([i for i, ss in enumerate(samples) for _ in ss], dtype=np.int64)
+    flat = [protocol.text(s) for ss in samples for s in ss]
+    empty = np.asarray([not s.strip() for s in flat], dtype=bool)
+    keep = np.flatnonzero(~empty)
+    per_example = [m for m in metrics if m.per_example]
+    per_sample = {m.name: np.zeros(len(flat)) for m in per_example}
+    if len(keep) and per_example:
+        kept_refs = [refs[e] for e in example_of[keep].tolist()]
+        scores = sentence_scores(per_example, [flat[i] for i in keep.tolist()], kept_refs, protocol.reduce, workers)
+        for name, values in scores.items():
+            per_sample[name][keep] = values
+    corpus: dict[str, float] = {}
+    first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
+    for metric in metrics:
+        if not metric.per_example:
+            corpus.update(metric.compute(first, list(refs), protocol.reduce))
+    return SampleScores(example_of, empty, per_sample, corpus)
+
+
+def summarize(scores: SampleScores, protocol: Protocol) -> dict:
+    """Scores of a run: mean over examples (each the mean of its samples) and, for Best-of-N, the oracle."""
+    mean = {k: protocol.finish(float(v.mean())) if len(v) else 0.0 for k, v in scores.per_example("mean").items()}
+    out = {"scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
+           "n_examples": int(len(np.unique(scores.example_of))), "n_samples": int(len(scores.example_of)),
+           "n_empty": int(scores.empty.sum())}
+    if out["n_samples"] > out["n_examples"]:
+        out["oracle"] = {k: protocol.finish(float(v.mean())) for k, v in scores.per_example("max").items()}
+    return out

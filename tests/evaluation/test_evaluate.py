@@ -1,0 +1,119 @@
+"""The evaluate CLI end to end on real Urban rows: outputs, seeds, Best-of-N, significance, error cases."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import main as toolkit
+from evaluation.evaluate import main
+
+N = 40
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture()
+def refs(urban, tmp_path) -> Path:
+    """A small evaluation split: the first N Urban records (several terms have several definitions)."""
+    return write_jsonl(tmp_path / "test.jsonl", [json.loads(r.to_json()) for r in urban[:N]])
+
+
+def gold(urban, **extra) -> list[dict]:
+    return [{"id": r.id, "prediction": r.definition, **extra} for r in urban[:N]]
+
+
+def run(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def test_minimal_command_line_writes_scores_table_and_examples(urban, refs, tmp_path, capsys):
+    preds = write_jsonl(tmp_path / "p.jsonl", gold(urban))
+    out = tmp_path / "out"
+    assert toolkit.main(["evaluate", "--predictions", str(preds), "--references", str(refs), "--protocol", "max",
+                         "--metrics", "bleu,rouge", "--output-dir", str(out)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["bleu"] == pytest.approx(100.0) and scores["rougeL"] == pytest.approx(100.0)
+    assert scores["dataset"] == "Urban" and scores["protocol"] == "max"
+    assert scores["counts"]["runs"][0]["missing_ids"] == 0
+    rows = [json.loads(l) for l in (out / "per_example.jsonl").open()]
+    assert len(rows) == N and set(rows[0]) >= {"id", "prediction", "bleu", "rougeL", "empty"}
+    assert "| Method | Urban BLEU | Urban ROUGE |" in (out / "table.md").read_text()
+    assert (out / "table.csv").read_text().startswith("Method,Urban BLEU,Urban ROUGE")
+    assert "\\begin{tabular}" in (out / "table.tex").read_text()
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "evaluate"
+    capsys.readouterr()
+    assert run("--predictions", preds, "--references", refs, "--metrics", "bleu,rouge", "--output-dir", out) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_seeds_best_of_n_missing_and_empty(urban, refs, tmp_path):
+    rows = []
+    for seed in (21, 42, 84):
+        for i, r in enumerate(urban[:N - 5]):  # 5 ids never predicted
+            rows.append({"id": r.id, "prediction": r.definition if (i + seed) % 4 else "", "model": "m",
+                         "seed": seed, "sample_idx": 0})
+            rows.append({"id": r.id, "prediction": "some other words entirely", "model": "m", "seed": seed,
+                         "sample_idx": 1})
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "out"
+    assert run("--predictions", preds, "--references", refs, "--metrics", "bleu", "rouge", "--output-dir", out) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    seeds = scores["systems"]["m"]["seeds"]
+    assert [s["seed"] for s in seeds] == [21, 42, 84]
+    assert all(s["n_examples"] == N - 5 and s["n_samples"] == 2 * (N - 5) for s in seeds)
+    assert scores["counts"]["empty_predictions"] == sum(not r["prediction"] for r in rows) > 0
+    assert all(r["missing_ids"] == 5 for r in scores["counts"]["runs"])
+    assert scores["std"]["bleu"] > 0
+    assert scores["bleu"] == pytest.approx(sum(s["scores"]["bleu"] for s in seeds) / 3)
+    assert scores["oracle"]["bleu"] > scores["bleu"]
+    assert "±" in (out / "table.md").read_text()
+    assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "o2", "--require-all") == 1
+
+
+def test_compare_to_gives_p_values(urban, refs, tmp_path, capsys):
+    good = write_jsonl(tmp_path / "good.jsonl", gold(urban))
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": r.id, "prediction": urban[-1 - i].definition}
+                                              for i, r in enumerate(urban[:N])])
+    out = tmp_path / "out"
+    assert run("--predictions", good, "--references", refs, "--compare-to", bad, "--output-dir", out,
+               "--bootstrap-samples", 200) == 0
+    sig = json.loads((out / "significance.json").read_text())["metrics"]
+    assert sig["bleu"]["bootstrap"]["p_value"] < 0.05 and sig["bleu"]["ttest"]["p_value"] < 0.05
+    assert sig["bleu"]["bootstrap"]["delta"] > 0
+    assert "bootstrap p=" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("rows,message", [
+    ([{"id": "nope", "prediction": "x"}], "p.jsonl:1: id: 1 prediction id(s) not in"),
+    ([{"id": "Urban_test:1:0", "prediction": "x"}, {"id": "Urban_test:1:0", "prediction": "y"}],
+     "p.jsonl:2: id: duplicate prediction for id 'Urban_test:1:0'"),
+    ([{"id": "Urban_test:1:0"}], "p.jsonl:1: prediction: missing"),
+    ([{"id": "Urban_test:1:0", "prediction": 3}], "p.jsonl:1: prediction: expected str"),
+    ([{"id": "Urban_test:1:0", "prediction": "x", "seed": "21"}], "p.jsonl:1: seed: expected int"),
+])
+def test_bad_predictions_fail_with_file_line_field(rows, message, refs, tmp_path, capsys):
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "out") == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out" / "scores.json").exists()
+
+
+def test_invalid_json_and_missing_files(refs, tmp_path, capsys):
+    preds = tmp_path / "p.jsonl"
+    preds.write_text('{"id": "Urban_test:1:0", "prediction": "x"}\n{oops\n')
+    assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "out") == 1
+    assert "p.jsonl:2: invalid JSON" in capsys.readouterr().err
+    assert run("--predictions", tmp_path / "none.jsonl", "--references", refs, "--output-dir", tmp_path / "o") == 1
+    assert "none.jsonl: no such file" in capsys.readouterr().err
+
+
+def test_unknown_metric_or_protocol_is_a_usage_error(refs, tmp_path, capsys):
+    assert run("--predictions", refs, "--references", refs, "--metrics", "blue", "--output-dir", tmp_path) == 2
+    assert "unknown metric 'blue' (did you mean bleu?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run("--predictions", refs, "--references", refs, "--protocol", "mean", "--output-dir", tmp_path)
