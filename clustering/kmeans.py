@@ -7,12 +7,15 @@ sparse one-hot (k, n) product.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from tqdm import tqdm
 
 from clustering.transport import balanced_assignment
@@ -20,6 +23,20 @@ from clustering.transport import balanced_assignment
 log = logging.getLogger(__name__)
 
 Matrix = np.ndarray | sp.csr_matrix
+# Below this many matrix entries one thread is faster: thread start-up and waits dominate such small
+# products, and on a busy machine they dominate badly.
+SINGLE_THREAD_BELOW = 1 << 24
+
+
+@contextlib.contextmanager
+def kernel_threads(entries: int) -> Iterator[None]:
+    """Use one torch thread for small inputs, the configured number otherwise; restore it afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if entries < SINGLE_THREAD_BELOW else before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)
@@ -35,8 +52,11 @@ class KMeansResult:
 
 def similarities(x: Matrix, centroids: np.ndarray) -> np.ndarray:
     """Return the (n, k) dot products of the rows of `x` with `centroids`."""
-    out = x @ centroids.T
-    return np.asarray(out, dtype=np.float32)
+    if sp.issparse(x):
+        return np.asarray(x @ centroids.T, dtype=np.float32)
+    # torch's CPU GEMM is 2-3x faster than NumPy's OpenBLAS on this skinny (n, d) x (d, k) shape.
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return (xt @ torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).T).numpy()
 
 
 def _rows(x: Matrix, idx: np.ndarray) -> np.ndarray:
@@ -52,10 +72,13 @@ def normalize_rows(m: np.ndarray) -> np.ndarray:
 
 def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
     """Return the (k, d) sums of the rows of each cluster (one sparse product, no copy of x)."""
+    if not sp.issparse(x):
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        sums = torch.zeros(k, x.shape[1], dtype=torch.float32).index_add_(0, torch.from_numpy(labels), xt)
+        return sums.numpy().astype(np.float64)
     onehot = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
                            shape=(k, len(labels)))
-    sums = onehot @ x
-    return np.asarray(sums.toarray() if sp.issparse(sums) else sums, dtype=np.float64)
+    return np.asarray((onehot @ x).toarray(), dtype=np.float64)
 
 
 def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -89,6 +112,7 @@ def _fit_once(x: Matrix, k: int, rng: np.random.Generator, balanced: bool, max_i
     sq_norm_mean = float(np.asarray(x.multiply(x).sum()) if sp.issparse(x) else np.einsum("ij,ij->", x, x)) / n
     tol_abs = tol * max(sq_norm_mean - float(mean @ mean), 0.0) / x.shape[1]
     labels = np.full(n, -1, dtype=np.int64)
+    sums = np.zeros((k, x.shape[1]))
     prices = None
     converged = False
     bar = tqdm(range(1, max_iter + 1), desc="balanced k-means" if balanced else "k-means", unit=" it",
@@ -100,9 +124,14 @@ def _fit_once(x: Matrix, k: int, rng: np.random.Generator, balanced: bool, max_i
             new_labels, prices = balanced_assignment(-sim.astype(np.float64), prices)
         else:
             new_labels = np.argmax(sim, axis=1).astype(np.int64)
-        changed = int((new_labels != labels).sum())
+        moved = np.flatnonzero(new_labels != labels)
+        changed = len(moved)
+        if it == 1 or changed > n // 2:
+            sums = cluster_sums(x, new_labels, k)
+        elif changed:  # update the sums with the moved points only: one pass over x per iteration, not two
+            rows = x[moved]
+            sums += cluster_sums(rows, new_labels[moved], k) - cluster_sums(rows, labels[moved], k)
         labels = new_labels
-        sums = cluster_sums(x, labels, k)
         empty = ~sums.any(axis=1)
         new_centroids = normalize_rows(np.where(empty[:, None], centroids, sums))
         shift = float(((new_centroids - centroids) ** 2).sum())
@@ -129,7 +158,8 @@ def spherical_kmeans(x: Matrix, k: int, *, balanced: bool = True, seed: int = 42
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_init)]
     best: KMeansResult | None = None
     for rng in rngs:
-        result = _fit_once(x, k, rng, balanced, max_iter, tol, progress)
+        with kernel_threads(n * x.shape[1]):
+            result = _fit_once(x, k, rng, balanced, max_iter, tol, progress)
         log.info("%s k-means: %d iterations, objective %.4f%s", "balanced" if balanced else "plain",
                  result.n_iter, result.objective, "" if result.converged else " (max_iter reached)")
         if best is None or result.objective < best.objective:

@@ -29,7 +29,7 @@ import heapq
 
 import numpy as np
 
-# Stop dual coordinate ascent once the excess is this small; SSP finishes exactly from there.
+# Stop dual coordinate ascent once the excess is this small (or n/500); SSP finishes exactly from there.
 _WARM_EXCESS = 32
 _WARM_ROUNDS = 25
 _FIRST_CHUNK = 64
@@ -92,14 +92,17 @@ def _warm_prices(cost: np.ndarray, prices: np.ndarray, floor: int, extra: int) -
     n, k = cost.shape
     targets = np.full(k, floor) + (np.arange(k) < extra)
     prices = prices.copy()
+    reduced = cost - prices  # reduced costs; column j is refreshed whenever prices[j] changes
+    enough = max(_WARM_EXCESS, n // 500)
+    last = np.inf
     for _ in range(_WARM_ROUNDS):
-        sizes = np.bincount(np.argmin(cost - prices, axis=1), minlength=k)
-        if np.abs(sizes - targets).sum() <= _WARM_EXCESS:
+        excess = int(np.abs(np.bincount(np.argmin(reduced, axis=1), minlength=k) - targets).sum())
+        if excess <= enough or excess > last / 2:  # close enough, or a round no longer halves it
             break
+        last = excess
         for j in range(k):
-            others = np.delete(np.arange(k), j)
-            best_other = (cost[:, others] - prices[others]).min(axis=1)
-            gap = cost[:, j] - best_other  # point i prefers j iff gap[i] < prices[j]
+            reduced[:, j] = np.inf
+            gap = cost[:, j] - reduced.min(axis=1)  # point i prefers j iff gap[i] < prices[j]
             t = int(targets[j])
             if t == 0:
                 prices[j] = gap.min() - 1.0
@@ -108,6 +111,7 @@ def _warm_prices(cost: np.ndarray, prices: np.ndarray, floor: int, extra: int) -
             else:
                 lo_hi = np.partition(gap, (t - 1, t))
                 prices[j] = 0.5 * (lo_hi[t - 1] + lo_hi[t])
+            reduced[:, j] = cost[:, j] - prices[j]
     return prices
 
 
