@@ -102,7 +102,7 @@ class SentenceEncoder:
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        kwargs = {"torch_dtype": torch.float16} if device.startswith("cuda") and spec.trust_remote_code else {}
+        kwargs = {"dtype": torch.float16} if device.startswith("cuda") and spec.trust_remote_code else {}
         try:
             self.model = SentenceTransformer(spec.model, device=device, trust_remote_code=spec.trust_remote_code,
                                              model_kwargs=kwargs)
