@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ from run_config.cli import add_config_flags, config_from_args, existing_file, ru
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, atomic_open, config_hash, read_manifest, write_json, write_manifest
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

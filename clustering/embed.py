@@ -23,7 +23,6 @@ from run_config.runtime import atomic_open, write_json
 log = logging.getLogger(__name__)
 
 TextField = Literal["term_context", "definition", "instruction_definition"]
-TEXT_FIELDS: tuple[str, ...] = ("term_context", "definition", "instruction_definition")
 # What a new input (no gold definition) is embedded from at routing time.
 QUERY_TEXT_FIELD = "term_context"
 # NV-Embed-v2 expects "Instruct: <task>\nQuery: " before each text and an EOS token after it (model card).

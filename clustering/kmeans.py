@@ -103,10 +103,9 @@ def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
     return normalize_rows(np.stack(centers))
 
 
-def _fit_once(x: Matrix, k: int, rng: np.random.Generator, balanced: bool, max_iter: int,
-              tol: float, progress: bool) -> KMeansResult:
-    n = x.shape[0]
-    centroids = kmeans_plusplus(x, k, rng)
+def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, tol: float,
+              progress: bool) -> KMeansResult:
+    n, k = x.shape[0], centroids.shape[0]
     mean = cluster_sums(x, np.zeros(n, dtype=np.int64), 1)[0] / n
     # scikit-learn's convention: tol is relative to the mean per-dimension variance of the data.
     sq_norm_mean = float(np.asarray(x.multiply(x).sum()) if sp.issparse(x) else np.einsum("ij,ij->", x, x)) / n
@@ -146,20 +145,22 @@ def _fit_once(x: Matrix, k: int, rng: np.random.Generator, balanced: bool, max_i
 
 
 def spherical_kmeans(x: Matrix, k: int, *, balanced: bool = True, seed: int = 42, max_iter: int = 1000,
-                     tol: float = 1e-8, n_init: int = 1, progress: bool = True) -> KMeansResult:
+                     tol: float = 1e-8, n_init: int = 1, init: np.ndarray | None = None,
+                     progress: bool = True) -> KMeansResult:
     """Cluster the unit-norm rows of `x` into k clusters; keep the best of `n_init` seeded runs.
 
     Balanced: cluster sizes differ by at most one (exact assignment each iteration, see transport.py).
-    The result is deterministic for a given seed.
+    `init` (k, d) replaces k-means++ (one run). The result is deterministic for a given seed.
     """
     n = x.shape[0]
     if k < 1 or n < k:
         raise ValueError(f"cannot make {k} clusters from {n} rows")
-    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n_init)]
+    rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(1 if init is not None else n_init)]
     best: KMeansResult | None = None
     for rng in rngs:
         with kernel_threads(n * x.shape[1]):
-            result = _fit_once(x, k, rng, balanced, max_iter, tol, progress)
+            start = normalize_rows(np.asarray(init, dtype=np.float32)) if init is not None else kmeans_plusplus(x, k, rng)
+            result = _fit_once(x, start, balanced, max_iter, tol, progress)
         log.info("%s k-means: %d iterations, objective %.4f%s", "balanced" if balanced else "plain",
                  result.n_iter, result.objective, "" if result.converged else " (max_iter reached)")
         if best is None or result.objective < best.objective:

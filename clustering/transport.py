@@ -87,22 +87,31 @@ class _PairQueue:
         heapq.heappush(self.heap, (key, point))
 
 
-def _warm_prices(cost: np.ndarray, prices: np.ndarray, floor: int, extra: int) -> np.ndarray:
+def _column_argmin(m: np.ndarray) -> np.ndarray:
+    """Argmin over the k rows of a (k, n) array (first index on ties); k vectorised passes over n."""
+    best, idx = m[0], np.zeros(m.shape[1], dtype=np.int64)
+    for j in range(1, m.shape[0]):
+        np.copyto(idx, j, where=m[j] < best)
+        best = np.minimum(best, m[j])
+    return idx
+
+
+def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, floor: int, extra: int) -> np.ndarray:
     """Improve the dual prices by exact coordinate ascent until the sizes are nearly balanced."""
-    n, k = cost.shape
+    k, n = cost_t.shape
     targets = np.full(k, floor) + (np.arange(k) < extra)
     prices = prices.copy()
-    reduced = cost - prices  # reduced costs; column j is refreshed whenever prices[j] changes
+    reduced = cost_t - prices[:, None]  # reduced costs; row j is refreshed whenever prices[j] changes
     enough = max(_WARM_EXCESS, n // 500)
     last = np.inf
     for _ in range(_WARM_ROUNDS):
-        excess = int(np.abs(np.bincount(np.argmin(reduced, axis=1), minlength=k) - targets).sum())
+        excess = int(np.abs(np.bincount(_column_argmin(reduced), minlength=k) - targets).sum())
         if excess <= enough or excess > last / 2:  # close enough, or a round no longer halves it
             break
         last = excess
         for j in range(k):
-            reduced[:, j] = np.inf
-            gap = cost[:, j] - reduced.min(axis=1)  # point i prefers j iff gap[i] < prices[j]
+            reduced[j] = np.inf
+            gap = cost_t[j] - reduced.min(axis=0)  # point i prefers j iff gap[i] < prices[j]
             t = int(targets[j])
             if t == 0:
                 prices[j] = gap.min() - 1.0
@@ -111,7 +120,7 @@ def _warm_prices(cost: np.ndarray, prices: np.ndarray, floor: int, extra: int) -
             else:
                 lo_hi = np.partition(gap, (t - 1, t))
                 prices[j] = 0.5 * (lo_hi[t - 1] + lo_hi[t])
-            reduced[:, j] = cost[:, j] - prices[j]
+            reduced[j] = cost_t[j] - prices[j]
     return prices
 
 
@@ -125,14 +134,14 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     Returns:
         (labels (n,) int64, prices (k,) float64 to warm-start the next call).
     """
-    cost = np.ascontiguousarray(cost, dtype=np.float64)
     n, k = cost.shape
+    cost_t = np.ascontiguousarray(np.asarray(cost, dtype=np.float64).T)  # (k, n): fast row-wise passes
     floor, extra = cluster_sizes(n, k)
     w = np.zeros(k) if prices is None else np.asarray(prices, dtype=np.float64).copy()
     if k == 1:
         return np.zeros(n, dtype=np.int64), w
-    w = _warm_prices(cost, w, floor, extra)
-    labels = np.argmin(cost - w, axis=1).astype(np.int64)
+    w = _warm_prices(cost_t, w, floor, extra)
+    labels = _column_argmin(cost_t - w[:, None])
     sizes = np.bincount(labels, minlength=k).astype(np.int64)
     node_e = k  # the "one extra point" node, used when n mod k > 0
     nodes = k + 1 if extra else k
@@ -142,7 +151,7 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     if not any(e > 0 for e in excess):
         return labels, w
     members = [np.flatnonzero(labels == a) for a in range(k)]
-    queues = [[_PairQueue(members[a], cost[members[a], b] - cost[members[a], a]) if a != b else None
+    queues = [[_PairQueue(members[a], cost_t[b, members[a]] - cost_t[a, members[a]]) if a != b else None
                for b in range(k)] for a in range(k)]
     inf = float("inf")
     while True:
@@ -189,7 +198,7 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
             else:
                 point = top[1]
                 labels[point] = v
-                row = cost[point]
+                row = cost_t[:, point]
                 for x in range(k):
                     if x != v:
                         queues[v][x].push(float(row[x] - row[v]), point)
