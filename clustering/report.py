@@ -106,6 +106,8 @@ def plot_scatter(x: Matrix, labels: np.ndarray, path: Path, seed: int, title: st
         m = labels[idx] == j
         ax.scatter(xy[m, 0], xy[m, 1], s=3, alpha=0.5, label=f"cluster {j}")
     ax.set_title(title)
+    ax.set_xlabel("component 1")
+    ax.set_ylabel("component 2")
     ax.legend(markerscale=4, fontsize=8)
     fig.tight_layout()
     with atomic_open(path, "wb", encoding=None) as f:
