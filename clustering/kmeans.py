@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from tqdm import tqdm
 
 from clustering.transport import balanced_assignment
@@ -31,6 +30,8 @@ SINGLE_THREAD_BELOW = 1 << 24
 @contextlib.contextmanager
 def kernel_threads(entries: int) -> Iterator[None]:
     """Use one torch thread for small inputs, the configured number otherwise; restore it afterwards."""
+    import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1 if entries < SINGLE_THREAD_BELOW else before)
     try:
@@ -55,6 +56,8 @@ def similarities(x: Matrix, centroids: np.ndarray) -> np.ndarray:
     if sp.issparse(x):
         return np.asarray(x @ centroids.T, dtype=np.float32)
     # torch's CPU GEMM is 2-3x faster than NumPy's OpenBLAS on this skinny (n, d) x (d, k) shape.
+    import torch
+
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     return (xt @ torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).T).numpy()
 
@@ -73,6 +76,8 @@ def normalize_rows(m: np.ndarray) -> np.ndarray:
 def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
     """Return the (k, d) sums of the rows of each cluster (one sparse product, no copy of x)."""
     if not sp.issparse(x):
+        import torch
+
         xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         sums = torch.zeros(k, x.shape[1], dtype=torch.float32).index_add_(0, torch.from_numpy(labels), xt)
         return sums.numpy().astype(np.float64)
