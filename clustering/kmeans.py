@@ -144,7 +144,8 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
         if changed == 0 or shift <= tol_abs:
             converged = True
             break
-    sim = similarities(x, centroids)
+    if changed:  # with no label change the centroids, hence `sim`, are already current
+        sim = similarities(x, centroids)
     objective = float(n - sim[np.arange(n), labels].astype(np.float64).sum())
     return KMeansResult(labels, centroids, objective, it, converged)
 
