@@ -1,0 +1,70 @@
+"""Exact balanced assignment: optimality against scipy's Hungarian solver, balance, warm starts."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+
+from clustering.transport import balanced_assignment, cluster_sizes
+
+
+def exact_optimum(cost: np.ndarray) -> float:
+    """Optimum by brute force over which clusters get the extra slot, each solved by the Hungarian method."""
+    n, k = cost.shape
+    floor, extra = cluster_sizes(n, k)
+    best = np.inf
+    for bigger in itertools.combinations(range(k), extra):
+        columns = [j for j in range(k) for _ in range(floor + (j in bigger))]
+        expanded = cost[:, columns]
+        rows, cols = linear_sum_assignment(expanded)
+        best = min(best, float(expanded[rows, cols].sum()))
+    return best
+
+
+def check(cost: np.ndarray, labels: np.ndarray) -> None:
+    n, k = cost.shape
+    sizes = np.bincount(labels, minlength=k)
+    assert labels.shape == (n,) and sizes.sum() == n
+    assert sizes.max() - sizes.min() <= 1
+    assert cost[np.arange(n), labels].sum() == pytest.approx(exact_optimum(cost), abs=1e-9)
+
+
+@pytest.mark.parametrize("case", range(120))
+def test_matches_hungarian_optimum(case):
+    rng = np.random.default_rng(case)
+    n, k = int(rng.integers(1, 40)), int(rng.integers(1, 6))
+    cost = rng.random((n, k))
+    if case % 3 == 0:
+        cost = np.round(cost * 3)  # many ties
+    if case % 4 == 0:
+        cost[:, 0] -= 2.0  # every point wants cluster 0: large excess to move
+    labels, _ = balanced_assignment(cost)
+    check(cost, labels)
+
+
+def test_points_move_through_intermediate_clusters():
+    # Cluster 0 is over-full; the cheap way to relieve it goes 0 -> 1 -> 2, not 0 -> 2 directly.
+    cost = np.array([[0.0, 0.1, 9.0], [0.0, 0.2, 9.0], [5.0, 0.0, 0.05], [5.0, 0.0, 0.3], [9.0, 9.0, 0.0],
+                     [0.0, 0.3, 9.0]])
+    labels, _ = balanced_assignment(cost)
+    check(cost, labels)
+    assert labels.tolist() == [1, 0, 2, 1, 2, 0]  # total 0.15: the unique optimum
+
+
+def test_warm_prices_give_the_same_optimum_for_awkward_sizes():
+    rng = np.random.default_rng(7)
+    cost = rng.random((1001, 4)) + np.array([0.0, 0.2, 0.4, 0.6])
+    labels, prices = balanced_assignment(cost)
+    assert sorted(np.bincount(labels).tolist()) == [250, 250, 250, 251]
+    again, _ = balanced_assignment(cost, prices)
+    assert cost[np.arange(1001), again].sum() == pytest.approx(cost[np.arange(1001), labels].sum(), abs=1e-9)
+    shuffled_start, _ = balanced_assignment(cost, rng.normal(size=4) * 5)
+    assert (np.bincount(shuffled_start, minlength=4).max() - np.bincount(shuffled_start, minlength=4).min()) <= 1
+
+
+def test_more_clusters_than_points():
+    cost = np.array([[1.0, 0.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
+    labels, _ = balanced_assignment(cost)
+    assert labels.tolist() == [1, 0]
