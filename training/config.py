@@ -58,7 +58,7 @@ class TrainConfig(StageConfig):
     eval_samples: int | None = Field(256, ge=1, description="valid records scored by generation (seeded sample; null: all)")
     eval_max_new_tokens: int = Field(64, ge=1, description="generation length during validation (greedy)")
     early_stopping_patience: int | None = Field(3, ge=1, description="stop after N validations without a "
-                                                "BLEU gain (null: never)")
+                                                "BLEU gain (null: never; inactive without validation)")
     early_stopping_threshold: float = Field(0.0, ge=0, description="minimum BLEU gain that counts")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept (the best one always)")
     keep_checkpoints: bool = Field(False, description="keep checkpoint-* folders after a finished run")
@@ -105,6 +105,4 @@ class TrainConfig(StageConfig):
             raise ValueError("lr_scheduler_type cosine_with_min_lr needs min_lr_rate")
         if self.qlora and not self.use_lora:
             raise ValueError("qlora needs use_lora true")
-        if self.early_stopping_patience is not None and not self.do_validation:
-            raise ValueError("early stopping needs do_validation true (set early_stopping_patience null)")
         return self
