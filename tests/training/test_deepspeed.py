@@ -55,7 +55,7 @@ def test_zero_through_launcher(stage, tiny_llama, urban_splits, tmp_path):
 def test_zero3_without_launcher_via_main_py(tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / "zero3-main"
-    cmd = [sys.executable, "main.py", "train", *tiny_args(tiny_llama, train, valid, out, "--max-steps", "1",
+    cmd = [sys.executable, "main.py", "train", *tiny_args(tiny_llama, train, valid, out, "--max-steps", "2",
                                                           "--no-do-validation",
                                                           "--deepspeed", "run_config/ds_zero3.json")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
