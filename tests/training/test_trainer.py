@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from pathlib import Path
@@ -132,3 +133,16 @@ def test_sft_config_objective_field(tmp_path):
     path.write_text('{"objective": "dskd", "model_name_or_path": "m", "output_dir": "o"}')
     assert requested_objective(["--config", str(path)]) == "dskd"
     assert load_config(path, TrainConfig).objective == "dskd"
+
+
+def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkeypatch):
+    train, valid = urban_splits
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    args = tiny_args(tiny_llama, train, valid, tmp_path / "run", "--max-steps", "2", "--eval-times", "1",
+                     "--report_to", "wandb")
+    assert main(args) == 0
+    assert os.environ["WANDB_MODE"] == "offline"
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
