@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
 from dataset.records import Record, normalize_space
 from evaluation.bleu import moses_max_single_bleu
@@ -38,7 +39,7 @@ def generate_definitions(model: Any, tokenizer: Any, records: Sequence[Record], 
     prompts = encode_prompts(tokenizer, records)
     device = next(model.parameters()).device
     out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
+    for i in tqdm(range(0, len(prompts), batch_size), desc="valid generation", unit=" batches", disable=None):
         batch = {k: v.to(device) for k, v in left_pad(prompts[i:i + batch_size], pid).items()}
         gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=pid, eos_token_id=tokenizer.eos_token_id)
