@@ -129,7 +129,7 @@ def _make_trainer_class() -> type:
 
         def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
             output = super().evaluation_loop(*args, **kwargs)
-            prefix = kwargs.get("metric_key_prefix", args[4] if len(args) > 4 else "eval")
+            prefix = kwargs.get("metric_key_prefix", "eval")  # the Trainer passes it by keyword
             output.metrics[f"{prefix}_{BEST_METRIC}"] = self.validation_bleu()
             return output
 
