@@ -1,0 +1,80 @@
+"""One expert per cluster: DIR/clusters/cluster-{k}/{train,valid}.jsonl -> OUT/expert-{k}/ (HF folders)."""
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from run_config.errors import DataError
+from training.config import TrainConfig
+
+CLUSTER_DIR = re.compile(r"cluster-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """The training inputs of one cluster."""
+
+    index: int
+    train_file: Path
+    valid_file: Path
+
+
+def discover_clusters(experts_dir: str | Path) -> list[Cluster]:
+    """Clusters written by the clustering stage, in index order; each needs train.jsonl and valid.jsonl."""
+    root = Path(experts_dir) / "clusters"
+    found = sorted((int(m.group(1)), p) for p in root.glob("cluster-*") if (m := CLUSTER_DIR.search(p.name)))
+    if not found:
+        raise DataError(str(root), None, None, "no cluster-{k} folders (run `python main.py cluster` first)")
+    clusters = []
+    for k, folder in found:
+        for name in ("train.jsonl", "valid.jsonl"):
+            if not (folder / name).is_file():
+                raise DataError(str(folder / name), None, None, "no such file")
+        clusters.append(Cluster(k, folder / "train.jsonl", folder / "valid.jsonl"))
+    return clusters
+
+
+def expert_config(cfg: TrainConfig, cluster: Cluster) -> TrainConfig:
+    """The run config of one expert: the cluster's splits, OUT/expert-{k}, a run name per expert."""
+    name = f"expert-{cluster.index}"
+    run_name = f"{cfg.run_name}-{name}" if cfg.run_name else name
+    return cfg.model_copy(update={"train_file": str(cluster.train_file), "valid_file": str(cluster.valid_file),
+                                  "output_dir": str(Path(cfg.output_dir) / name), "run_name": run_name})
+
+
+def train_experts(cfg: TrainConfig, experts_dir: str | Path, train_one: Callable[[TrainConfig], Any],
+                  is_finished: Callable[[TrainConfig], bool]) -> list[dict[str, Any]]:
+    """Train the experts one after another from the same base; finished ones are skipped.
+
+    `train_one` resumes an interrupted expert from its last checkpoint by itself.
+    """
+    results = []
+    for cluster in discover_clusters(experts_dir):
+        sub = expert_config(cfg, cluster)
+        if is_finished(sub):
+            results.append({"expert": cluster.index, "output_dir": sub.output_dir, "status": "skipped (finished)"})
+            continue
+        train_one(sub)
+        results.append({"expert": cluster.index, "output_dir": sub.output_dir, "status": "trained"})
+    return results
+
+
+def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: str | None,
+                      num_gpus: int) -> list[str]:
+    """`deepspeed` commands that train each expert on `num_gpus` GPUs (one per line, runnable anywhere)."""
+    cmds = []
+    for cluster in discover_clusters(experts_dir):
+        sub = expert_config(cfg, cluster)
+        argv = ["deepspeed", "--num_gpus", str(num_gpus), "training/train.py"]
+        if config_path:
+            argv += ["--config", config_path]
+        argv += ["--train-file", sub.train_file, "--valid-file", sub.valid_file, "--output-dir", sub.output_dir,
+                 "--run-name", sub.run_name]
+        if cfg.deepspeed:
+            argv += ["--deepspeed", cfg.deepspeed]
+        cmds.append(shlex.join(argv))
+    return cmds

@@ -1,0 +1,300 @@
+"""Finetune one causal LM for definition modeling with the HF Trainer (optionally under DeepSpeed).
+
+Life cycle: read + tokenize the splits -> TrainingArguments (before the model: ZeRO-3) -> model ->
+train with validation BLEU, early stopping and best-checkpoint reload -> export an HF folder
+(safetensors + tokenizer, merged LoRA when used) -> summary -> manifest last.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dataset.records import Record, load_records
+from evaluation.references import term_references
+from run_config.errors import ConfigError, DataError
+from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
+from training.config import TrainConfig
+from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
+from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
+from training.model import DTYPES, export_merged, load_model, load_tokenizer
+from training.validation import bleu_scores, generate_definitions, sample_records, shard
+
+log = logging.getLogger(__name__)
+LOG_FILE = "train_log.jsonl"
+SUMMARY_FILE = "train_summary.json"
+RUN_CONFIG_FILE = "run_config.json"
+ADAPTER_DIR = "adapter"
+BEST_METRIC = "bleu"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Step arithmetic of one run, logged before training."""
+
+    world_size: int
+    gradient_accumulation_steps: int
+    steps_per_epoch: int
+    total_steps: int
+    eval_steps: int
+
+
+def plan_steps(cfg: TrainConfig, n_train: int, world_size: int) -> Plan:
+    """Gradient accumulation (explicit, else from global_batch_size), total and validation steps."""
+    micro = cfg.per_device_train_batch_size * world_size
+    if cfg.gradient_accumulation_steps is not None:
+        gas = cfg.gradient_accumulation_steps
+    elif cfg.global_batch_size is not None:
+        gas = max(cfg.global_batch_size // micro, 1)
+        if gas * micro != cfg.global_batch_size:
+            log.warning("global_batch_size %d is not a multiple of %d (micro-batch x devices): using %d",
+                        cfg.global_batch_size, micro, gas * micro)
+    else:
+        gas = 1
+    steps_per_epoch = max(math.ceil(math.ceil(n_train / micro) / gas), 1)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * steps_per_epoch)
+    return Plan(world_size, gas, steps_per_epoch, total, max(total // cfg.eval_times, 1))
+
+
+def precision_flags(cfg: TrainConfig) -> dict[str, bool]:
+    """bf16/fp16 flags for TrainingArguments; mixed precision is GPU-only here (fp32 on CPU, logged)."""
+    if cfg.precision != "fp32" and not torch.cuda.is_available():
+        log.warning("precision %s needs a GPU; training in fp32 on the CPU", cfg.precision)
+        return {"bf16": False, "fp16": False}
+    return {"bf16": cfg.precision == "bf16", "fp16": cfg.precision == "fp16"}
+
+
+def build_training_args(cfg: TrainConfig, plan: Plan, ds_config: dict[str, Any] | None) -> Any:
+    """TrainingArguments from the run config: the one source of optimizer and schedule settings."""
+    from transformers import TrainingArguments
+
+    validate = cfg.do_validation
+    kwargs: dict[str, Any] = dict(
+        output_dir=cfg.output_dir, run_name=cfg.run_name or Path(cfg.output_dir).name, seed=cfg.seed,
+        data_seed=cfg.seed, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=plan.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon, optim=cfg.optim,
+        max_grad_norm=cfg.max_grad_norm, gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps" if validate else "no", eval_steps=plan.eval_steps, save_strategy="steps",
+        save_steps=plan.eval_steps, save_total_limit=cfg.save_total_limit, load_best_model_at_end=validate,
+        metric_for_best_model=BEST_METRIC if validate else None, greater_is_better=True,
+        prediction_loss_only=True, logging_steps=cfg.logging_steps, logging_first_step=True,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to], remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_num_workers, use_cpu=not torch.cuda.is_available(),
+        deepspeed=ds_config, **precision_flags(cfg))
+    if cfg.lr_scheduler_type == "cosine_with_min_lr":
+        kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": cfg.min_lr_rate}
+    return TrainingArguments(**kwargs)
+
+
+def read_split(path: str | None, name: str) -> list[Record]:
+    """Records of one preprocessed split file; a missing or empty file is an error."""
+    if path is None:
+        raise ConfigError(f"{name}_file: missing (give a preprocessed {name} JSONL)")
+    if not Path(path).is_file():
+        raise DataError(path, None, None, "no such file")
+    records = load_records(path)
+    if not records:
+        raise DataError(path, None, None, f"no records in the {name} split")
+    return records
+
+
+def _log_encoding(name: str, enc: EncodedSet, cutoff: int) -> None:
+    log.info("%s: %d examples, %d targets truncated at %d tokens, %d dropped (prompt alone >= %d tokens)",
+             name, len(enc.examples), enc.truncated, cutoff, enc.prompt_too_long, cutoff)
+
+
+def _make_trainer_class() -> type:
+    from transformers import Trainer
+
+    class DefinitionTrainer(Trainer):
+        """Trainer whose validation adds BLEU of greedy generated definitions (metric `eval_bleu`)."""
+
+        def __init__(self, *args: Any, bleu_records: list[Record], references: dict[str, list[str]],
+                     gen_tokenizer: Any, max_new_tokens: int, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.bleu_records, self.references = bleu_records, references
+            self.gen_tokenizer, self.max_new_tokens = gen_tokenizer, max_new_tokens
+
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            output = super().evaluation_loop(*args, **kwargs)
+            prefix = kwargs.get("metric_key_prefix", "eval")  # the Trainer passes it by keyword
+            output.metrics[f"{prefix}_{BEST_METRIC}"] = self.validation_bleu()
+            return output
+
+        def validation_bleu(self) -> float:
+            """Mean BLEU over the sampled valid records, each rank generating its share."""
+            rank, world = self.args.process_index, self.args.world_size
+            mine, real = shard(self.bleu_records, rank, world)
+            was_training = self.model.training
+            self.model.eval()
+            preds = generate_definitions(self.model, self.gen_tokenizer, mine, self.args.per_device_eval_batch_size,
+                                         self.max_new_tokens)
+            self.model.train(was_training)
+            scores = bleu_scores(preds[:real], mine[:real], self.references)
+            total = torch.tensor([sum(scores), float(real)], dtype=torch.float64, device=self.args.device)
+            if world > 1:
+                torch.distributed.all_reduce(total)
+            return float(total[0] / total[1])
+
+    return DefinitionTrainer
+
+
+def _json_log_callback(path: Path) -> Any:
+    from transformers import TrainerCallback
+
+    class JsonLogCallback(TrainerCallback):
+        """Append every log (loss, learning_rate, grad_norm, eval_loss, eval_bleu) as one JSON line."""
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
+                   **kwargs: Any) -> None:
+            if state.is_world_process_zero and logs:
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+    return JsonLogCallback()
+
+
+def is_finished(cfg: TrainConfig) -> bool:
+    """True when `output_dir` holds the finished export of exactly this config."""
+    manifest = read_manifest(cfg.output_dir)
+    return bool(manifest and manifest.get("stage") == "train" and manifest.get("config_hash") == config_hash(cfg))
+
+
+def last_checkpoint(output_dir: str | Path) -> Path | None:
+    """Newest `checkpoint-N` folder of a run, or None."""
+    ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+
+
+def resume_point(cfg: TrainConfig) -> str | None:
+    """Checkpoint to resume from: explicit, 'last', or automatically the newest of an interrupted run of
+    the same config (a different config in the same folder is an error, not a silent mix)."""
+    if cfg.resume_from_checkpoint not in (None, "last"):
+        if not Path(cfg.resume_from_checkpoint).is_dir():
+            raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: no such folder")
+        return cfg.resume_from_checkpoint
+    ckpt = last_checkpoint(cfg.output_dir)
+    if ckpt is None:
+        if cfg.resume_from_checkpoint == "last":
+            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {cfg.output_dir}")
+        return None
+    saved = Path(cfg.output_dir) / RUN_CONFIG_FILE
+    if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")).get("config_hash") != _resume_hash(cfg):
+        raise ConfigError(f"{cfg.output_dir} holds checkpoints of a different config; use another output_dir")
+    log.info("resuming the interrupted run from %s", ckpt)
+    return str(ckpt)
+
+
+def _resume_hash(cfg: TrainConfig) -> str:
+    return config_hash(cfg.model_copy(update={"resume_from_checkpoint": None, "report_to": "none"}))
+
+
+def _export(trainer: Any, cfg: TrainConfig, tokenizer: Any) -> None:
+    """Save the final (best) model into output_dir as an HF folder; all ranks take part (ZeRO-3 gather)."""
+    out = Path(cfg.output_dir)
+    tmp = out / ".export.tmp"
+    main_rank = trainer.is_world_process_zero()
+    if main_rank:
+        shutil.rmtree(tmp, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if cfg.use_lora:
+        trainer.save_model(str(tmp / ADAPTER_DIR))
+        if main_rank:
+            export_merged(cfg.model_name_or_path, tmp / ADAPTER_DIR, tmp, DTYPES[cfg.model_dtype])
+    else:
+        trainer.save_model(str(tmp))
+    if main_rank:
+        tokenizer.save_pretrained(str(tmp))
+        for item in tmp.iterdir():
+            target = out / item.name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(item, target)
+        tmp.rmdir()
+    trainer.accelerator.wait_for_everyone()
+
+
+def _lr_curve(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    lrs = [h["learning_rate"] for h in log_history if "learning_rate" in h]
+    return {"first": lrs[0], "peak": max(lrs), "last": lrs[-1]} if lrs else {}
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run one finetuning; return the summary written to `output_dir/train_summary.json`."""
+    if cfg.objective != "sft":
+        raise ConfigError(f"objective {cfg.objective!r} is run by its own module (training.train dispatches it)")
+    set_seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    ds_config = load_deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None
+    if ds_config is not None:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        if ensure_single_process_env():
+            log.info("no launcher: DeepSpeed runs as a 1-process world (use `deepspeed --num_gpus N` for more)")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+
+    tokenizer = load_tokenizer(cfg)
+    train_records = read_split(cfg.train_file, "train")[:cfg.max_train_samples]
+    train_set = encode_records(tokenizer, train_records, cfg.cutoff_len, cfg.train_on_prompt)
+    _log_encoding("train", train_set, cfg.cutoff_len)
+    if not train_set.examples:
+        raise DataError(str(cfg.train_file), None, None, f"every prompt is longer than cutoff_len {cfg.cutoff_len}")
+    valid_records: list[Record] = read_split(cfg.valid_file, "valid") if cfg.do_validation else []
+    valid_set = encode_records(tokenizer, valid_records, cfg.cutoff_len, cfg.train_on_prompt)
+    if cfg.do_validation:
+        _log_encoding("valid", valid_set, cfg.cutoff_len)
+
+    plan = plan_steps(cfg, len(train_set.examples), world_size)
+    log.info("plan: %s", plan)
+    args = build_training_args(cfg, plan, ds_config)
+    if ds_config is not None and zero_stage(ds_config) == 3:
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+    model = load_model(cfg)
+
+    resume = resume_point(cfg)
+    if args.process_index == 0:
+        write_json(out / RUN_CONFIG_FILE, {"config_hash": _resume_hash(cfg), "config": cfg.model_dump(mode="json")})
+    from transformers import EarlyStoppingCallback
+
+    callbacks = [_json_log_callback(out / LOG_FILE)]
+    if cfg.do_validation and cfg.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
+    trainer = _make_trainer_class()(
+        model=model, args=args, train_dataset=train_set.examples,
+        eval_dataset=valid_set.examples if cfg.do_validation else None,
+        data_collator=functools.partial(pad_batch, pad_token_id=pad_token_id(tokenizer)), callbacks=callbacks,
+        bleu_records=sample_records(valid_set.records, cfg.eval_samples, cfg.seed),
+        references=term_references(valid_records), gen_tokenizer=tokenizer, max_new_tokens=cfg.eval_max_new_tokens)
+    result = trainer.train(resume_from_checkpoint=resume)
+    _export(trainer, cfg, tokenizer)
+
+    history = trainer.state.log_history
+    summary = {"train": train_set.summary(), "valid": valid_set.summary() if cfg.do_validation else None,
+               "plan": plan.__dict__, "global_step": trainer.state.global_step,
+               "train_loss": result.training_loss, "best_bleu": trainer.state.best_metric,
+               "best_checkpoint": trainer.state.best_model_checkpoint,
+               "losses": [h["loss"] for h in history if "loss" in h],
+               "valid_bleu": [h["eval_bleu"] for h in history if "eval_bleu" in h],
+               "learning_rate": _lr_curve(history), "resumed_from": resume}
+    if trainer.is_world_process_zero():
+        write_json(out / SUMMARY_FILE, summary)
+        if not cfg.keep_checkpoints:
+            for ckpt in out.glob("checkpoint-*"):
+                shutil.rmtree(ckpt)
+        write_manifest(out, "train", cfg, seed=cfg.seed, world_size=world_size)
+    trainer.accelerator.wait_for_everyone()
+    return summary
