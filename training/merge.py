@@ -29,13 +29,14 @@ from training.safetensors_stream import ShardedWriter
 log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
 CLUSTER_SUBDIR = "clustering"
-CLUSTER_FILES = ("centroids.npy", "embedder.json")
+CLUSTER_FILES = ("centroids.npy", "embedder.json")  # required; load_assigner also reads tfidf.json when present
+CLUSTER_OPTIONAL = ("tfidf.json",)
 _COPIED = ("generation_config.json",)
 
 
 def _fingerprint(cfg: MergeConfig) -> list:
     folders = [*cfg.experts, *([cfg.base_model] if cfg.base_model else [])]
-    return [[str(f), sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(f).glob("*") if p.is_file())]
+    return [[str(f), sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(f).glob("*") if p.is_file())]
             for f in folders]
 
 
@@ -155,7 +156,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
                 shutil.copy(experts[0].folder / name, tmp / name)
         if num_clusters:
             (tmp / CLUSTER_SUBDIR).mkdir()
-            for name in CLUSTER_FILES:
+            for name in CLUSTER_FILES + tuple(n for n in CLUSTER_OPTIONAL if (Path(cfg.cluster_dir) / n).is_file()):
                 shutil.copy(Path(cfg.cluster_dir) / name, tmp / CLUSTER_SUBDIR / name)
         write_json(tmp / ROUTING_FILE, routing_metadata(cfg, experts[0].config, num_clusters))
         summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),

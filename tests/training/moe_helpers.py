@@ -53,3 +53,27 @@ def perturbed_copy(src: Path, dst: Path, seed: int, scale: float = 0.01) -> Path
                 tensors[k] = v + scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
         save_file(tensors, f, metadata={"format": "pt"})
     return dst
+
+
+def write_minilm_clusters(folder: Path, pairs: list[tuple[str, str]], k: int, minilm_dir: Path, seed: int = 0):
+    """Cluster (term, context) questions with MiniLM + k-means; write centroids.npy + embedder.json; return labels.
+
+    The files follow the cluster stage's format (clustering/assign.py `load_assigner`).
+    """
+    import json
+
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from sklearn.cluster import KMeans
+
+    from prompts.builder import render_question
+
+    emb = SentenceTransformer(str(minilm_dir), device="cpu").encode(
+        [render_question(t, c) for t, c in pairs], normalize_embeddings=True)
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(emb)
+    centroids = km.cluster_centers_ / np.linalg.norm(km.cluster_centers_, axis=1, keepdims=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "centroids.npy", centroids.astype(np.float32))
+    (folder / "embedder.json").write_text(json.dumps({"kind": "sentence-transformers", "model": str(minilm_dir),
+                                                      "max_length": 256, "dim": int(emb.shape[1])}))
+    return [int(x) for x in np.argmax(emb @ centroids.T, axis=1)]
