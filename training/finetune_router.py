@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dataset.records import Record, load_records
 from run_config.cli import add_config_flags, config_from_args, run_main
-from run_config.errors import DataError
+from run_config.errors import ConfigError, DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_example, pad_batch
 from training.moe_config import FinetuneRouterConfig
@@ -121,10 +121,13 @@ def train_router(moe: RoutedMoE, cfg: FinetuneRouterConfig, train: list[dict], v
 def train_domain_classifier(moe: RoutedMoE, pairs: Sequence[tuple[str, str]], labels: Sequence[int],
                             cfg: FinetuneRouterConfig) -> dict[str, float]:
     """Fit the learned domain router on (prompt features, expert id); attach it to `moe`; return accuracy."""
-    feats = moe.prompt_features(pairs)
+    layer = cfg.classifier_layer if cfg.classifier_layer is not None else moe.model.config.num_hidden_layers // 2
+    if not 0 <= layer <= moe.model.config.num_hidden_layers:
+        raise ConfigError(f"classifier_layer must be in [0, {moe.model.config.num_hidden_layers}], got {layer}")
+    feats = moe.prompt_features(pairs, layer)
     y = torch.tensor(list(labels), dtype=torch.long)
     gen = torch.Generator().manual_seed(cfg.seed)
-    clf = DomainClassifier(feats.shape[1], moe.num_experts)
+    clf = DomainClassifier(feats.shape[1], moe.num_experts, layer)
     torch.nn.init.normal_(clf.linear.weight, std=0.02, generator=gen)
     torch.nn.init.zeros_(clf.linear.bias)
     optim = torch.optim.AdamW(clf.parameters(), lr=cfg.classifier_learning_rate, weight_decay=cfg.weight_decay)
@@ -141,13 +144,12 @@ def train_domain_classifier(moe: RoutedMoE, pairs: Sequence[tuple[str, str]], la
         clf.linear.weight.mul_(scale)
         acc = float((clf(feats).argmax(dim=-1) == y).float().mean())
     moe.classifier = clf
-    return {"train_accuracy": acc, "train_examples": len(y)}
+    return {"train_accuracy": acc, "train_examples": len(y), "layer": layer}
 
 
 def agreement(moe: RoutedMoE, pairs: Sequence[tuple[str, str]], labels: Sequence[int]) -> float:
     """Share of `pairs` that the learned router sends where `labels` (centroid routing) does."""
-    with torch.no_grad():
-        pred = moe.classifier(moe.prompt_features(pairs)).argmax(dim=-1).tolist()
+    pred = moe.classify_domains(pairs)
     return sum(int(p == t) for p, t in zip(pred, labels, strict=True)) / max(len(labels), 1)
 
 
@@ -160,11 +162,12 @@ def _read(path: str, limit: int | None) -> list[Record]:
 
 def _centroid_labels(moe: RoutedMoE, records: list[Record]) -> list[int]:
     """Expert ids from the merged MoE's copy of the cluster centroids."""
-    policy, moe.state.policy = moe.state.policy, "domain"
+    policy = moe.policy
+    moe.set_policy("domain")
     try:
         return moe.domains_for([(r.term, r.context) for r in records])
     finally:
-        moe.state.policy = policy
+        moe.set_policy(policy)
 
 
 def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> None:
@@ -181,7 +184,8 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in moe.classifier.state_dict().items()}, str(tmp / CLASSIFIER_FILE))
-            routing["domain_classifier"] = {"file": CLASSIFIER_FILE, "features": "mean input embedding of the prompt",
+            routing["domain_classifier"] = {"file": CLASSIFIER_FILE, "layer": moe.classifier.layer,
+                                            "features": "mean hidden state of the prompt after `layer` layers",
                                             **{k: v for k, v in info.items() if "accuracy" in k or "agreement" in k}}
         routing["router_finetune"] = info
         write_json(tmp / ROUTING_FILE, routing)

@@ -86,6 +86,7 @@ class FinetuneRouterConfig(StageConfig):
     aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient (token policy)")
     classifier_learning_rate: float = Field(1e-2, description="learning rate of the learned domain router")
     classifier_epochs: int = Field(30, description="epochs of the learned domain router")
+    classifier_layer: int | None = Field(None, description="hidden layer the learned domain router reads (default: middle)")
     max_records: int | None = Field(None, description="use only the first N train records")
     seed: int = Field(42, description="seed of shuffling and init")
     force: bool = Field(False, description="redo even when output_dir is up to date")

@@ -9,8 +9,9 @@ reloading are unchanged) and routes by the active policy:
   one expert for the whole sequence (Pham et al. 2023); decoding steps reuse the prompt's choice;
 * domain (paper default): the prompt's nearest cluster centroid (clustering.assign) picks ONE expert per
   sequence and only that expert runs, so the cost is one dense expert's;
-* learned-domain: a linear classifier on the model's own mean-pooled input embeddings of the prompt,
-  trained from the cluster labels (finetune-router), so inference needs no external embedder.
+* learned-domain: a linear classifier on the model's own mean-pooled hidden states of the prompt (a
+  middle layer, reached with expert 0), trained from the cluster labels (finetune-router), so
+  inference needs no external embedder.
 """
 from __future__ import annotations
 
@@ -113,14 +114,19 @@ class RoutedMoeBlock(nn.Module):
 
 
 class DomainClassifier(nn.Module):
-    """Learned domain router: linear layer over the unit-normalised mean input embedding of the prompt."""
+    """Learned domain router: linear layer over the unit-normalised mean hidden state of the prompt at `layer`."""
 
-    def __init__(self, hidden: int, num_experts: int):
+    def __init__(self, hidden: int, num_experts: int, layer: int):
         super().__init__()
+        self.layer = layer
         self.linear = nn.Linear(hidden, num_experts)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.linear(features)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the probed layer has run, so the rest of the model is skipped."""
 
 
 class RoutedMoE:
@@ -139,6 +145,13 @@ class RoutedMoE:
     @property
     def policy(self) -> str:
         return self.state.policy
+
+    def set_policy(self, policy: str) -> None:
+        """Switch the routing policy of every MoE layer."""
+        if policy not in POLICIES:
+            raise ConfigError(f"unknown routing policy {policy!r}; choose from {', '.join(POLICIES)}")
+        self.state.policy = policy
+        self.state.seq_logits.clear()
 
     @property
     def num_experts(self) -> int:
@@ -169,17 +182,49 @@ class RoutedMoE:
         return {n: p for n, p in self.model.named_parameters() if n.endswith(".mlp.gate.weight")}
 
     # Domains -------------------------------------------------------------------------------------
-    def prompt_features(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
-        """Unit-normalised mean input embedding of each pair's prompt [n, hidden] (float32)."""
-        emb = self.model.get_input_embeddings()
-        bos = self.tokenizer.bos_token or ""
+    def prompt_features(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> torch.Tensor:
+        """Unit-normalised mean hidden state of each pair's prompt after `layer` decoder layers [n, hidden].
+
+        Layers up to `layer` run with expert 0's FFN (the prompt's domain is not known yet); `layer` 0
+        is the input embedding. The rest of the model is skipped.
+        """
+        tok, bos = self.tokenizer, self.tokenizer.bos_token or ""
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        device = next(self.model.parameters()).device
+        captured: list[torch.Tensor] = []
+
+        def grab(_m: nn.Module, _i: Any, out: Any) -> None:
+            captured.append(out[0] if isinstance(out, tuple) else out)
+            raise _StopForward
+
+        target = self.model.get_input_embeddings() if layer == 0 else self.model.model.layers[layer - 1]
+        hook = target.register_forward_hook(grab)
         feats = []
+        try:
+            with torch.no_grad(), self.route([0]):
+                for start in range(0, len(pairs), batch_size):
+                    ids = [tok(build_prompt(t, c, bos_token=bos), add_special_tokens=False)["input_ids"]
+                           for t, c in pairs[start:start + batch_size]]
+                    width = max(map(len, ids))
+                    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
+                    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
+                    captured.clear()
+                    with contextlib.suppress(_StopForward):
+                        self.model.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+                    m = mask.unsqueeze(-1).float()
+                    vec = (captured[0].float() * m).sum(dim=1) / m.sum(dim=1)
+                    feats.append(vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-6))
+        finally:
+            hook.remove()
+        return torch.cat(feats).cpu()
+
+    def classify_domains(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Expert ids from the learned domain router."""
+        if self.classifier is None:
+            raise DataError(str(self.path / ROUTING_FILE), None, "domain_classifier",
+                            "no learned domain router: run finetune-router with policy learned-domain")
         with torch.no_grad():
-            for term, context in pairs:
-                ids = self.tokenizer(build_prompt(term, context, bos_token=bos), add_special_tokens=False)["input_ids"]
-                vec = emb(torch.tensor(ids, device=emb.weight.device)).float().mean(dim=0)
-                feats.append(vec / vec.norm().clamp_min(1e-6))
-        return torch.stack(feats).cpu()
+            return self.classifier(self.prompt_features(pairs, self.classifier.layer)).argmax(dim=-1).tolist()
 
     def cluster_dir(self) -> Path:
         sub = self.routing.get("cluster_dir")
@@ -193,15 +238,12 @@ class RoutedMoE:
         if not pairs:
             return []
         if self.policy == "learned-domain":
-            if self.classifier is None:
-                raise DataError(str(self.path / ROUTING_FILE), None, "domain_classifier",
-                                "no learned domain router: run finetune-router with policy learned-domain")
-            with torch.no_grad():
-                return self.classifier(self.prompt_features(pairs)).argmax(dim=-1).tolist()
+            return self.classify_domains(pairs)
         if self._assigner is None:
+            folder = self.cluster_dir()
             from clustering.assign import load_assigner
 
-            self._assigner = load_assigner(self.cluster_dir())
+            self._assigner = load_assigner(folder)
         to_expert = self.routing["cluster_to_expert"]
         return [to_expert[int(c)] for c in self._assigner.assign(list(pairs))]
 
@@ -260,17 +302,16 @@ def load_routed_moe(path: str | Path, policy: str | None = None, device: str = "
     path = Path(path)
     routing = read_routing(path)
     policy = policy or routing["policy"]
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown routing policy {policy!r}; choose from {', '.join(POLICIES)}")
     torch_dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype or "auto").to(device).eval()
-    moe = RoutedMoE(model, AutoTokenizer.from_pretrained(str(path)), path, routing, policy)
+    moe = RoutedMoE(model, AutoTokenizer.from_pretrained(str(path)), path, routing, "token")
+    moe.set_policy(policy)
     if top_k is not None:
         moe.set_top_k(top_k)
     info = routing.get("domain_classifier")
     if info:
         from safetensors.torch import load_file
 
-        moe.classifier = DomainClassifier(model.config.hidden_size, moe.num_experts)
+        moe.classifier = DomainClassifier(model.config.hidden_size, moe.num_experts, int(info["layer"]))
         moe.classifier.load_state_dict(load_file(str(path / info["file"])))
     return moe
