@@ -106,7 +106,7 @@ def train_router(moe: RoutedMoE, cfg: FinetuneRouterConfig, train: list[dict], v
         for i, batch in enumerate(tqdm(batches, desc="router", unit=" batches", mininterval=1.0, disable=None)):
             loss = _step_loss(moe, batch)
             (loss / cfg.gradient_accumulation_steps).backward()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if (i + 1) % cfg.gradient_accumulation_steps == 0 or i + 1 == len(batches):
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 optim.step()
