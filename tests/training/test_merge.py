@@ -25,11 +25,11 @@ LAYERS, HIDDEN, INTER = 2, 32, 64
 
 @pytest.fixture(scope="module")
 def pico(tmp_path_factory) -> dict[str, Path]:
-    """A base pico Llama and 4 experts (its copies with perturbed FFNs), untied, plus a tied one."""
+    """A base pico Llama and 8 experts (its copies with perturbed FFNs), untied, plus a tied one."""
     root = tmp_path_factory.mktemp("pico")
     base = pico_llama(root / "base", seed=0)
     out = {"base": base, "tied": pico_llama(root / "tied", seed=1, tie=True)}
-    for i in range(4):
+    for i in range(8):
         out[f"e{i}"] = perturbed_copy(base, root / f"e{i}", seed=10 + i, scale=0.05)
     return out
 
@@ -43,7 +43,7 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     return {k: reader.read(k) for k in reader.info}
 
 
-@pytest.mark.parametrize("n", [1, 2, 4])
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
 def test_merge_names_shapes_and_ffn_copies(pico, tmp_path, n):
     experts = [pico[f"e{i}"] for i in range(n)]
     _merge(experts, tmp_path / "moe", top_k=min(2, n))
