@@ -13,9 +13,7 @@ import math
 import random
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -27,6 +25,7 @@ from run_config.errors import ConfigError, DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_example, pad_batch
 from training.moe_config import FinetuneRouterConfig
+from training.staging import staged_dir
 from training.moe_routing import CLASSIFIER_FILE, ROUTING_FILE, DomainClassifier, RoutedMoE, load_routed_moe
 
 log = logging.getLogger(__name__)
@@ -171,10 +170,7 @@ def _centroid_labels(moe: RoutedMoE, records: list[Record]) -> list[int]:
 
 
 def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> None:
-    out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_dir(cfg.output_dir) as tmp:
         moe.model.save_pretrained(str(tmp))
         moe.tokenizer.save_pretrained(str(tmp))
         routing = {**moe.routing, "policy": moe.policy, "top_k": moe.top_k}
@@ -190,12 +186,6 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
         routing["router_finetune"] = info
         write_json(tmp / ROUTING_FILE, routing)
         write_manifest(tmp, "finetune-router", cfg, **info)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:

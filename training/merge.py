@@ -9,7 +9,6 @@ import argparse
 import logging
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatibl
 from training.moe_config import MergeConfig
 from training.router_init import mean_router_inputs, random_router, read_pairs, router_from_means
 from training.safetensors_stream import ShardedWriter
+from training.staging import staged_dir
 
 log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
@@ -136,16 +136,11 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     shared = {"average": experts, "base": [base], "expert": [experts[cfg.shared_expert]]}[cfg.shared_params]
 
     out = Path(cfg.output_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        writer = ShardedWriter(tmp, [p.info for p in plan], cfg.max_shard_size_mb * 2**20)
-        try:
+    with staged_dir(out) as tmp:
+        with ShardedWriter(tmp, [p.info for p in plan], cfg.max_shard_size_mb * 2**20) as writer:
             for item in tqdm(plan, desc="merge", unit=" tensors", mininterval=1.0, disable=None):
                 writer.write(item.info.name, _tensor(item, experts, shared, routers))
             writer.finalize()
-        finally:
-            writer.close()
         mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef,
                        cfg.dtype).save_pretrained(tmp)
         from transformers import AutoTokenizer
@@ -162,12 +157,6 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),
                    "bytes": sum(p.info.nbytes for p in plan)}
         write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), **summary)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if cfg.dense_export_dir:
         from training.moe_export import export_all_dense
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 
 from run_config.errors import DataError
 from run_config.runtime import write_json
 from training.merge_plan import dense_ffn_key, parse_moe_key
 from training.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
+from training.staging import staged_dir
 
 EXPORT_INDEX = "experts.json"
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -38,26 +38,15 @@ def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shar
     infos = [TensorInfo(dst, reader.info[src].shape, reader.info[src].dtype) for src, dst in mapping.items()]
     moe_config = json.loads((moe_dir / "config.json").read_text(encoding="utf-8"))
     dense_config = {**routing["dense_config"], "dtype": moe_config.get("dtype", routing["dense_config"].get("dtype"))}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        writer = ShardedWriter(tmp, infos, max_shard_bytes)
-        try:
+    with staged_dir(out) as tmp:
+        with ShardedWriter(tmp, infos, max_shard_bytes) as writer:
             for src, dst in mapping.items():
                 writer.write(dst, reader.read(src))
             writer.finalize()
-        finally:
-            writer.close()
         for name in _COPIED:
             if (moe_dir / name).is_file():
                 shutil.copy(moe_dir / name, tmp / name)
         write_json(tmp / "config.json", dense_config)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

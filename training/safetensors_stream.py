@@ -116,7 +116,8 @@ def _header(shard: list[TensorInfo]) -> bytes:
 class ShardedWriter:
     """Write planned tensors, in plan order, into `model-0000i-of-0000n.safetensors` + index.
 
-    Use `write(name, tensor)` for every planned tensor in order, then `finalize()`.
+    Use `write(name, tensor)` for every planned tensor in order, then `finalize()`; as a context manager
+    the open shard is closed on errors too.
     """
 
     def __init__(self, folder: str | Path, tensors: list[TensorInfo], max_shard_bytes: int):
@@ -159,5 +160,8 @@ class ShardedWriter:
             index = {"metadata": {"total_size": sum(t.nbytes for _, t in self.order)}, "weight_map": weight_map}
             (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
 
-    def close(self) -> None:
+    def __enter__(self) -> ShardedWriter:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self._close()
