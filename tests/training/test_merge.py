@@ -236,3 +236,10 @@ def test_every_shipped_config_loads():
     for path in shipped:
         model = FinetuneRouterConfig if "router" in path.name else MergeConfig
         assert load_config(path, model).output_dir
+
+
+def test_original_config_keys_are_accepted(tmp_path):
+    path = tmp_path / "merge.json"
+    path.write_text(json.dumps({"experts": ["a", "b"], "output_dir": "o", "num_experts_per_tok": 1,
+                                "model_type": "llama", "router_layers": ["gate_proj", "up_proj", "down_proj"]}))
+    assert load_config(path, MergeConfig).top_k == 1
