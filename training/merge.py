@@ -1,9 +1,191 @@
-"""Merge finetuned dense experts into one domain-routed MoE checkpoint (not built yet: issue #7)."""
+"""Merge stage: N dense Llama experts -> one Mixtral checkpoint (FFN i = expert i) + routing metadata.
+
+Streams one tensor at a time (safe_open in, planned shards out); every check runs before anything is
+written, and the output folder appears complete (manifest last) or not at all.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
 import sys
+from pathlib import Path
+from typing import Any
 
-from run_config.stub import stub_stage
+import numpy as np
+import torch
+from tqdm import tqdm
 
-build_parser, main = stub_stage("merge", "Merge finetuned dense experts into one domain-routed MoE checkpoint", issue=7)
+from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.errors import DataError
+from run_config.runtime import config_hash, read_manifest, write_json, write_manifest
+from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
+                                 open_dense, plan_merge)
+from training.moe_config import MergeConfig
+from training.router_init import mean_router_inputs, random_router, read_pairs, router_from_means
+from training.safetensors_stream import ShardedWriter
+from training.staging import staged_dir
+
+log = logging.getLogger(__name__)
+ROUTING_FILE = "routing.json"
+CLUSTER_SUBDIR = "clustering"
+CLUSTER_FILES = ("centroids.npy", "embedder.json")  # required; load_assigner also reads tfidf.json when present
+CLUSTER_OPTIONAL = ("tfidf.json",)
+_COPIED = ("generation_config.json",)
+
+
+def _fingerprint(cfg: MergeConfig) -> list:
+    folders = [*cfg.experts, *([cfg.base_model] if cfg.base_model else [])]
+    return [[str(f), sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(f).glob("*") if p.is_file())]
+            for f in folders]
+
+
+def is_up_to_date(cfg: MergeConfig) -> bool:
+    """True when output_dir holds a finished merge of this config and these expert files."""
+    manifest = read_manifest(cfg.output_dir)
+    return bool(manifest and manifest.get("config_hash") == config_hash(cfg) and manifest.get("inputs") == _fingerprint(cfg))
+
+
+def check_cluster_dir(cfg: MergeConfig) -> int | None:
+    """Validate the clustering artefacts; return the number of clusters (None without cluster_dir)."""
+    if cfg.cluster_dir is None:
+        return None
+    folder = Path(cfg.cluster_dir)
+    for name in CLUSTER_FILES:
+        if not (folder / name).is_file():
+            raise DataError(str(folder / name), None, None, "missing clustering artefact")
+    centroids = np.load(folder / "centroids.npy", mmap_mode="r")
+    if centroids.ndim != 2 or centroids.shape[0] != len(cfg.experts):
+        raise DataError(str(folder / "centroids.npy"), None, None,
+                        f"{centroids.shape[0] if centroids.ndim == 2 else centroids.shape} centroids "
+                        f"for {len(cfg.experts)} experts")
+    return int(centroids.shape[0])
+
+
+def _router_prompts(cfg: MergeConfig) -> list[list[tuple[str, str]]]:
+    """(term, context) pairs per expert for the hidden/centroids router init."""
+    if cfg.router_init == "hidden":
+        return [read_pairs(p, cfg.router_prompt_samples) for p in cfg.router_prompt_files]
+    from clustering.assign import load_assigner
+
+    pool = [pair for p in cfg.router_prompt_files for pair in read_pairs(p, cfg.router_prompt_samples)]
+    clusters = load_assigner(cfg.cluster_dir).assign(pool)
+    to_expert = cfg.cluster_to_expert or list(range(len(cfg.experts)))
+    groups: list[list[tuple[str, str]]] = [[] for _ in cfg.experts]
+    for pair, c in zip(pool, clusters.tolist(), strict=True):
+        groups[to_expert[c]].append(pair)
+    for e, g in enumerate(groups):
+        if not g:
+            raise DataError(cfg.router_prompt_files[0], None, None,
+                            f"no router prompt is nearest to the centroid of expert {e}; give more prompts")
+    return groups
+
+
+def build_routers(cfg: MergeConfig, ref: DenseCheckpoint) -> torch.Tensor:
+    """Router weights [layers, experts, hidden] (float32) for the configured init."""
+    layers, hidden = int(ref.config["num_hidden_layers"]), int(ref.config["hidden_size"])
+    if cfg.router_init == "random":
+        gen = torch.Generator().manual_seed(cfg.seed)
+        std = float(ref.config.get("initializer_range", 0.02))
+        return torch.stack([random_router(len(cfg.experts), hidden, std, gen) for _ in range(layers)])
+    model_dir = cfg.base_model or cfg.experts[0]
+    log.info("router init %s: mean FFN inputs of %s", cfg.router_init, model_dir)
+    return router_from_means(mean_router_inputs(model_dir, _router_prompts(cfg)))
+
+
+def _tensor(item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint],
+            routers: torch.Tensor) -> torch.Tensor:
+    kind = item.source[0]
+    if kind == "expert":
+        _, e, key = item.source
+        t = experts[e].reader.read(key)
+    elif kind == "router":
+        t = routers[item.source[1]]
+    elif len(shared) == 1:
+        t = shared[0].reader.read(item.source[1])
+    else:
+        acc = shared[0].reader.read(item.source[1]).to(torch.float32)
+        for ckpt in shared[1:]:
+            acc += ckpt.reader.read(item.source[1]).to(torch.float32)
+        t = acc / len(shared)
+    return t.to(item.info.dtype)
+
+
+def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_clusters: int | None) -> dict[str, Any]:
+    """Contents of routing.json: default policy, k, router init, cluster <-> expert map, dense config."""
+    return {"policy": cfg.policy, "top_k": cfg.top_k, "num_experts": len(cfg.experts),
+            "router_init": cfg.router_init, "experts": [str(Path(e).resolve()) for e in cfg.experts],
+            "shared_params": cfg.shared_params,
+            "cluster_dir": CLUSTER_SUBDIR if num_clusters else None,
+            "cluster_to_expert": cfg.cluster_to_expert or list(range(len(cfg.experts))),
+            "domain_classifier": None, "dense_config": dense_config}
+
+
+def merge(cfg: MergeConfig) -> dict[str, Any]:
+    """Run the merge; return a summary. Raises before writing anything when the inputs do not fit."""
+    experts = [open_dense(f) for f in cfg.experts]
+    for i, ckpt in enumerate(experts[1:], 1):
+        check_compatible(experts[0], ckpt, f"expert {i}")
+    base = open_dense(cfg.base_model) if cfg.base_model else None
+    if base is not None:
+        check_compatible(experts[0], base, "base_model")
+    check_tokenizers([c.folder for c in experts])
+    num_clusters = check_cluster_dir(cfg)
+    plan = plan_merge(experts, cfg.dtype)
+    routers = build_routers(cfg, experts[0])
+    shared = {"average": experts, "base": [base], "expert": [experts[cfg.shared_expert]]}[cfg.shared_params]
+
+    out = Path(cfg.output_dir)
+    with staged_dir(out) as tmp:
+        with ShardedWriter(tmp, [p.info for p in plan], cfg.max_shard_size_mb * 2**20) as writer:
+            for item in tqdm(plan, desc="merge", unit=" tensors", mininterval=1.0, disable=None):
+                writer.write(item.info.name, _tensor(item, experts, shared, routers))
+            writer.finalize()
+        mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef,
+                       cfg.dtype).save_pretrained(tmp)
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(str(experts[0].folder)).save_pretrained(str(tmp))
+        for name in _COPIED:
+            if (experts[0].folder / name).is_file():
+                shutil.copy(experts[0].folder / name, tmp / name)
+        if num_clusters:
+            (tmp / CLUSTER_SUBDIR).mkdir()
+            for name in CLUSTER_FILES + tuple(n for n in CLUSTER_OPTIONAL if (Path(cfg.cluster_dir) / n).is_file()):
+                shutil.copy(Path(cfg.cluster_dir) / name, tmp / CLUSTER_SUBDIR / name)
+        write_json(tmp / ROUTING_FILE, routing_metadata(cfg, experts[0].config, num_clusters))
+        summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),
+                   "bytes": sum(p.info.nbytes for p in plan)}
+        write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), **summary)
+    if cfg.dense_export_dir:
+        from training.moe_export import export_all_dense
+
+        summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir)]
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="merge", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(parser, MergeConfig)
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, MergeConfig)
+    if not cfg.force and is_up_to_date(cfg):
+        print(f"merge: {cfg.output_dir} is up to date (use --force to redo)")
+        return 0
+    summary = merge(cfg)
+    print(f"merge: {summary['experts']} experts -> {cfg.output_dir} ({summary['tensors']} tensors, "
+          f"{summary['shards']} shard(s), {summary['bytes'] / 2**20:.0f} MiB)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), _run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

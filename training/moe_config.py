@@ -1,0 +1,103 @@
+"""Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint) and router finetuning."""
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from run_config.loader import StageConfig
+
+# Routing policies of one RoutedMoE (training/moe_routing.py); "domain" is the paper's default.
+POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence")
+Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence"]
+OUTPUT_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class MergeConfig(StageConfig):
+    """N dense Llama experts -> one Mixtral checkpoint with one expert per input (paper Alg. 1/2)."""
+
+    experts: list[str] = Field(description="dense expert folders (HF safetensors), expert i = folder i")
+    output_dir: str = Field(description="merged MoE folder (config, safetensors shards, routing.json)")
+    shared_params: Literal["average", "base", "expert"] = Field(
+        "average", description="non-FFN tensors: mean of the experts, the base model's, or one expert's")
+    base_model: str | None = Field(None, description="dense base folder (shared_params=base; hidden-state router init)")
+    shared_expert: int = Field(0, description="expert whose non-FFN tensors are kept when shared_params=expert")
+    policy: Policy = Field("domain", description="default routing policy written to routing.json")
+    top_k: int = Field(2, description="experts per token for the token policy (1 or 2 in the paper)")
+    router_init: Literal["random", "hidden", "centroids"] = Field(
+        "random", description="router rows: N(0, initializer_range), mean hidden state of each expert's "
+                              "prompts, or of the prompts the cluster centroids assign to each expert")
+    router_prompt_files: list[str] = Field(
+        default_factory=list, description="records JSONL for router init: one per expert (hidden) or a pool (centroids)")
+    router_prompt_samples: int = Field(64, description="records read per file for the router init")
+    cluster_dir: str | None = Field(None, description="clustering output (centroids.npy + embedder.json) copied beside the MoE")
+    cluster_to_expert: list[int] | None = Field(None, description="expert id of cluster c (default: identity)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="output dtype (auto: the experts')")
+    max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
+    router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
+    dense_export_dir: str | None = Field(None, description="also write one dense Llama checkpoint per expert here")
+    seed: int = Field(42, description="seed of the random router init")
+    force: bool = Field(False, description="redo even when output_dir is up to date")
+
+    legacy_keys: ClassVar[dict[str, str | None]] = {
+        "num_experts_per_tok": "top_k", "model_type": None, "router_layers": None, "router_layers_index": None}
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeConfig:
+        n = len(self.experts)
+        if n == 0:
+            raise ValueError("experts: give at least one expert folder")
+        if not 1 <= self.top_k <= n:
+            raise ValueError(f"top_k must be in [1, {n}] for {n} experts, got {self.top_k}")
+        if self.shared_params == "base" and not self.base_model:
+            raise ValueError("shared_params=base needs base_model")
+        if not 0 <= self.shared_expert < n:
+            raise ValueError(f"shared_expert must be in [0, {n}), got {self.shared_expert}")
+        if self.cluster_to_expert is not None and sorted(self.cluster_to_expert) != list(range(n)):
+            raise ValueError(f"cluster_to_expert must be a permutation of 0..{n - 1}, got {self.cluster_to_expert}")
+        if self.router_init == "hidden" and len(self.router_prompt_files) != n:
+            raise ValueError(f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "
+                             f"got {len(self.router_prompt_files)}")
+        if self.router_init == "centroids" and not (self.cluster_dir and self.router_prompt_files):
+            raise ValueError("router_init=centroids needs cluster_dir and router_prompt_files")
+        if self.max_shard_size_mb < 1 or self.router_prompt_samples < 1:
+            raise ValueError("max_shard_size_mb and router_prompt_samples must be >= 1")
+        return self
+
+
+class FinetuneRouterConfig(StageConfig):
+    """Train only the router of a merged MoE (Table 12 MoE column: 1 epoch, lr 1e-6)."""
+
+    moe_dir: str = Field(description="merged MoE folder (output of merge)")
+    train_file: str = Field(description="records JSONL to train on")
+    valid_file: str | None = Field(None, description="records JSONL for the validation loss / domain agreement")
+    output_dir: str = Field(description="folder of the finetuned MoE")
+    policy: Policy | None = Field(None, description="routing policy to train (default: routing.json's)")
+    top_k: int | None = Field(None, description="experts per token for the token policy (default: the checkpoint's)")
+    learning_rate: float = Field(1e-6, description="peak learning rate (cosine decay to 0)")
+    num_epochs: int = Field(1, description="epochs over train_file")
+    batch_size: int = Field(8, description="examples per step")
+    gradient_accumulation_steps: int = Field(1, description="steps per optimizer update")
+    warmup_ratio: float = Field(0.1, description="linear warm-up share of the updates")
+    weight_decay: float = Field(0.01, description="AdamW weight decay")
+    adam_beta2: float = Field(0.95, description="AdamW beta2 (beta1 0.9)")
+    max_grad_norm: float = Field(1.0, description="gradient clipping")
+    cutoff_len: int = Field(128, description="max tokens per example (prompt + definition)")
+    aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient (token policy)")
+    classifier_learning_rate: float = Field(1e-2, description="learning rate of the learned domain router")
+    classifier_epochs: int = Field(30, description="epochs of the learned domain router")
+    classifier_layer: int | None = Field(None, description="hidden layer the learned domain router reads (default: middle)")
+    max_records: int | None = Field(None, description="use only the first N train records")
+    seed: int = Field(42, description="seed of shuffling and init")
+    force: bool = Field(False, description="redo even when output_dir is up to date")
+
+    legacy_keys: ClassVar[dict[str, str | None]] = {
+        "trainable_layers": None, "num_train_epochs": "num_epochs", "per_device_train_batch_size": "batch_size"}
+
+    @model_validator(mode="after")
+    def _check(self) -> FinetuneRouterConfig:
+        if self.learning_rate <= 0 or self.num_epochs < 1 or self.batch_size < 1 or self.cutoff_len < 8:
+            raise ValueError("learning_rate > 0, num_epochs >= 1, batch_size >= 1 and cutoff_len >= 8 are required")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        return self
