@@ -17,7 +17,8 @@ _ICL_ALIASES = {"topk": "retrieval"}
 # Keys that do not change what is generated: a resumed run may differ in them.
 RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
                   "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
-                  "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt")
+                  "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
+                  "base_url", "api_key_env", "max_prompt_tokens")
 
 
 class InferConfig(StageConfig):

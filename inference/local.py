@@ -127,7 +127,7 @@ class LocalBackend:
         config = GenerationConfig(
             max_new_tokens=sampling.max_new_tokens, num_return_sequences=n, do_sample=not sampling.greedy,
             repetition_penalty=sampling.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.eos_ids) or None,
+            eos_token_id=sorted(self.eos_ids) or None, output_logits=True, return_dict_in_generate=True,
             **({} if sampling.greedy else {"temperature": sampling.temperature, "top_k": sampling.top_k or 0,
                                            "top_p": sampling.top_p if sampling.top_p is not None else 1.0}))
         for start in range(0, len(order), self.batch_size):
@@ -137,8 +137,7 @@ class LocalBackend:
                                  return_tensors="pt").to(self.device)
             began = time.monotonic()
             with torch.inference_mode():
-                out = self.model.generate(**enc, generation_config=config, output_logits=True,
-                                          return_dict_in_generate=True)
+                out = self.model.generate(**enc, generation_config=config)
             new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
             means, _ = sample_logprobs(out.logits, new, self.eos_ids)
             texts = self.tokenizer.batch_decode([_cut_at_eos(row.tolist(), self.eos_ids) for row in new],
