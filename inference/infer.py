@@ -56,7 +56,7 @@ def build_backend(cfg: InferConfig) -> Backend:
                            tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed)
     from inference.local import LocalBackend
 
-    return LocalBackend(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    return LocalBackend.from_path(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 
 def check_resumable(cfg: InferConfig, out: Path) -> None:

@@ -40,7 +40,7 @@ def load_causal_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device).eval()
-    return model, prepare_tokenizer(tokenizer)
+    return model, tokenizer
 
 
 def prepare_tokenizer(tokenizer: Any) -> Any:
@@ -78,24 +78,26 @@ def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
 class LocalBackend:
     """HF `generate` over sorted, left-padded batches; a routed MoE runs each domain's group on its expert."""
 
-    def __init__(self, model_path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-                 model: Any = None, tokenizer: Any = None) -> None:
-        self.device = resolve_device(device)
-        self.moe = None
-        if model is not None:
-            self.model, self.tokenizer = model, prepare_tokenizer(tokenizer)
-        elif (Path(model_path) / ROUTING_FILE).is_file():
-            from training.moe_routing import load_routed_moe
-
-            self.moe = load_routed_moe(model_path, policy=None, device=self.device)
-            self.model, self.tokenizer = self.moe.model, prepare_tokenizer(self.moe.tokenizer)
-        else:
-            self.model, self.tokenizer = load_causal_lm(model_path, self.device, dtype)
-        self.name, self.batch_size = model_path, batch_size
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16, moe: Any = None) -> None:
+        self.model, self.tokenizer, self.moe = model, prepare_tokenizer(tokenizer), moe
+        self.device = str(next(model.parameters()).device)
+        self.name, self.batch_size = name, batch_size
         self.bos_token = self.tokenizer.bos_token or ""
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+
+    @classmethod
+    def from_path(cls, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> LocalBackend:
+        """Load a causal LM, or a routed MoE when `path` holds `routing.json`."""
+        device = resolve_device(device)
+        if (Path(path) / ROUTING_FILE).is_file():
+            from training.moe_routing import load_routed_moe
+
+            moe = load_routed_moe(path, policy=None, device=device)
+            return cls(moe.model, moe.tokenizer, name=path, batch_size=batch_size, moe=moe)
+        model, tokenizer = load_causal_lm(path, device, dtype)
+        return cls(model, tokenizer, name=path, batch_size=batch_size)
 
     def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
         """The model's context length minus the answer budget (None when the config gives none)."""

@@ -23,15 +23,6 @@ VENDORS = ["openai", "anthropic", "gemini"]
 FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)
 
 
-@pytest.fixture(scope="module")
-def wordnet_rows(wordnet_lexicon, tmp_path_factory) -> Path:
-    """The first 24 real rows of the embedded WordNet test split."""
-    path = tmp_path_factory.mktemp("wn") / "test.jsonl"
-    with open(wordnet_lexicon / "test.jsonl", encoding="utf-8") as f:
-        path.write_text("".join(next(f) for _ in range(24)), encoding="utf-8")
-    return path
-
-
 def request(term: str = "bank", samples: tuple[int, ...] = (0,)) -> Request:
     return Request(f"id-{term}", term, "she sat on the bank", f'"ctx" What is the definition of "{term}"?\n\n', samples)
 
