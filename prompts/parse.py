@@ -14,7 +14,7 @@ from prompts.builder import OPTION_LETTERS
 _FENCE = re.compile(r"^```[\w-]*\s*$", re.M)
 _MARKUP = re.compile(r"\*\*|__|(?<!\w)\*(?!\s)|(?<!\s)\*(?!\w)")
 _BULLET = re.compile(r"^(?:[-•*]\s+|\d{1,2}[.)]\s+|\(\d{1,2}\)\s+)")
-_LABEL = re.compile(r"^(?:concise\s+|short\s+|contextual\s+)?(?:definition|meaning|answer|gloss)"
+_LABEL = re.compile(r"^(?:concise\s+|short\s+|contextual\s+)?(?:definition|meaning|answer|gloss|a)"
                     r"(?:\s+of\s+[\"'“‘]?[^:\"'”’]{1,60}[\"'”’]?)?\s*(?:\([^)]*\))?\s*[:：]\s*", re.I)
 _ACK = re.compile(r"^(?:sure|certainly|of course|okay|ok|absolutely|great question)\b[^.!\n]*[.!]\s*", re.I)
 _PREAMBLE = re.compile(r"^(?:here(?:'s| is| are)|below is|the following)\b", re.I)
@@ -72,10 +72,12 @@ def parse_definition(text: str, term: str = "") -> str:
                 continue
             chosen = line
             break
+    if not chosen and lines and not _PREAMBLE.match(lines[0]):
+        chosen = lines[0]  # a cut-off answer such as "The original sentence is:"
     chosen = _CONTEXT_LEAD.sub("", _unquote(chosen))
     chosen = _strip_term_lead(chosen, term.strip())
     chosen = _CHATTER.sub("", chosen)
-    return " ".join(_unquote(chosen).split())
+    return " ".join(_unquote(chosen.rstrip(" :：")).split())
 
 
 def parse_list(text: str) -> list[str]:

@@ -19,6 +19,8 @@ CHATTY = [
     ("Meaning of \"bank\": an arrangement of similar objects in a row", "an arrangement of similar objects in a row"),
     ("Okay. The word \"bank\" here means a long ridge of earth. I hope this helps.", "a long ridge of earth."),
     ("", ""),
+    ("\nA: The original sentence is:", "The original sentence is"),
+    ("Here is the definition:", ""),
 ]
 
 
