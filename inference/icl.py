@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,11 +51,8 @@ def random_demos(items: Sequence[Item], pool: Sequence[Record], k: int, seed: in
     return out
 
 
-def embed_texts(texts: Sequence[str], embedder: str | Path, device: str = "cpu") -> np.ndarray:
-    """L2-normalised sentence embeddings (float32) of `texts`."""
-    from sentence_transformers import SentenceTransformer
-
-    model = SentenceTransformer(str(embedder), device=device)
+def embed_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
+    """L2-normalised sentence embeddings (float32) of `texts` with a SentenceTransformer."""
     return model.encode(list(texts), batch_size=128, normalize_embeddings=True, convert_to_numpy=True,
                         show_progress_bar=len(texts) > 5000).astype(np.float32)
 
@@ -85,8 +83,11 @@ def nearest_demos(query: np.ndarray, keys: np.ndarray, items: Sequence[Item], po
 def retrieval_demos(items: Sequence[Item], pool: Sequence[Record], k: int, embedder: str | Path,
                     device: str = "cpu") -> dict[str, list[Demo]]:
     """Retrieval-k: embed the question text (term + context, never a definition) of items and pool."""
-    keys = embed_texts([render_question(r.term, r.context) for r in pool], embedder, device)
-    query = embed_texts([render_question(i.term, i.context) for i in items], embedder, device)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(embedder), device=device)
+    keys = embed_texts(model, [render_question(r.term, r.context) for r in pool])
+    query = embed_texts(model, [render_question(i.term, i.context) for i in items])
     return nearest_demos(query, keys, items, pool, k)
 
 
