@@ -28,8 +28,8 @@ from run_config.cli import add_config_flags, config_from_args, run_main
 from run_config.errors import DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
 from training.reward_config import RewardConfig
-from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, load_reward_model,
-                                   mine_negatives, pairwise_accuracy)
+from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
+                                   load_reward_model, mine_negatives, pairwise_accuracy)
 
 log = logging.getLogger(__name__)
 MINING_KEYS = ("train", "valid", "policy_model", "samples_per_prompt", "negatives_per_prompt", "max_train_prompts",
@@ -77,11 +77,14 @@ def read_pairs(path: Path) -> list[Pair]:
 def train_reward_model(cfg: RewardConfig, train: list[Pair], valid: list[Pair], device: str) -> tuple[Any, Any, dict]:
     """Bradley-Terry training; returns (model, tokenizer, metrics)."""
     model, tokenizer = load_reward_model(cfg.base_model or cfg.policy_model, device)
+    trainable = sum(p.numel() for p in model.parameters())
+    if cfg.trainable_top_layers is not None:
+        trainable = freeze_below_top_layers(model, cfg.trainable_top_layers)
     scorer = RewardScorer(model, tokenizer)
-    metrics: dict[str, Any] = {"train_pairs": len(train), "valid_pairs": len(valid),
+    metrics: dict[str, Any] = {"train_pairs": len(train), "valid_pairs": len(valid), "trainable_parameters": trainable,
                                "valid_accuracy_before": pairwise_accuracy(scorer, valid), "loss": []}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     rng = random.Random(cfg.seed)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     with tqdm(total=steps * cfg.epochs, desc="train-reward", unit=" steps", disable=None) as bar:

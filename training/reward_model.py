@@ -57,6 +57,19 @@ def load_reward_model(path: str | Path, device: str) -> tuple[Any, Any]:
     return model.to(device), tokenizer
 
 
+def freeze_below_top_layers(model: Any, top_layers: int) -> int:
+    """Freeze all but the scalar head, the final norm and the top `top_layers` decoder layers; return trainable count."""
+    base = model.base_model
+    layers = getattr(base, "layers", None)
+    if layers is None:
+        raise ValueError(f"{type(model).__name__}: trainable_top_layers needs a decoder with `.layers`")
+    model.requires_grad_(False)
+    for module in [*list(layers)[len(layers) - top_layers:], getattr(base, "norm", None), model.score]:
+        if module is not None:
+            module.requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def compute_rewards(model: Any, tokenizer: Any, triples: Sequence[Triple]) -> torch.Tensor:
     """Scalar reward of each (term, context, definition); differentiable."""
     texts = [reward_text(tokenizer, *t) for t in triples]

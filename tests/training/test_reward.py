@@ -24,9 +24,9 @@ def trained(wordnet_lexicon, smollm2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("orm")
     argv = ["--train", str(wordnet_lexicon / "train.jsonl"), "--valid", str(wordnet_lexicon / "valid.jsonl"),
             "--output-dir", str(out), "--policy-model", str(smollm2_dir), "--device", "cpu",
-            "--max-train-prompts", "16", "--max-valid-prompts", "8", "--samples-per-prompt", "4",
-            "--negatives-per-prompt", "2", "--max-new-tokens", "12", "--epochs", "3", "--batch-size", "4",
-            "--learning-rate", "3e-5", "--seed", "1"]
+            "--max-train-prompts", "12", "--max-valid-prompts", "8", "--samples-per-prompt", "4",
+            "--negatives-per-prompt", "2", "--max-new-tokens", "12", "--epochs", "2", "--batch-size", "8",
+            "--learning-rate", "1e-4", "--trainable-top-layers", "2", "--seed", "1"]
     assert main(argv) == 0
     return out, argv
 
@@ -34,11 +34,12 @@ def trained(wordnet_lexicon, smollm2_dir, tmp_path_factory):
 def test_orm_loss_falls_and_beats_chance_on_held_out_pairs(trained):
     out, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["train_pairs"] >= 24 and metrics["valid_pairs"] >= 12
+    assert metrics["train_pairs"] >= 18 and metrics["valid_pairs"] >= 12
     loss = metrics["loss"]
     third = len(loss) // 3
     assert sum(loss[-third:]) / third < sum(loss[:third]) / third
-    assert metrics["valid_accuracy"] >= 0.75
+    assert metrics["valid_accuracy"] >= max(0.75, metrics["valid_accuracy_before"])
+    assert 0 < metrics["trainable_parameters"] < 20_000_000  # 2 of 30 layers + norm + head
     assert (out / "model" / "config.json").is_file() and json.loads((out / "manifest.json").read_text())
 
 
