@@ -95,6 +95,7 @@ class StubServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else Nagle + delayed ACK add ~40 ms per keep-alive response
 
             def log_message(self, *_: Any) -> None:
                 return
@@ -131,3 +132,24 @@ class StubServer:
     def __exit__(self, *_: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one stub until interrupted; prints its base URL first (for benchmarks in another process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="stub_server", description=main.__doc__)
+    parser.add_argument("vendor", choices=["openai", "anthropic", "gemini"])
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    with StubServer(args.vendor, latency_s=args.latency_s) as stub:
+        print(stub.base_url, flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -35,16 +35,41 @@ def _unquote(text: str) -> str:
     return text
 
 
+_DEF_OF = re.compile(r"^(?:the\s+)?definition\s+of\s+", re.I)
+_AFTER_DEF_OF = re.compile(r"^\s+(?:in this context\s+)?is\s*:?\s*", re.I)
+_WORD_LEAD = re.compile(r"^the\s+(?:word|term|phrase|expression|slang(?: term)?)\s+", re.I)
+_AFTER_TERM = re.compile(r"^\s*(?:\([^)]*\)\s*)?(?:,?\s*(?:as used )?(?:here|in this context|in this sentence),?\s*)?"
+                         + _VERBS + r"\s*:?\s*", re.I)
+_ANY_QUOTED = re.compile(r"^[\"'“‘][^\"'”’]{1,60}[\"'”’]")
+
+
+def _skip_term(text: str, term: str) -> int | None:
+    """Index just after `term` (optionally quoted; any quoted phrase when `term` is empty) at the start of `text`."""
+    if not term:
+        m = _ANY_QUOTED.match(text)
+        return m.end() if m else None
+    i = 1 if text[:1] in "\"'“‘" else 0
+    if text[i:i + len(term)].casefold() != term.casefold():
+        return None
+    i += len(term)
+    return i + 1 if text[i:i + 1] in ("\"", "'", "”", "’") and text[i:i + 1] else i
+
+
 def _strip_term_lead(text: str, term: str) -> str:
     """Drop `"<term>" means`, `The definition of "<term>" is`, `The word <term> here refers to`."""
-    quoted = r"[\"'“‘]?" + re.escape(term) + r"[\"'”’]?" if term else r"[\"'“‘][^\"'”’]{1,60}[\"'”’]"
-    patterns = [rf"^(?:the\s+)?definition\s+of\s+{quoted}\s+(?:in this context\s+)?is\s*:?\s*",
-                rf"^(?:the\s+(?:word|term|phrase|expression|slang(?: term)?)\s+)?{quoted}\s*(?:\([^)]*\)\s*)?"
-                rf"(?:,?\s*(?:as used )?(?:here|in this context|in this sentence),?\s*)?{_VERBS}\s*:?\s*"]
-    for pattern in patterns:
-        stripped = re.sub(pattern, "", text, count=1, flags=re.I)
-        if stripped != text and stripped.strip():
-            return stripped
+    for lead, after in ((_DEF_OF, _AFTER_DEF_OF), (_WORD_LEAD, _AFTER_TERM), (None, _AFTER_TERM)):
+        start = 0
+        if lead is not None:
+            m = lead.match(text)
+            if not m:
+                continue
+            start = m.end()
+        end = _skip_term(text[start:], term)
+        if end is None:
+            continue
+        rest = after.match(text[start + end:])
+        if rest and text[start + end + rest.end():].strip():
+            return text[start + end + rest.end():]
     return text
 
 
