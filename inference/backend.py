@@ -52,6 +52,14 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]: ...
 
 
+def group_by_domain(router: object, requests: Sequence[Request]) -> dict[int, list[Request]]:
+    """Requests per domain, ascending, as `router.domains_for((term, context) pairs)` assigns them."""
+    groups: dict[int, list[Request]] = {}
+    for request, domain in zip(requests, router.domains_for([(r.term, r.context) for r in requests])):
+        groups.setdefault(int(domain), []).append(request)
+    return dict(sorted(groups.items()))
+
+
 def derived_seed(seed: int, *keys: object) -> int:
     """A 31-bit seed from `seed` and keys (stable across runs and processes, unlike hash())."""
     blob = repr((seed, *keys)).encode()

@@ -5,6 +5,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from inference.backend import Sampling
 from run_config.loader import StageConfig
 
 Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
@@ -21,7 +22,21 @@ RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_secon
                   "base_url", "api_key_env", "max_prompt_tokens")
 
 
-class InferConfig(StageConfig):
+class DecodingConfig(StageConfig):
+    """Sampling settings shared by inference and the reward model's negative mining (paper defaults)."""
+
+    temperature: float = Field(0.6, gt=0, description="sampling temperature (paper: 0.6)")
+    top_k: int | None = Field(50, ge=1, description="top-k (paper: 50; not sent to OpenAI)")
+    top_p: float | None = Field(0.9, gt=0, le=1, description="nucleus top-p (paper: 0.9; null: not sent)")
+    repetition_penalty: float = Field(1.05, gt=0, description="repetition penalty (paper: 1.05; local/vLLM)")
+    max_new_tokens: int = Field(64, ge=1, description="generated tokens per answer (paper: 64)")
+
+    def sampling(self, seed: int, greedy: bool = False) -> Sampling:
+        return Sampling(greedy=greedy, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                        repetition_penalty=self.repetition_penalty, max_new_tokens=self.max_new_tokens, seed=seed)
+
+
+class InferConfig(DecodingConfig):
     """Generate definitions for a preprocessed JSONL test file with a local model, vLLM or an API."""
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
@@ -39,11 +54,6 @@ class InferConfig(StageConfig):
     seed: int = Field(42, ge=0, description="seed of sampling, ICL demos, WSD options and --max-items")
     max_items: int | None = Field(None, ge=1, description="a seeded random subset of this many inputs")
     greedy: bool = Field(False, description="greedy decoding instead of sampling")
-    temperature: float = Field(0.6, gt=0, description="sampling temperature (paper: 0.6)")
-    top_k: int | None = Field(50, ge=1, description="top-k (paper: 50; not sent to OpenAI)")
-    top_p: float | None = Field(0.9, gt=0, le=1, description="nucleus top-p (paper: 0.9; null: not sent)")
-    repetition_penalty: float = Field(1.05, gt=0, description="repetition penalty (paper: 1.05; local/vLLM)")
-    max_new_tokens: int = Field(64, ge=1, description="generated tokens per answer (paper: 64)")
     n_samples: int = Field(1, ge=1, description="samples per input (Best-of-N)")
     selection: Literal["first", "likelihood", "oracle", "orm"] = Field(
         "first", description="pick one of the N samples: first, likelihood (mean token log-prob), oracle "

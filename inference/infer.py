@@ -18,7 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from evaluation.references import term_references
-from inference.backend import Backend, Request, Sampling
+from inference.backend import Backend, Request
 from inference.best_of_n import RewardFn, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
 from inference.output import ResumableJsonl, make_row, read_rows, write_rows
@@ -30,11 +30,6 @@ from run_config.runtime import set_seed, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
-
-
-def sampling_of(cfg: InferConfig) -> Sampling:
-    return Sampling(greedy=cfg.greedy, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                    repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
 
 
 def build_backend(cfg: InferConfig) -> Backend:
@@ -116,7 +111,7 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
     requests, counts["long_prompts_skipped"] = build_requests(cfg, backend, pending, store)
     by_id = {item.id: item for item, _ in pending}
     total = sum(len(r.sample_indices) for r in requests)
-    for gen in tqdm(backend.generate(requests, sampling_of(cfg)), total=total, desc="infer", unit=" samples",
+    for gen in tqdm(backend.generate(requests, cfg.sampling(cfg.seed, cfg.greedy)), total=total, desc="infer", unit=" samples",
                     mininterval=2.0, disable=None):
         item = by_id[gen.item_id]
         prediction, error = None, gen.error

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from inference.backend import Generation, Request, Sampling, derived_seed
+from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
 
 log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
@@ -111,14 +111,10 @@ class LocalBackend:
         if self.moe is None:
             yield from self._generate(requests, sampling)
             return
-        domains = self.moe.domains_for([(r.term, r.context) for r in requests])
-        groups: dict[int, list[Request]] = {}
-        for request, domain in zip(requests, domains):
-            groups.setdefault(int(domain), []).append(request)
-        for domain in sorted(groups):
-            log.info("domain %d: %d inputs", domain, len(groups[domain]))
+        for domain, group in group_by_domain(self.moe, requests).items():
+            log.info("domain %d: %d inputs", domain, len(group))
             with self.moe.only_expert(domain):
-                yield from self._generate(groups[domain], sampling)
+                yield from self._generate(group, sampling)
 
     def _generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
         from transformers import GenerationConfig

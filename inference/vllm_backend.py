@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from inference.backend import Generation, Request, Sampling, derived_seed
+from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
 from inference.local import ROUTING_FILE
 from run_config.errors import ConfigError
 
@@ -91,12 +91,8 @@ class VllmBackend:
         if self.router is None:
             yield from self._run_engine(self.paths[0], requests, sampling)
             return
-        domains = self.router.domains_for([(r.term, r.context) for r in requests])
-        groups: dict[int, list[Request]] = {}
-        for request, domain in zip(requests, domains):
-            groups.setdefault(int(domain), []).append(request)
-        for domain in sorted(groups):
+        for domain, group in group_by_domain(self.router, requests).items():
             if domain >= len(self.paths):
                 raise ConfigError(f"domain {domain} has no entry in domain_exports ({len(self.paths)} given)")
-            log.info("domain %d: %d inputs on %s", domain, len(groups[domain]), self.paths[domain])
-            yield from self._run_engine(self.paths[domain], groups[domain], sampling)
+            log.info("domain %d: %d inputs on %s", domain, len(group), self.paths[domain])
+            yield from self._run_engine(self.paths[domain], group, sampling)

@@ -22,7 +22,6 @@ import torch
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from inference.backend import Sampling
 from inference.output import write_rows
 from run_config.cli import add_config_flags, config_from_args, run_main
 from run_config.errors import DataError
@@ -52,8 +51,7 @@ def mine_pairs(cfg: RewardConfig, out: Path) -> tuple[list[Pair], list[Pair]]:
     from inference.local import LocalBackend
 
     backend = LocalBackend.from_path(cfg.policy_model, device=cfg.device, batch_size=cfg.generate_batch_size)
-    sampling = Sampling(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                        repetition_penalty=cfg.repetition_penalty, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+    sampling = cfg.sampling(cfg.seed)
     result = []
     for split, path, limit in (("train", cfg.train, cfg.max_train_prompts), ("valid", cfg.valid, cfg.max_valid_prompts)):
         records = _subset(load_records(path), limit, cfg.seed)

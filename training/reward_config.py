@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from run_config.loader import StageConfig
+from inference.config import DecodingConfig
 
 
-class RewardConfig(StageConfig):
+class RewardConfig(DecodingConfig):
     """Mine negatives from a policy model, then train a Bradley-Terry reward model (paper §5, Table 12)."""
 
     train: str = Field(description="preprocessed JSONL of training records (gold definitions)")
@@ -18,11 +18,6 @@ class RewardConfig(StageConfig):
     negatives_per_prompt: int = Field(8, ge=1, description="most likely distinct samples kept (paper: 8)")
     max_train_prompts: int | None = Field(None, ge=1, description="a seeded subset of training records")
     max_valid_prompts: int | None = Field(None, ge=1, description="a seeded subset of held-out records")
-    temperature: float = Field(0.6, gt=0, description="sampling temperature of the negatives")
-    top_k: int | None = Field(50, ge=1, description="top-k of the negatives")
-    top_p: float | None = Field(0.9, gt=0, le=1, description="top-p of the negatives")
-    repetition_penalty: float = Field(1.05, gt=0, description="repetition penalty of the negatives")
-    max_new_tokens: int = Field(64, ge=1, description="tokens per sampled negative")
     generate_batch_size: int = Field(8, ge=1, description="prompts per generate call while mining")
     epochs: int = Field(1, ge=1, description="passes over the training pairs")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate")
