@@ -21,6 +21,7 @@ CHATTY = [
     ("", ""),
     ("\nA: The original sentence is:", "The original sentence is"),
     ("Here is the definition:", ""),
+    ('The term "banks" refers to a lack of self-control, often characterized', "a lack of self-control, often characterized"),
 ]
 
 
