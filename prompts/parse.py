@@ -46,10 +46,11 @@ _ANY_QUOTED = re.compile(r"^[\"'“‘][^\"'”’]{1,60}[\"'”’]")
 def _skip_term(text: str, term: str) -> int | None:
     """Index just after `term` (optionally quoted) or any quoted phrase (an inflected term) at the start of `text`."""
     i = 1 if text[:1] in "\"'“‘" else 0
-    if not term or text[i:i + len(term)].casefold() != term.casefold():
+    j = i + len(term)
+    if not term or text[i:j].casefold() != term.casefold() or (text[j:j + 1].isalnum()):
         m = _ANY_QUOTED.match(text)
         return m.end() if m else None
-    i += len(term)
+    i = j
     return i + 1 if text[i:i + 1] in ("\"", "'", "”", "’") and text[i:i + 1] else i
 
 
