@@ -61,7 +61,8 @@ def _failure(vendor: str, status: int) -> dict[str, Any]:
 
 
 class StubServer:
-    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body."""
+    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body and
+    `max_in_flight` the most requests it held at once."""
 
     def __init__(self, vendor: str, *, latency_s: float = 0.0, statuses: Iterable[int | str] = (),
                  fail_on: str | None = None, stall_s: float = 5.0) -> None:
@@ -71,6 +72,7 @@ class StubServer:
         self.statuses = deque(statuses)
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
+        self.in_flight = self.max_in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -106,7 +108,12 @@ class StubServer:
                     stub.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
                 prompt = _prompt_text(stub.vendor, body)
                 status = stub._next_status(prompt)
+                with stub._lock:
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 time.sleep(stub.stall_s if status == "stall" else stub.latency_s)
+                with stub._lock:
+                    stub.in_flight -= 1
                 code = 200 if status == "stall" else int(status)
                 model = body.get("model") or self.path.split("/models/")[-1].split(":")[0]
                 payload = (_success(stub.vendor, stub_answer(prompt), model) if code == 200

@@ -67,12 +67,10 @@ def test_client_errors_are_not_retried():
 
 
 def test_concurrency_and_rate_limit():
-    with StubServer("openai", latency_s=0.2) as stub:
-        began = time.monotonic()
+    with StubServer("openai", latency_s=0.3) as stub:
         out = list(backend("openai", stub, concurrency=8).generate([request(f"t{i}") for i in range(16)], Sampling()))
-        concurrent = time.monotonic() - began
     assert len(out) == 16 and all(g.error is None for g in out)
-    assert concurrent < 16 * 0.2 / 2  # far below sequential; exact speed-up: scripts/bench_api.py
+    assert 2 <= stub.max_in_flight <= 8  # requests overlap, never above the limit (speed: scripts/bench_api.py)
     limiter = RateLimiter(50.0)
     began = time.monotonic()
     for _ in range(6):
