@@ -20,7 +20,12 @@ TERM = re.compile(r'What is the definition of "(.+?)"\?')
 
 
 def stub_answer(prompt: str) -> str:
-    """The stub's chatty answer; `parse_definition` turns it into `a definition of <term>`."""
+    """The stub's chatty answer: option B for WSD, a numbered `###` list for the synthesis tasks, else a
+    definition that `parse_definition` turns into `a definition of <term>`."""
+    if "Please choose the right option" in prompt:
+        return "The answer is B."
+    if "separated by ###" in prompt:
+        return "Here are ten of them:\n1. first, at 3.5 m ### 2. second ###"
     terms = TERM.findall(prompt)
     term = terms[-1] if terms else "it"
     return f'Sure! Here is a concise definition:\n\n**Definition:** "a definition of {term}"\n\nLet me know!'

@@ -104,14 +104,17 @@ def parse_definition(text: str, term: str = "") -> str:
     return " ".join(_unquote(chosen.rstrip(" :：")).split())
 
 
+_LIST_PREAMBLE = re.compile(r"^(?:(?:here (?:are|is)|sure\b|certainly\b|of course\b).*|.*:)$", re.I)
+
+
 def parse_list(text: str) -> list[str]:
     """Split a `###`-separated answer into items; numbering is removed only at an item's start."""
     items = []
     for piece in re.split(r"\s*#{3,}\s*", _FENCE.sub("", text or "")):
-        piece = " ".join(_clean_line(line) for line in piece.splitlines() if line.strip())
-        piece = _BULLET.sub("", piece).strip()
-        if piece and not re.match(r"^(?:here (?:are|is)|sure\b|certainly\b)", piece, re.I):
-            items.append(piece)
+        lines = [_clean_line(line) for line in piece.splitlines()]
+        piece = " ".join(line for line in lines if line and not _LIST_PREAMBLE.match(line))
+        if piece:
+            items.append(_BULLET.sub("", piece).strip())
     return items
 
 

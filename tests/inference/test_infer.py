@@ -72,3 +72,25 @@ def test_wsd_items_and_prompts(urban_records):
     assert prompt.startswith("Please choose the right option from A, B, C, and D.\n")
     assert f"{'ABCD'[items[0].answer]}. {items[0].definition}" in prompt
     assert infer.parse_answer("wsd", items[0], f"The answer is {'ABCD'[items[0].answer]}.") == items[0].definition
+
+
+@pytest.mark.parametrize("task,expected", [("context_synthesis", "first, at 3.5 m\nsecond"),
+                                           ("definition_synthesis", "first, at 3.5 m\nsecond"), ("wsd", None)])
+def test_other_tasks_through_an_api(task, expected, urban_rows, tmp_path, monkeypatch):
+    from inference.stub_server import StubServer
+
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    with StubServer("gemini") as stub:
+        assert infer.main(["--backend", "gemini", "--model", "g", "--task", task, "--input", str(urban_rows),
+                           "--output-dir", str(tmp_path), "--base-url", stub.base_url]) == 0
+    prompts = [r["body"]["contents"][0]["parts"][0]["text"] for r in stub.requests]
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    items = {i.id: i for i in build_items(task, load_records(urban_rows), range(1, 7), 42)}
+    for pred in preds:
+        assert pred["prediction"] == (expected or items[pred["id"]].options[1])
+    if task == "wsd":
+        accuracy = sum(i.answer == 1 for i in items.values()) / len(items)
+        assert json.loads((tmp_path / "summary.json").read_text())["wsd_accuracy"] == accuracy
+        assert all("\nB. " in p for p in prompts)
+    else:
+        assert all("separated by ###" in p for p in prompts)
