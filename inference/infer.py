@@ -1,9 +1,206 @@
-"""Generate definitions with a local model, an MoE or an API (not built yet: issue #8)."""
+"""Inference stage: generate definitions (or the other tasks) with a local model, a routed MoE, vLLM or an API.
+
+Writes into `output_dir`: `config.json` (resolved config, first), `samples.jsonl` (every sample,
+appended and flushed as it arrives; a rerun skips finished (id, sample_idx) pairs and retries failed
+ones), `predictions.jsonl` (one selected row per input: the file `evaluate` reads), `summary.json`,
+then `manifest.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
 import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
 
-from run_config.stub import stub_stage
+from tqdm import tqdm
 
-build_parser, main = stub_stage("infer", "Generate definitions with a local model, an MoE or an API", issue=8)
+from evaluation.references import term_references
+from inference.backend import Backend, Request
+from inference.best_of_n import RewardFn, select_all
+from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
+from inference.output import ResumableJsonl, make_row, read_rows, write_rows
+from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
+from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.errors import ConfigError, DataError
+from run_config.loader import read_json_config
+from run_config.runtime import set_seed, write_json, write_manifest
+
+log = logging.getLogger(__name__)
+SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
+
+
+def build_backend(cfg: InferConfig) -> Backend:
+    """Instantiate the configured backend (heavy imports happen here, lazily)."""
+    if cfg.backend in API_BACKENDS:
+        from inference.api import ApiBackend, RetryPolicy, api_key_from_env
+        from prompts.builder import load_template
+
+        return ApiBackend(cfg.backend, cfg.model, api_key=api_key_from_env(cfg.backend, cfg.api_key_env),
+                          base_url=cfg.base_url, system_prompt=load_template("api_system") if cfg.system_prompt else None,
+                          concurrency=cfg.concurrency, requests_per_second=cfg.requests_per_second,
+                          retry=RetryPolicy(cfg.max_retries, cfg.retry_base_delay_s, cfg.retry_max_delay_s),
+                          timeout_s=cfg.timeout_s, send_sampling=cfg.send_sampling)
+    if cfg.backend == "vllm":
+        from inference.vllm_backend import VllmBackend
+
+        return VllmBackend(cfg.model, domain_exports=cfg.domain_exports, dtype=cfg.dtype,
+                           gpu_memory_utilization=cfg.gpu_memory_utilization,
+                           tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed)
+    from inference.local import LocalBackend
+
+    return LocalBackend.from_path(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
+
+
+def check_resumable(cfg: InferConfig, out: Path) -> None:
+    """Refuse to mix samples of a different generation setup into an existing output folder."""
+    path = out / CONFIG
+    if cfg.force or not path.is_file():
+        return
+    old, _ = read_json_config(path)
+    new = cfg.model_dump(mode="json")
+    changed = sorted(k for k in new if k not in RESUME_NEUTRAL and old.get(k) != new[k])
+    if changed:
+        raise ConfigError(f"{path}: {out} holds samples of another setup ({', '.join(changed)} differ); "
+                          "use another output_dir or --force to start over")
+
+
+def _prompt_limit(cfg: InferConfig, backend: Any) -> int | None:
+    if cfg.max_prompt_tokens is not None:
+        return cfg.max_prompt_tokens
+    return backend.max_prompt_tokens(cfg.max_new_tokens) if hasattr(backend, "max_prompt_tokens") else None
+
+
+def build_requests(cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]],
+                   store: ResumableJsonl) -> tuple[list[Request], int]:
+    """Prompts of the pending items; over-long prompts raise or become error rows. Returns (requests, skipped)."""
+    demos: dict[str, list] = {}
+    if cfg.icl_mode != "none":
+        from inference.icl import select_demos
+
+        demos = select_demos(cfg.icl_mode, [item for item, _ in pending], cfg.icl_examples, cfg.icl_k, cfg.seed,
+                             cfg.embedder)
+    prompts = [item_prompt(cfg.task, item, backend.bos_token, demos.get(item.id, ())) for item, _ in pending]
+    limit = _prompt_limit(cfg, backend)
+    lengths = backend.count_tokens(prompts) if limit is not None and hasattr(backend, "count_tokens") else None
+    requests, skipped = [], 0
+    for i, ((item, indices), prompt) in enumerate(zip(pending, prompts)):
+        if lengths is not None and lengths[i] > limit:
+            message = f"prompt has {lengths[i]} tokens, more than max_prompt_tokens {limit} (never truncated)"
+            if cfg.on_long_prompt == "error":
+                raise DataError(cfg.input, item.line, "context", message + "; on_long_prompt skip writes an error row")
+            skipped += 1
+            for idx in indices:
+                store.append(make_row(item.id, item.term, item.context, prediction=None, model=cfg.model,
+                                      seed=cfg.seed, sample_idx=idx, latency_s=0.0, error=message))
+            continue
+        requests.append(Request(item.id, item.term, item.context, prompt, indices))
+    return requests, skipped
+
+
+def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl) -> dict[str, int]:
+    """Generate every (item, sample) not yet in `store`; rows are appended as they arrive."""
+    pending = [(item, idx) for item in items
+               if (idx := tuple(i for i in range(cfg.n_samples) if (item.id, i) not in store.done))]
+    counts = Counter(pending_samples=sum(len(idx) for _, idx in pending))
+    if not pending:
+        return dict(counts)
+    backend = build_backend(cfg)
+    requests, counts["long_prompts_skipped"] = build_requests(cfg, backend, pending, store)
+    by_id = {item.id: item for item, _ in pending}
+    total = sum(len(r.sample_indices) for r in requests)
+    for gen in tqdm(backend.generate(requests, cfg.sampling(cfg.seed, cfg.greedy)), total=total, desc="infer", unit=" samples",
+                    mininterval=2.0, disable=None):
+        item = by_id[gen.item_id]
+        prediction, error = None, gen.error
+        if error is None:
+            prediction = parse_answer(cfg.task, item, gen.text or "")
+            if not prediction:
+                prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
+        store.append(make_row(item.id, item.term, item.context, prediction=prediction, model=cfg.model,
+                              seed=cfg.seed, sample_idx=gen.sample_idx, latency_s=gen.latency_s, error=error,
+                              logprob=gen.logprob))
+        counts["generated" if error is None else "failed"] += 1
+    return dict(counts)
+
+
+def load_reward(cfg: InferConfig) -> RewardFn | None:
+    if cfg.selection != "orm":
+        return None
+    from inference.local import resolve_device
+    from training.reward_model import RewardScorer
+
+    scorer = RewardScorer.load(cfg.reward_model, device=resolve_device(cfg.device))
+    return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
+
+
+def run(cfg: InferConfig) -> dict[str, Any]:
+    """Run the stage; return the summary."""
+    out = Path(cfg.output_dir)
+    if cfg.force:
+        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, "manifest.json"):
+            (out / name).unlink(missing_ok=True)
+    check_resumable(cfg, out)
+    records, lines = load_inputs(cfg.input)
+    items = subset_items(build_items(cfg.task, records, lines, cfg.seed), cfg.max_items, cfg.seed)
+    write_json(out / CONFIG, cfg.model_dump(mode="json"))
+    with ResumableJsonl(out / SAMPLES) as store:
+        resumed = len(store.done)
+        counts = generate_missing(cfg, items, store)
+    rows, _ = read_rows(out / SAMPLES)
+    wanted = {item.id for item in items}
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        if row["id"] in wanted and row["sample_idx"] < cfg.n_samples:
+            grouped[row["id"]].append(row)
+    references = term_references(records) if cfg.selection == "oracle" else None
+    selected = select_all(grouped, cfg.selection, references=references, reward=load_reward(cfg))
+    write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
+    failed = [r for r in selected.values() if r["error"] is not None]
+    summary: dict[str, Any] = {
+        "items": len(items), "n_samples": cfg.n_samples, "selection": cfg.selection,
+        "samples_ok": sum(1 for r in rows if r["id"] in wanted and r["error"] is None),
+        "samples_failed": sum(1 for r in rows if r["id"] in wanted and r["error"] is not None),
+        "resumed_samples": resumed, **counts,
+        "predictions": len(selected), "failed_predictions": len(failed),
+        "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10))}
+    if cfg.task == "wsd":
+        gold = {item.id: item.definition for item in items}
+        summary["wsd_accuracy"] = sum(selected[i]["prediction"] == gold[i] for i in selected
+                                      if selected[i]["error"] is None) / len(items)
+    write_json(out / SUMMARY, summary)
+    write_manifest(out, "infer", cfg, input=str(cfg.input), summary=summary)
+    return summary
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="infer", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(parser, InferConfig)
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = config_from_args(args, InferConfig)
+    set_seed(cfg.seed)
+    summary = run(cfg)
+    out = Path(cfg.output_dir)
+    print(f"infer: {summary['predictions']} predictions ({summary['failed_predictions']} failed) -> "
+          f"{out / PREDICTIONS}; samples in {out / SAMPLES}")
+    if summary["failed_predictions"]:
+        print(f"infer: {summary['failed_predictions']} inputs failed ({json.dumps(summary['failure_reasons'])}); "
+              "rerun the same command to retry only those", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), _run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

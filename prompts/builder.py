@@ -43,3 +43,31 @@ def build_training_text(term: str, context: str, definition: str, *, bos_token: 
                         eos_token: str = "", template: str = "word_interpretation") -> tuple[str, str]:
     """Return (prompt, target) for supervised finetuning; loss goes on the target only."""
     return build_prompt(term, context, bos_token=bos_token, template=template), definition.strip() + eos_token
+
+
+# Task name -> template file. Word interpretation is the main task (and the only one with demos).
+TASK_TEMPLATES = {"word_interpretation": "word_interpretation", "context_synthesis": "context_synthesis",
+                  "definition_synthesis": "definition_synthesis", "wsd": "word_sense_disambiguation"}
+OPTION_LETTERS = "ABCD"
+
+
+def format_options(options: Sequence[str]) -> str:
+    """Render WSD options as `A. ...` lines."""
+    return "\n".join(f"{OPTION_LETTERS[i]}. {o.strip()}" for i, o in enumerate(options))
+
+
+def build_task_prompt(task: str, term: str, context: str = "", *, definition: str = "",
+                      options: Sequence[str] = (), bos_token: str = "",
+                      demos: Sequence[tuple[str, str, str]] = ()) -> str:
+    """Return the model input of any task; word interpretation is exactly `build_prompt`."""
+    if task not in TASK_TEMPLATES:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASK_TEMPLATES)}")
+    if task == "word_interpretation":
+        return build_prompt(term, context, bos_token=bos_token, demos=demos)
+    if demos:
+        raise ValueError(f"few-shot demos are defined for word_interpretation only, not {task}")
+    if task == "wsd" and len(options) != len(OPTION_LETTERS):
+        raise ValueError(f"wsd needs exactly {len(OPTION_LETTERS)} options, got {len(options)}")
+    text = load_template(TASK_TEMPLATES[task]).format(term=term.strip(), context=context.strip(),
+                                                      definition=definition.strip(), options=format_options(options))
+    return bos_token + text + "\n"

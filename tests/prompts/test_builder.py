@@ -27,3 +27,21 @@ def test_demos_rendered_like_training_examples():
 def test_unknown_template():
     with pytest.raises(ValueError, match="unknown prompt template"):
         build_prompt("a", "b", template="nope")
+
+
+def test_task_templates_match_the_original_texts():
+    from prompts.builder import build_task_prompt
+
+    ctx = build_task_prompt("context_synthesis", "bank", "she sat on the bank")
+    assert ctx.startswith("Assume that you are a professional data annotator.\n\nPlease write ten long sentences")
+    assert ctx.endswith("Word: bank\n\nReference text: she sat on the bank\n\ngenerated sentences:\n")
+    d = build_task_prompt("definition_synthesis", "bank", definition="sloping land")
+    assert d.endswith("Word: bank\n\nReference definition: sloping land\n\nCompiled definitions:\n")
+    w = build_task_prompt("wsd", "bank", "she sat on the bank", options=["w", "x", "y", "z"])
+    assert w.startswith("Please choose the right option from A, B, C, and D.\n")
+    assert "\nA. w\nB. x\nC. y\nD. z\n" in w
+    assert build_task_prompt("word_interpretation", "a", "b c", bos_token="<s>") == build_prompt("a", "b c", bos_token="<s>")
+    with pytest.raises(ValueError, match="unknown task"):
+        build_task_prompt("translate", "a")
+    with pytest.raises(ValueError, match="demos"):
+        build_task_prompt("wsd", "a", "b", options="abcd", demos=[("x", "y", "z")])

@@ -1,0 +1,117 @@
+"""Typed config of the inference stage."""
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from inference.backend import Sampling
+from run_config.loader import StageConfig
+
+Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
+Backend = Literal["local", "vllm", "openai", "anthropic", "gemini"]
+API_BACKENDS = ("openai", "anthropic", "gemini")
+# Original task / retrieval-policy spellings (inference/args.py) -> ours.
+_TASK_ALIASES = {"word-interpretation": "word_interpretation", "synthesize-context": "context_synthesis",
+                 "synthesize-definition": "definition_synthesis", "word-sense-disambiguation": "wsd"}
+_ICL_ALIASES = {"topk": "retrieval"}
+# Keys that do not change what is generated: a resumed run may differ in them.
+RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
+                  "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
+                  "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
+                  "base_url", "api_key_env", "max_prompt_tokens")
+
+
+class DecodingConfig(StageConfig):
+    """Sampling settings shared by inference and the reward model's negative mining (paper defaults)."""
+
+    temperature: float = Field(0.6, gt=0, description="sampling temperature (paper: 0.6)")
+    top_k: int | None = Field(50, ge=1, description="top-k (paper: 50; not sent to OpenAI)")
+    top_p: float | None = Field(0.9, gt=0, le=1, description="nucleus top-p (paper: 0.9; null: not sent)")
+    repetition_penalty: float = Field(1.05, gt=0, description="repetition penalty (paper: 1.05; local/vLLM)")
+    max_new_tokens: int = Field(64, ge=1, description="generated tokens per answer (paper: 64)")
+
+    def sampling(self, seed: int, greedy: bool = False) -> Sampling:
+        return Sampling(greedy=greedy, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
+                        repetition_penalty=self.repetition_penalty, max_new_tokens=self.max_new_tokens, seed=seed)
+
+
+class InferConfig(DecodingConfig):
+    """Generate definitions for a preprocessed JSONL test file with a local model, vLLM or an API."""
+
+    legacy_keys: ClassVar[dict[str, str | None]] = {
+        "input_path": "input", "max_query": "max_items", "max_tokens": "max_new_tokens", "shot_num": "icl_k",
+        "retrieval_policy": "icl_mode", "num_return_sequences": "n_samples", "example_path": "icl_examples",
+        "run_local_model": None, "with_vllm": None, "evaluate": None, "verbal": None, "debug": None,
+        "prompt_path": None, "output_format": None, "max_length": None}
+
+    task: Task = Field("word_interpretation", description="word_interpretation (term+context -> definition), "
+                       "context_synthesis, definition_synthesis or wsd")
+    input: str = Field(description="preprocessed JSONL (dataset/records.py) to generate for")
+    output_dir: str = Field(description="writes samples.jsonl (resumable), predictions.jsonl, summary.json")
+    backend: Backend = Field("local", description="local (HF, incl. a routed MoE), vllm, openai, anthropic, gemini")
+    model: str = Field(description="HF folder/hub id (local, vllm) or the API model name")
+    seed: int = Field(42, ge=0, description="seed of sampling, ICL demos, WSD options and --max-items")
+    max_items: int | None = Field(None, ge=1, description="a seeded random subset of this many inputs")
+    greedy: bool = Field(False, description="greedy decoding instead of sampling")
+    n_samples: int = Field(1, ge=1, description="samples per input (Best-of-N)")
+    selection: Literal["first", "likelihood", "oracle", "orm"] = Field(
+        "first", description="pick one of the N samples: first, likelihood (mean token log-prob), oracle "
+        "(max BLEU vs the references), orm (reward model)")
+    reward_model: str | None = Field(None, description="reward model folder (train-reward output) for orm")
+    icl_mode: Literal["none", "random", "retrieval"] = Field("none", description="few-shot demos: none, "
+                                                              "random-k, or retrieval-k (MiniLM neighbours)")
+    icl_k: int = Field(0, ge=0, le=128, description="demos per input (paper: 32)")
+    icl_examples: str | None = Field(None, description="JSONL of training records the demos come from")
+    embedder: str | None = Field(None, description="sentence-transformers model for retrieval (default MiniLM)")
+    batch_size: int = Field(16, ge=1, description="prompts per generate call (local)")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt allowed (default: model "
+                                          "limit - max_new_tokens); prompts are never truncated")
+    on_long_prompt: Literal["error", "skip"] = Field("error", description="a longer prompt: stop, or write "
+                                                      "an error row and count it")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    domain_exports: list[str] = Field(default_factory=list, description="vllm + routed MoE: per-domain dense "
+                                      "export folders, index = domain")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm GPU memory fraction")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm tensor parallel size")
+    base_url: str | None = Field(None, description="API base URL (default: the vendor's)")
+    api_key_env: str | None = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
+                                    "ANTHROPIC_API_KEY, GEMINI_API_KEY)")
+    system_prompt: bool = Field(True, description="APIs: send prompts/api_system.txt as system instruction")
+    send_sampling: bool = Field(True, description="APIs: send temperature/top-p/top-k (off for models that "
+                                "reject them, e.g. recent Claude models)")
+    concurrency: int = Field(8, ge=1, description="API requests in flight")
+    requests_per_second: float | None = Field(None, gt=0, description="API rate limit (null: none)")
+    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors")
+    retry_base_delay_s: float = Field(1.0, ge=0, description="first backoff delay; doubles per retry")
+    retry_max_delay_s: float = Field(60.0, ge=0, description="backoff cap")
+    timeout_s: float = Field(60.0, gt=0, description="API request timeout")
+    force: bool = Field(False, description="discard existing outputs and start over")
+
+    @field_validator("task", mode="before")
+    @classmethod
+    def _task_alias(cls, value: Any) -> Any:
+        return _TASK_ALIASES.get(value, value)
+
+    @field_validator("icl_mode", mode="before")
+    @classmethod
+    def _icl_alias(cls, value: Any) -> Any:
+        return _ICL_ALIASES.get(value, value)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InferConfig:
+        if self.greedy and self.n_samples > 1:
+            raise ValueError("greedy decoding gives N identical samples: set greedy false for n_samples > 1")
+        if self.selection == "orm" and not self.reward_model:
+            raise ValueError("selection orm needs reward_model (a train-reward output folder)")
+        if self.selection != "first" and self.task not in ("word_interpretation",):
+            raise ValueError(f"selection {self.selection} is defined for word_interpretation only")
+        if self.icl_mode != "none":
+            if self.task != "word_interpretation":
+                raise ValueError("few-shot demos (icl_mode) are defined for word_interpretation only")
+            if self.icl_k < 1 or not self.icl_examples:
+                raise ValueError(f"icl_mode {self.icl_mode} needs icl_k >= 1 and icl_examples")
+        if self.domain_exports and self.backend != "vllm":
+            raise ValueError("domain_exports is for backend vllm (the local backend routes the MoE itself)")
+        return self

@@ -1,0 +1,147 @@
+"""Local HF backend: any causal LM, or a domain-routed MoE (a model folder with `routing.json`).
+
+Prompts are tokenised exactly as in training (BOS in the text, no added special tokens), sorted by
+length, left-padded per batch and never truncated (bug 32). Each sample's log-likelihood is the
+mean log-probability of its tokens under the raw logits up to and including EOS, pads excluded (bug 33).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
+
+log = logging.getLogger(__name__)
+ROUTING_FILE = "routing.json"
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda when available, else cpu."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str, device: str) -> torch.dtype:
+    """`auto` -> bfloat16 on GPU, float32 on CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_causal_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:
+    """Load model (eval mode) and a left-padding tokenizer with a pad token."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device)).to(device).eval()
+    return model, tokenizer
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Left padding, and the EOS as pad when the tokenizer has none (pads are masked out)."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def sample_logprobs(step_logits: Sequence[torch.Tensor], tokens: torch.Tensor, eos_ids: set[int]) -> tuple[list[float], list[int]]:
+    """Mean log-prob of each row of `tokens` (generated ids) up to its first EOS; returns (means, lengths)."""
+    total = torch.zeros(tokens.shape[0], dtype=torch.float64)
+    alive = torch.ones(tokens.shape[0], dtype=torch.bool)
+    length = torch.zeros(tokens.shape[0], dtype=torch.long)
+    eos = torch.tensor(sorted(eos_ids), dtype=tokens.dtype) if eos_ids else None
+    for t, logits in enumerate(step_logits):
+        tok = tokens[:, t]
+        lp = torch.log_softmax(logits.float(), dim=-1).gather(1, tok[:, None].to(logits.device)).squeeze(1).cpu()
+        total += torch.where(alive, lp.double(), 0.0)
+        length += alive.long()
+        if eos is not None:
+            alive &= ~torch.isin(tok.cpu(), eos)
+    means = (total / length.clamp(min=1)).tolist()
+    return means, length.tolist()
+
+
+def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
+    for i, tok in enumerate(ids):
+        if tok in eos_ids:
+            return ids[:i]
+    return ids
+
+
+class LocalBackend:
+    """HF `generate` over sorted, left-padded batches; a routed MoE runs each domain's group on its expert."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16, moe: Any = None) -> None:
+        self.model, self.tokenizer, self.moe = model, prepare_tokenizer(tokenizer), moe
+        self.device = str(next(model.parameters()).device)
+        self.name, self.batch_size = name, batch_size
+        self.bos_token = self.tokenizer.bos_token or ""
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = {i for i in [*eos, self.tokenizer.eos_token_id] if i is not None}
+
+    @classmethod
+    def from_path(cls, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> LocalBackend:
+        """Load a causal LM, or a routed MoE when `path` holds `routing.json`."""
+        device = resolve_device(device)
+        if (Path(path) / ROUTING_FILE).is_file():
+            from training.moe_routing import load_routed_moe
+
+            moe = load_routed_moe(path, policy=None, device=device)
+            return cls(moe.model, moe.tokenizer, name=path, batch_size=batch_size, moe=moe)
+        model, tokenizer = load_causal_lm(path, device, dtype)
+        return cls(model, tokenizer, name=path, batch_size=batch_size)
+
+    def max_prompt_tokens(self, max_new_tokens: int) -> int | None:
+        """The model's context length minus the answer budget (None when the config gives none)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        return limit - max_new_tokens if limit else None
+
+    def count_tokens(self, prompts: Sequence[str]) -> list[int]:
+        return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+
+    def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
+        if self.moe is None:
+            yield from self._generate(requests, sampling)
+            return
+        for domain, group in group_by_domain(self.moe, requests).items():
+            log.info("domain %d: %d inputs", domain, len(group))
+            with self.moe.only_expert(domain):
+                yield from self._generate(group, sampling)
+
+    def _generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
+        from transformers import GenerationConfig
+
+        lengths = self.count_tokens([r.prompt for r in requests])
+        order = sorted(range(len(requests)), key=lambda i: (-lengths[i], requests[i].item_id))
+        n = max(max(r.sample_indices) + 1 for r in requests)
+        config = GenerationConfig(
+            max_new_tokens=sampling.max_new_tokens, num_return_sequences=n, do_sample=not sampling.greedy,
+            repetition_penalty=sampling.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids) or None, output_logits=True, return_dict_in_generate=True,
+            **({} if sampling.greedy else {"temperature": sampling.temperature, "top_k": sampling.top_k or 0,
+                                           "top_p": sampling.top_p if sampling.top_p is not None else 1.0}))
+        for start in range(0, len(order), self.batch_size):
+            batch = [requests[i] for i in order[start:start + self.batch_size]]
+            torch.manual_seed(derived_seed(sampling.seed, *(r.item_id for r in batch)))
+            enc = self.tokenizer([r.prompt for r in batch], add_special_tokens=False, padding=True,
+                                 return_tensors="pt").to(self.device)
+            began = time.monotonic()
+            with torch.inference_mode():
+                out = self.model.generate(**enc, generation_config=config)
+            new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
+            means, _ = sample_logprobs(out.logits, new, self.eos_ids)
+            texts = self.tokenizer.batch_decode([_cut_at_eos(row.tolist(), self.eos_ids) for row in new],
+                                                skip_special_tokens=True)
+            latency = (time.monotonic() - began) / len(batch)
+            for b, request in enumerate(batch):
+                for idx in request.sample_indices:
+                    row = b * n + idx
+                    yield Generation(request.item_id, idx, texts[row], latency, logprob=round(means[row], 6))

@@ -1,0 +1,149 @@
+"""API backends: the vendors' real SDK clients against local stub servers (retries, error rows, resume)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inference.api import ApiBackend, RateLimiter, RetryPolicy, api_key_from_env
+from inference.backend import Request, Sampling
+from inference.infer import main
+from inference.output import read_rows
+from inference.stub_server import StubServer
+from run_config.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+VENDORS = ["openai", "anthropic", "gemini"]
+FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.01, max_delay_s=0.05)
+
+
+def request(term: str = "bank", samples: tuple[int, ...] = (0,)) -> Request:
+    return Request(f"id-{term}", term, "she sat on the bank", f'"ctx" What is the definition of "{term}"?\n\n', samples)
+
+
+def backend(vendor: str, stub: StubServer, **kw) -> ApiBackend:
+    return ApiBackend(vendor, "model-x", api_key="test-key", base_url=stub.base_url, system_prompt="be brief",
+                      retry=kw.pop("retry", FAST_RETRY), timeout_s=kw.pop("timeout_s", 2.0), **kw)
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_429_then_success(vendor):
+    with StubServer(vendor, statuses=[429, 503]) as stub:
+        out = list(backend(vendor, stub).generate([request()], Sampling()))
+    assert stub.responses == [429, 503, 200]
+    assert len(out) == 1 and out[0].error is None and 'a definition of bank"' in out[0].text
+    # Retries resend the same user prompt (the original resent it as an assistant message: bug 35).
+    bodies = [r["body"] for r in stub.requests]
+    assert all(b == bodies[0] for b in bodies)
+    if vendor != "gemini":
+        assert [m["role"] for m in bodies[0]["messages"]] in (["system", "user"], ["user"])
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_persistent_500_is_an_error_row(vendor):
+    with StubServer(vendor, statuses=[500] * 10) as stub:
+        out = list(backend(vendor, stub).generate([request()], Sampling()))
+    assert len(stub.requests) == FAST_RETRY.max_retries + 1
+    assert out[0].text is None and "500" in out[0].error and "after 4 attempts" in out[0].error
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_timeout_is_retried(vendor):
+    with StubServer(vendor, statuses=["stall"], stall_s=3.0) as stub:
+        out = list(backend(vendor, stub, timeout_s=0.5).generate([request()], Sampling()))
+    assert out[0].error is None and len(stub.requests) == 2
+
+
+def test_client_errors_are_not_retried():
+    with StubServer("openai", statuses=[400]) as stub:
+        out = list(backend("openai", stub).generate([request()], Sampling()))
+    assert len(stub.requests) == 1 and "400" in out[0].error
+
+
+def test_concurrency_and_rate_limit():
+    with StubServer("openai", latency_s=0.3) as stub:
+        out = list(backend("openai", stub, concurrency=8).generate([request(f"t{i}") for i in range(16)], Sampling()))
+    assert len(out) == 16 and all(g.error is None for g in out)
+    assert 2 <= stub.max_in_flight <= 8  # requests overlap, never above the limit (speed: scripts/bench_api.py)
+    limiter = RateLimiter(50.0)
+    began = time.monotonic()
+    for _ in range(6):
+        limiter.acquire()
+    assert time.monotonic() - began >= 5 / 50 - 1e-3
+
+
+def test_key_only_from_environment(monkeypatch):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(ConfigError, match="ANTHROPIC_API_KEY"):
+        api_key_from_env("anthropic")
+    monkeypatch.setenv("MY_KEY", "abc")
+    assert api_key_from_env("anthropic", "MY_KEY") == "abc"
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_cli_writes_parsed_predictions_and_reruns_only_failures(vendor, wordnet_rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("STUB_KEY", "test-key")
+    rows = [json.loads(line) for line in wordnet_rows.read_text().splitlines()]
+    victim = rows[3]["context"]
+    argv = ["--backend", vendor, "--model", "model-x", "--input", str(wordnet_rows), "--output-dir", str(tmp_path),
+            "--api-key-env", "STUB_KEY", "--max-retries", "1", "--retry-base-delay-s", "0.01", "--concurrency", "4"]
+    with StubServer(vendor, fail_on=victim) as stub:
+        assert main(argv + ["--base-url", stub.base_url]) == 0
+    preds = {r["id"]: r for r in read_rows(tmp_path / "predictions.jsonl")[0]}
+    assert len(preds) == len(rows)
+    failed = preds[rows[3]["id"]]
+    assert failed["prediction"] is None and "500" in failed["error"]
+    ok = preds[rows[0]["id"]]
+    assert ok["prediction"] == f"a definition of {rows[0]['term']}" and ok["error"] is None
+    assert set(ok) >= {"id", "term", "context", "prediction", "model", "seed", "sample_idx", "latency_s", "error"}
+    with StubServer(vendor) as stub:
+        assert main(argv + ["--base-url", stub.base_url]) == 0
+    assert len(stub.requests) == 1 and victim in json.dumps(stub.requests[0]["body"])
+    samples, _ = read_rows(tmp_path / "samples.jsonl")
+    assert len(samples) == len(rows) and all(r["error"] is None for r in samples)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["resumed_samples"] == len(rows) - 1 and summary["failed_predictions"] == 0
+
+
+def test_kill_midway_then_resume(wordnet_rows, tmp_path, monkeypatch):
+    """SIGKILL a running CLI, rerun: every (id, sample) exactly once, nothing lost or duplicated."""
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    n = len(wordnet_rows.read_text().splitlines())
+    env = {**os.environ, "OPENAI_API_KEY": "test-key", "PYTHONPATH": str(REPO)}
+    samples = tmp_path / "samples.jsonl"
+    with StubServer("openai", latency_s=0.15) as stub:
+        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir",
+                str(tmp_path), "--base-url", stub.base_url, "--concurrency", "2", "--n-samples", "2"]
+        proc = subprocess.Popen([sys.executable, "-m", "inference.infer", *argv], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and (not samples.is_file() or len(samples.read_text().splitlines()) < 8):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        before = len(read_rows(samples)[0])
+        assert 8 <= before < 2 * n
+        assert not (tmp_path / "predictions.jsonl").exists()
+        assert main(argv) == 0
+    rows, cut = read_rows(samples)
+    keys = [(r["id"], r["sample_idx"]) for r in rows]
+    assert not cut and len(keys) == len(set(keys)) == 2 * n
+    # Only the samples missing after the kill were requested again (plus those in flight at the kill).
+    assert 2 * n <= len(stub.requests) <= 2 * n + 4
+    assert len(read_rows(tmp_path / "predictions.jsonl")[0]) == n
+
+
+def test_resume_refuses_another_setup(wordnet_rows, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    with StubServer("openai") as stub:
+        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir",
+                str(tmp_path), "--base-url", stub.base_url, "--max-items", "3"]
+        assert main(argv) == 0
+        assert main(argv[:-1] + ["4"]) == 2
+        assert main(argv + ["--force"]) == 0

@@ -1,0 +1,96 @@
+"""The infer CLI end to end on SmolLM2 and real Urban rows: outputs, never-truncated prompts, Best-of-N, WSD."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import inference.infer as infer
+from evaluation.bleu import moses_max_single_bleu
+from evaluation.references import term_references
+from inference.output import read_rows
+from inference.tasks import build_items
+from dataset.records import load_records
+
+
+@pytest.fixture
+def local(monkeypatch, smol_backend, smollm2_dir):
+    """Run the CLI with the local backend; the already-loaded SmolLM2 stands in for loading it again."""
+    monkeypatch.setattr(infer, "build_backend", lambda cfg: smol_backend)
+
+    def run(rows, out, *extra):
+        return infer.main(["--backend", "local", "--model", str(smollm2_dir), "--input", str(rows),
+                           "--output-dir", str(out), "--max-new-tokens", "8", *map(str, extra)])
+    return run
+
+
+def test_greedy_cli_writes_parsed_predictions(local, urban_rows, tmp_path):
+    assert local(urban_rows, tmp_path, "--greedy") == 0
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    assert [p["id"] for p in preds] == [r.id for r in load_records(urban_rows)]
+    assert all(p["prediction"] and p["error"] is None and p["logprob"] < 0 for p in preds)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["stage"] == "infer" and manifest["summary"]["predictions"] == 6
+    assert local(urban_rows, tmp_path, "--greedy") == 0  # finished: nothing regenerated
+    assert json.loads((tmp_path / "summary.json").read_text())["pending_samples"] == 0
+
+
+def test_long_prompts_are_never_truncated(local, urban_rows, tmp_path, capsys):
+    lengths = infer.build_backend(None).count_tokens(
+        [infer.item_prompt("word_interpretation", i, "<|im_start|>") for i in
+         build_items("word_interpretation", load_records(urban_rows), range(1, 7), 42)])
+    limit = sorted(lengths)[2]
+    assert local(urban_rows, tmp_path, "--greedy", "--max-prompt-tokens", limit) == 1
+    err = capsys.readouterr().err
+    first = next(i for i, n in enumerate(lengths) if n > limit)
+    assert f"urban_test.jsonl:{first + 1}: context: prompt has {lengths[first]} tokens, more than" in err
+    assert not (tmp_path / "samples.jsonl").exists()
+    assert local(urban_rows, tmp_path, "--greedy", "--max-prompt-tokens", limit, "--on-long-prompt", "skip") == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    too_long = sum(n > limit for n in lengths)
+    assert summary["long_prompts_skipped"] == summary["failed_predictions"] == too_long
+
+
+def test_best_of_n_oracle_picks_the_max_bleu_sample(local, urban_rows, tmp_path):
+    assert local(urban_rows, tmp_path, "--n-samples", 3, "--selection", "oracle", "--seed", 3) == 0
+    samples, _ = read_rows(tmp_path / "samples.jsonl")
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    refs = term_references(load_records(urban_rows))
+    assert len(samples) == 18 and len(preds) == 6
+    for pred in preds:
+        mine = [s for s in samples if s["id"] == pred["id"] and s["error"] is None]
+        best = max(moses_max_single_bleu(s["prediction"], refs[pred["term"]]) for s in mine)
+        assert moses_max_single_bleu(pred["prediction"], refs[pred["term"]]) == best
+
+
+def test_wsd_items_and_prompts(urban_records):
+    items = build_items("wsd", urban_records[:40], range(40), seed=1)
+    for item in items:
+        assert len(item.options) == 4 and item.options[item.answer] == item.definition
+        assert len(set(item.options)) == 4
+    prompt = infer.item_prompt("wsd", items[0], "")
+    assert prompt.startswith("Please choose the right option from A, B, C, and D.\n")
+    assert f"{'ABCD'[items[0].answer]}. {items[0].definition}" in prompt
+    assert infer.parse_answer("wsd", items[0], f"The answer is {'ABCD'[items[0].answer]}.") == items[0].definition
+
+
+@pytest.mark.parametrize("task,expected", [("context_synthesis", "first, at 3.5 m\nsecond"),
+                                           ("definition_synthesis", "first, at 3.5 m\nsecond"), ("wsd", None)])
+def test_other_tasks_through_an_api(task, expected, urban_rows, tmp_path, monkeypatch):
+    from inference.stub_server import StubServer
+
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    with StubServer("gemini") as stub:
+        assert infer.main(["--backend", "gemini", "--model", "g", "--task", task, "--input", str(urban_rows),
+                           "--output-dir", str(tmp_path), "--base-url", stub.base_url]) == 0
+    prompts = [r["body"]["contents"][0]["parts"][0]["text"] for r in stub.requests]
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    items = {i.id: i for i in build_items(task, load_records(urban_rows), range(1, 7), 42)}
+    for pred in preds:
+        assert pred["prediction"] == (expected or items[pred["id"]].options[1])
+    if task == "wsd":
+        accuracy = sum(i.answer == 1 for i in items.values()) / len(items)
+        assert json.loads((tmp_path / "summary.json").read_text())["wsd_accuracy"] == accuracy
+        assert all("\nB. " in p for p in prompts)
+    else:
+        assert all("separated by ###" in p for p in prompts)
