@@ -201,6 +201,8 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
+    train_path = input_path(cfg.data_path_train)
+    valid_path = input_path(cfg.data_path_valid) if cfg.data_path_valid else None
     device = resolve_device(cfg.device)
     teacher_path = resolve_asset(cfg.teacher_model)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
@@ -212,13 +214,13 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
         return {"sense_words": len(senses), "senses": int(senses.vectors.shape[0])}
     student_path = resolve_asset(cfg.student_model) if cfg.student_model else None
     student, projection = build_student(cfg, teacher_path, student_path, teacher, device)
-    records = load_records(input_path(cfg.data_path_train))[:cfg.max_train_samples]
+    records = load_records(train_path)[:cfg.max_train_samples]
     examples, dropped = encode_records(records, tokenizer, cfg.cutoff_len, senses if bank is not None else None)
     log.info("training on %d examples (%d dropped: prompt longer than cutoff_len)", len(examples), dropped)
     history = train_loop(cfg, student, teacher, projection, bank, examples, pad_id, out / LOG_FILE)
     metrics: dict[str, Any] = {"train_examples": len(examples), "train_dropped": dropped, "final": history[-1]}
-    if cfg.data_path_valid:
-        valid = load_records(input_path(cfg.data_path_valid))[:cfg.max_eval_samples]
+    if valid_path is not None:
+        valid = load_records(valid_path)[:cfg.max_eval_samples]
         valid_examples, valid_dropped = encode_records(valid, tokenizer, cfg.cutoff_len)
         metrics["valid"] = {**evaluate_perplexity(student, valid_examples, cfg.per_device_eval_batch_size, pad_id),
                             "examples": len(valid_examples), "dropped": valid_dropped}
