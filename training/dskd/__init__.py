@@ -1,0 +1,1 @@
+"""DSKD: decoder sense-knowledge distillation (sense dictionary + lexical relations + hinge-MSE loss)."""

@@ -1,0 +1,47 @@
+"""Entry point of the DSKD objective (`python main.py train --objective dskd --config run_config/dskd_*.json`).
+
+Builds the sense dictionary and lexical relations (objective dskd), trains the student, evaluates its
+perplexity on the valid split and writes `<output_dir>/{student/, metrics.json, train_log.jsonl,
+relations.json, manifest.json}` and `<sense_dir>/{senses.safetensors, words.json, occurrences/, manifest.json}`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.runtime import set_seed
+from training.dskd.config import DSKDConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="train --objective dskd", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_flags(parser, DSKDConfig)
+    parser.add_argument("--senses-only", action="store_true",
+                        help="only build the sense dictionary and relations, then stop")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, DSKDConfig)
+    from training.dskd.trainer import is_up_to_date, run
+
+    if not cfg.force and not args.senses_only and is_up_to_date(cfg):
+        print(f"train (dskd): {cfg.output_dir} is up to date (use --force to redo)")
+        return 0
+    set_seed(cfg.seed)
+    result = run(cfg, senses_only=args.senses_only)
+    print(json.dumps(result, indent=2))
+    print(f"train (dskd): outputs in {cfg.output_dir}" + ("" if args.senses_only else f"/student"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_main(build_parser(), _run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
