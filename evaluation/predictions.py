@@ -1,6 +1,7 @@
 """Read a predictions JSONL, check it against the references, and group it into runs (model, seed).
 
-Line format: {"id": str, "prediction": str, "model"?: str, "seed"?: int, "sample_idx"?: int}.
+Line format: {"id": str, "prediction": str, "model"?: str, "seed"?: int, "sample_idx"?: int, "error"?: str}.
+A failed generation (`"prediction": null` with an `error`, as `infer` writes it) scores 0 and is counted.
 Several samples of one id in one run (distinct sample_idx) are a Best-of-N set. An id unknown to the
 references or a repeated (model, seed, id, sample_idx) is an error naming the line; empty predictions
 are kept (they score 0) and counted; references without a prediction are counted (or an error with
@@ -29,6 +30,7 @@ class Prediction:
     seed: int | None
     sample_idx: int
     line: int
+    failed: bool = False
 
 
 @dataclass
@@ -77,13 +79,14 @@ def read_predictions(path: str | Path, default_model: str | None = None) -> list
                 raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
             if not isinstance(obj, dict):
                 raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
+            failed = obj.get("prediction") is None and bool(obj.get("error"))
             out.append(Prediction(
                 id=_field(obj, "id", str, path, line_no),
-                prediction=_field(obj, "prediction", str, path, line_no),
+                prediction="" if failed else _field(obj, "prediction", str, path, line_no),
                 model=_field(obj, "model", str, path, line_no, required=False) or model_default,
                 seed=_field(obj, "seed", int, path, line_no, required=False),
                 sample_idx=_field(obj, "sample_idx", int, path, line_no, required=False) or 0,
-                line=line_no))
+                line=line_no, failed=failed))
     if not out:
         raise DataError(path, None, None, "no predictions")
     return out
@@ -108,6 +111,7 @@ def group_runs(predictions: list[Prediction], references: Mapping[str, Record], 
         run = runs.setdefault((p.model, p.seed), Run(p.model, p.seed))
         run.samples.setdefault(p.id, []).append(p)
     counts = {"predictions": len(predictions), "empty_predictions": sum(not p.prediction.strip() for p in predictions),
+              "failed_predictions": sum(p.failed for p in predictions),
               "references": len(references), "runs": []}
     for run in runs.values():
         missing = [i for i in references if i not in run.samples]

@@ -109,3 +109,22 @@ def wordnet_lexicon_dir() -> Path:
     if preprocess_main(["--builtin", "wordnet", "--output-dir", str(out)]) != 0:
         raise AssetError(f"could not build the embedded lexicon in {out}")
     return out
+
+
+ASSET_PREFIX = "asset:"
+
+
+def resolve_asset(name: str) -> str:
+    """Turn `asset:smollm2`, `asset:minilm` or `asset:wordnet/<file>` into a local path; else return `name`."""
+    if not name.startswith(ASSET_PREFIX):
+        return name
+    what = name[len(ASSET_PREFIX):]
+    if what == "smollm2":
+        return str(smollm2_path())
+    if what == "minilm":
+        return str(minilm_path())
+    if what.startswith("wordnet/"):
+        return str(wordnet_lexicon_dir() / what[len("wordnet/"):])
+    from run_config.errors import ConfigError
+
+    raise ConfigError(f"unknown asset {name!r}; choose asset:smollm2, asset:minilm or asset:wordnet/<split>.jsonl")

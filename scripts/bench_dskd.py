@@ -26,7 +26,8 @@ from evaluation.references import term_references  # noqa: E402
 from prompts.builder import build_prompt  # noqa: E402
 from run_config.loader import load_config  # noqa: E402
 from run_config.runtime import set_seed  # noqa: E402
-from training.dskd.config import DSKDConfig, input_path, resolve_asset  # noqa: E402
+from run_config.assets import resolve_asset
+from training.dskd.config import DSKDConfig, input_path  # noqa: E402
 from training.dskd.student import build_student, load_teacher, resolve_device  # noqa: E402
 from training.dskd.trainer import encode_records, evaluate_perplexity, prepare_senses, train_loop  # noqa: E402
 

@@ -117,3 +117,17 @@ def test_unknown_metric_or_protocol_is_a_usage_error(refs, tmp_path, capsys):
     assert "unknown metric 'blue' (did you mean bleu?)" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         run("--predictions", refs, "--references", refs, "--protocol", "mean", "--output-dir", tmp_path)
+
+
+def test_failed_generations_from_infer_score_zero_and_are_counted(urban, refs, tmp_path):
+    rows = gold(urban)
+    rows[0] = {"id": rows[0]["id"], "prediction": None, "error": "HTTP 500 after 4 attempts"}
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "out"
+    assert run("--predictions", preds, "--references", refs, "--metrics", "bleu", "--output-dir", out) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["counts"]["failed_predictions"] == 1
+    assert scores["bleu"] == pytest.approx(100.0 * (N - 1) / N)
+    rows[0] = {"id": rows[0]["id"], "prediction": None}
+    write_jsonl(preds, rows)
+    assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "o2") == 1

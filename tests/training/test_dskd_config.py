@@ -8,7 +8,8 @@ import pytest
 
 from run_config.errors import ConfigError
 from run_config.loader import load_config
-from training.dskd.config import DSKDConfig, resolve_asset
+from run_config.assets import resolve_asset
+from training.dskd.config import DSKDConfig
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((REPO / "run_config").glob("dskd_*.json"))

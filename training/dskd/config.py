@@ -1,4 +1,4 @@
-"""Typed config of the DSKD training objective, and the `asset:` names of the offline assets."""
+"""Typed config of the DSKD training objective."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,10 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from run_config.errors import ConfigError
 from run_config.loader import StageConfig
-
-ASSET_PREFIX = "asset:"
 
 
 class DSKDConfig(StageConfig):
@@ -93,22 +90,9 @@ class DSKDConfig(StageConfig):
         return [input_path(p) for p in (self.sense_corpus or [self.data_path_train])]
 
 
-def resolve_asset(name: str) -> str:
-    """Turn `asset:smollm2` / `asset:wordnet/<file>` into local paths; anything else is returned as is."""
-    if not name.startswith(ASSET_PREFIX):
-        return name
-    from run_config.assets import smollm2_path, wordnet_lexicon_dir
-
-    what = name[len(ASSET_PREFIX):]
-    if what == "smollm2":
-        return str(smollm2_path())
-    if what.startswith("wordnet/"):
-        return str(wordnet_lexicon_dir() / what[len("wordnet/"):])
-    raise ConfigError(f"unknown asset {name!r}; choose asset:smollm2 or asset:wordnet/<split>.jsonl")
-
-
 def input_path(name: str) -> str:
     """Resolve an `asset:` name or path to an existing file, else raise a one-line DataError."""
+    from run_config.assets import resolve_asset
     from run_config.cli import existing_file
 
     return str(existing_file(resolve_asset(name)))

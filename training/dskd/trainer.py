@@ -19,7 +19,8 @@ from tqdm import tqdm
 from dataset.records import Record, load_records
 from run_config.runtime import atomic_open, config_hash, read_manifest, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_example, pad_batch
-from training.dskd.config import DSKDConfig, input_path, resolve_asset
+from run_config.assets import resolve_asset
+from training.dskd.config import DSKDConfig, input_path
 from training.dskd.loss import SenseBank, ce_loss, kl_loss, semantic_loss
 from training.dskd.relations import build_relations
 from training.dskd.senses import SenseDictionary, build_sense_dictionary

@@ -1,0 +1,50 @@
+"""The toy pipeline end to end on a slice of the embedded lexicon, its rerun, and its config errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.pipeline import REPORT_METRICS, main
+from tests.conftest import REPO_ROOT
+
+TOY = REPO_ROOT / "run_config" / "pipeline_toy.json"
+
+
+@pytest.mark.slow
+def test_toy_pipeline_fills_every_metric_and_reruns_from_artefacts(wordnet_lexicon, smollm2_dir, tmp_path, capsys):
+    work = tmp_path / "toy"
+    assert main(["--config", str(TOY), "--work-dir", str(work)]) == 0
+    report = json.loads((work / "report" / "report.json").read_text())
+    assert set(report["results"]) == {"LM-Lexicon-Dense", "LM-Lexicon-MoE (domain routing)",
+                                      "LM-Lexicon-MoE (learned domain router)"}
+    for per_dataset in report["results"].values():
+        (scores,) = per_dataset["WordNet"]
+        assert set(scores) == set(REPORT_METRICS) and all(v == v for v in scores.values())
+    table = (work / "report" / "table2.md").read_text()
+    assert "–" not in table and "LM-Lexicon-MoE (domain routing)" in table
+    weights = sorted((work / "experts").rglob("*.safetensors")) + sorted((work / "moe").rglob("*.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in weights}
+    capsys.readouterr()
+    assert main(["--config", str(TOY), "--work-dir", str(work)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("skipped (finished)") == 2 and out.count("up to date") >= 4
+    assert {p: p.stat().st_mtime_ns for p in weights} == stamps
+
+
+def test_section_errors_name_the_pipeline_file(tmp_path, capsys):
+    cfg = json.loads(TOY.read_text())
+    cfg["work_dir"] = str(tmp_path / "w")
+    cfg["cluster"] = {"num_clusterz": 3}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: cluster.num_clusterz: unknown key (did you mean num_clusters?)" in err
+
+
+def test_pipeline_config_rejects_unknown_top_level_key(tmp_path, capsys):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"work_dir": "w", "num_expert": 4}))
+    assert main(["--config", str(path)]) == 2
+    assert "num_expert: unknown key" in capsys.readouterr().err
