@@ -23,7 +23,7 @@ from dataset.records import Record, load_records
 from run_config.cli import add_config_flags, config_from_args, run_main
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
-from training.data import IGNORE_INDEX, encode_example, pad_batch
+from training.data import IGNORE_INDEX, encode_records, pad_batch
 from training.moe_config import FinetuneRouterConfig
 from training.staging import staged_dir
 from training.moe_routing import CLASSIFIER_FILE, ROUTING_FILE, DomainClassifier, RoutedMoE, load_routed_moe
@@ -45,20 +45,6 @@ def freeze_all_but_router(moe: RoutedMoE) -> list[torch.nn.Parameter]:
         raise AssertionError(f"{trainable} trainable parameters in {len(params)} tensors, expected {expected} "
                              f"in {cfg.num_hidden_layers} (router only)")
     return list(params.values())
-
-
-def encode_records(records: Sequence[Record], tokenizer: Any, cutoff_len: int) -> list[dict[str, list[int]]]:
-    """Records -> input_ids/labels with the shared encoding (prompt masked); skipped prompts are logged."""
-    out, skipped = [], 0
-    for r in records:
-        enc = encode_example(tokenizer, r.term, r.context, r.definition, cutoff_len)
-        if enc is None:
-            skipped += 1
-            continue
-        out.append({"input_ids": enc.input_ids, "labels": enc.labels})
-    if skipped:
-        log.warning("%d records skipped: prompt longer than cutoff_len=%d", skipped, cutoff_len)
-    return out
 
 
 def _step_loss(moe: RoutedMoE, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -201,9 +187,10 @@ def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
             info["valid_agreement"] = agreement(moe, [(r.term, r.context) for r in valid_records],
                                                 _centroid_labels(moe, valid_records))
     else:
-        train = encode_records(train_records, moe.tokenizer, cfg.cutoff_len)
-        valid = encode_records(valid_records, moe.tokenizer, cfg.cutoff_len)
-        info = train_router(moe, cfg, train, valid)
+        train = encode_records(moe.tokenizer, train_records, cfg.cutoff_len)
+        valid = encode_records(moe.tokenizer, valid_records, cfg.cutoff_len)
+        log.info("router data: train %s, valid %s", train.summary(), valid.summary())
+        info = train_router(moe, cfg, train.examples, valid.examples)
     info = {"policy": moe.policy, **info}
     _save(moe, cfg, info)
     return info

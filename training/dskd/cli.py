@@ -35,7 +35,7 @@ def _run(args: argparse.Namespace) -> int:
     set_seed(cfg.seed)
     result = run(cfg, senses_only=args.senses_only)
     print(json.dumps(result, indent=2))
-    print(f"train (dskd): outputs in {cfg.output_dir}" + ("" if args.senses_only else f"/student"))
+    print(f"train (dskd): outputs in {cfg.output_dir}" + ("" if args.senses_only else "/student"))
     return 0
 
 
