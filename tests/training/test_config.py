@@ -13,7 +13,7 @@ from training.config import TrainConfig
 from training.deepspeed_config import load_deepspeed_config, zero_stage
 
 TRAIN_CONFIGS = sorted(p for p in (REPO_ROOT / "run_config").glob("*.json")
-                       if p.name.startswith(("train_", "expert_")))
+                       if p.name.startswith(("train_", "expert_")) and not p.name.startswith("train_reward"))
 DS_CONFIGS = sorted((REPO_ROOT / "run_config").glob("ds_zero*.json"))
 
 # run_config/model_config.json as committed in the original repository (ORIGINAL.md §5).

@@ -124,6 +124,7 @@ def test_dskd_objective_is_delegated(monkeypatch):
 
 def test_dskd_without_package_is_a_clear_error(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "training.dskd", None)
+    monkeypatch.setitem(sys.modules, "training.dskd.cli", None)
     assert run_dskd(["--objective", "dskd"]) == 2
     assert "training.dskd" in capsys.readouterr().err
 
