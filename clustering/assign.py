@@ -19,7 +19,7 @@ from clustering.config import AssignConfig
 from clustering.embed import EmbedderSpec, SentenceEncoder, TextEncoder, TfidfEncoder, build_text
 from clustering.kmeans import normalize_rows, similarities
 from dataset.records import read_records
-from run_config.cli import add_config_flags, config_from_args, existing_file, run_main
+from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open
 
@@ -93,9 +93,7 @@ def load_assigner(cluster_dir: str | Path, device: str = "auto", batch_size: int
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clustering.assign", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, AssignConfig)
+    parser = stage_parser("clustering.assign", __doc__, AssignConfig)
     return parser
 
 

@@ -21,7 +21,7 @@ from clustering.embed import EmbedderSpec, TfidfEncoder, build_text, embed_cache
 from clustering.kmeans import Matrix, spherical_kmeans
 from clustering.report import cluster_quality, example_terms, plot_scatter, silhouette
 from dataset.records import SPLITS, Record, read_records
-from run_config.cli import add_config_flags, config_from_args, existing_file, run_main
+from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, atomic_open, config_hash, read_manifest, write_json, write_manifest
 
@@ -202,10 +202,7 @@ def format_summary(report: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cluster", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, ClusterConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("cluster", __doc__, ClusterConfig)
     return parser
 
 

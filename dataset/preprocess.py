@@ -19,7 +19,7 @@ from tqdm import tqdm
 from dataset.config import PreprocessConfig
 from dataset.records import Dropped, Record, iter_jsonl
 from dataset.readers import EXCLUDED_SOURCES, Item, iter_3dex_csv, iter_ishiwatari
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import AtomicFileSet, config_hash, read_manifest, write_json, write_manifest
 
@@ -148,12 +148,9 @@ def preprocess(cfg: PreprocessConfig) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="preprocess", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, PreprocessConfig)
+    parser = stage_parser("preprocess", __doc__, PreprocessConfig)
     parser.add_argument("--stats", metavar="FILE", nargs="+",
                         help="print statistics of these files (any input format) and exit")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
 

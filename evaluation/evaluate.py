@@ -25,7 +25,7 @@ from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
-from run_config.cli import add_config_flags, config_from_args, existing_file, run_main
+from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, config_hash, read_manifest, set_seed, write_manifest
 
@@ -161,9 +161,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluate", description=__doc__.split("\n")[0])
-    add_config_flags(parser, EvaluateConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("evaluate", __doc__, EvaluateConfig)
     return parser
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import Field
 
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
 from run_config.loader import StageConfig
 from run_config.runtime import AtomicFileSet
@@ -127,8 +127,7 @@ class ReportConfig(StageConfig):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evaluation.report", description=__doc__.split("\n")[0])
-    add_config_flags(parser, ReportConfig)
+    parser = stage_parser("evaluation.report", __doc__, ReportConfig)
     return parser
 
 

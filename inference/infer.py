@@ -23,7 +23,7 @@ from inference.best_of_n import RewardFn, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
 from inference.output import ResumableJsonl, make_row, read_rows, write_rows
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.loader import read_json_config
 from run_config.runtime import set_seed, write_json, write_manifest
@@ -176,10 +176,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="infer", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, InferConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("infer", __doc__, InferConfig)
     return parser
 
 

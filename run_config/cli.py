@@ -49,6 +49,15 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig],
         group.add_argument(flag, **kwargs)
 
 
+def stage_parser(prog: str, doc: str | None, model: type[StageConfig],
+                 skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """Return a stage's parser: first docstring line as description, config flags, `--verbose`."""
+    parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
+    add_config_flags(parser, model, skip)
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
 def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra: Any) -> StageConfig:
     """Build the stage config: JSON file, then flags, then `--set` items, then `extra`."""
     overrides: dict[str, Any] = {}

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from dataset.records import SPLITS, load_records  # noqa: E402
 from run_config.assets import resolve_asset  # noqa: E402
-from run_config.cli import add_config_flags, config_from_args, run_main  # noqa: E402
+from run_config.cli import config_from_args, run_main, stage_parser  # noqa: E402
 from run_config.errors import ConfigError, LexiconError  # noqa: E402
 from run_config.loader import StageConfig, load_config  # noqa: E402
 from run_config.runtime import AtomicFileSet, read_manifest, write_json, write_manifest  # noqa: E402
@@ -211,10 +211,7 @@ def write_report(results: dict[str, dict[str, list[dict[str, float]]]], out: Pat
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, PipelineConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("pipeline", __doc__, PipelineConfig)
     return parser
 
 

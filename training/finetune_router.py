@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
@@ -197,10 +197,7 @@ def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="finetune-router", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, FinetuneRouterConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("finetune-router", __doc__, FinetuneRouterConfig)
     return parser
 
 

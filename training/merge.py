@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import config_hash, read_manifest, write_json, write_manifest
 from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
@@ -165,10 +165,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="merge", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, MergeConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("merge", __doc__, MergeConfig)
     return parser
 
 

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dataset.records import Record, load_records
 from inference.output import write_rows
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
 from training.reward_config import RewardConfig
@@ -133,10 +133,7 @@ def is_up_to_date(cfg: RewardConfig) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train-reward", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, RewardConfig)
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser = stage_parser("train-reward", __doc__, RewardConfig)
     return parser
 
 

@@ -17,7 +17,7 @@ import importlib
 import logging
 import os
 
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, read_json_config
 from training.config import TrainConfig
@@ -26,17 +26,14 @@ log = logging.getLogger("training.train")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, TrainConfig, skip=("report_to",))
+    parser = stage_parser("train", __doc__, TrainConfig, skip=("report_to",))
     parser.add_argument("--report-to", "--report_to", dest="report_to", choices=["none", "wandb", "tensorboard"],
                         default=None, help="experiment tracker (wandb runs offline without WANDB_API_KEY)")
     parser.add_argument("--experts", metavar="DIR", help="clustering output: train one expert per "
                         "DIR/clusters/cluster-{k}/ into OUTPUT_DIR/expert-{k}/")
     parser.add_argument("--print-commands", action="store_true",
                         help="with --experts: print the multi-GPU deepspeed command of each expert and exit")
-    parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per expert in --print-commands")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per expert in --print-commands (default: 8)")
     return parser
 
 

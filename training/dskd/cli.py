@@ -10,18 +10,15 @@ import argparse
 import json
 import sys
 
-from run_config.cli import add_config_flags, config_from_args, run_main
+from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.runtime import set_seed
 from training.dskd.config import DSKDConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train --objective dskd", description=__doc__.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    add_config_flags(parser, DSKDConfig)
+    parser = stage_parser("train --objective dskd", __doc__, DSKDConfig)
     parser.add_argument("--senses-only", action="store_true",
                         help="only build the sense dictionary and relations, then stop")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
     return parser
 
 
