@@ -23,7 +23,7 @@ from clustering.report import cluster_quality, example_terms, plot_scatter, silh
 from dataset.records import SPLITS, Record, read_records
 from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import AtomicFileSet, atomic_open, config_hash, read_manifest, write_json, write_manifest
+from run_config.runtime import AtomicFileSet, atomic_open, fingerprint, is_finished, write_json, write_manifest
 
 
 
@@ -154,20 +154,12 @@ def write_outputs(cfg: ClusterConfig, part: Partition, splits: dict[str, list[Re
     if cfg.plot and part.vectors is not None and k > 1:
         plot_scatter(part.vectors, part.labels, out / "clusters.png", cfg.seed,
                      f"{cfg.partition} partition, N={k}, {len(part.labels):,} training rows")
-    write_manifest(out, "cluster", cfg, inputs=_fingerprint(cfg), sizes=report["sizes"])
-
-
-def _fingerprint(cfg: ClusterConfig) -> list:
-    p = Path(cfg.input)
-    return [str(p), p.stat().st_size, p.stat().st_mtime_ns]
+    write_manifest(out, "cluster", cfg, inputs=fingerprint([cfg.input]), sizes=report["sizes"])
 
 
 def is_up_to_date(cfg: ClusterConfig) -> bool:
     """True when `output_dir` already holds the outputs of this exact config and input."""
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and manifest.get("inputs") == _fingerprint(cfg)
-                and (Path(cfg.output_dir) / "report.json").is_file())
+    return is_finished(cfg.output_dir, cfg, lambda: fingerprint([cfg.input]), "report.json")
 
 
 def cluster(cfg: ClusterConfig) -> dict:

@@ -21,7 +21,7 @@ from dataset.records import Dropped, Record, iter_jsonl
 from dataset.readers import EXCLUDED_SOURCES, Item, iter_3dex_csv, iter_ishiwatari
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import AtomicFileSet, config_hash, read_manifest, write_json, write_manifest
+from run_config.runtime import AtomicFileSet, fingerprint, is_finished, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 MAX_LISTED_ERRORS = 20
@@ -76,16 +76,9 @@ def source_slug(source: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", source.lower()).strip("-") or "unknown"
 
 
-def _fingerprint(cfg: PreprocessConfig) -> list:
-    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in cfg.input]
-
-
 def is_up_to_date(cfg: PreprocessConfig) -> bool:
     """True when `output_dir` already holds the outputs of this exact config and these inputs."""
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and manifest.get("inputs") == _fingerprint(cfg)
-                and (Path(cfg.output_dir) / "all.jsonl").is_file())
+    return is_finished(cfg.output_dir, cfg, lambda: fingerprint(cfg.input), "all.jsonl")
 
 
 def _input_items(cfg: PreprocessConfig) -> Iterator[tuple[str, Iterator[tuple[int, Item]]]]:
@@ -143,7 +136,7 @@ def preprocess(cfg: PreprocessConfig) -> dict:
               "bad_rows_skipped": sum(s.bad_rows for s in summaries),
               "by_source_split": [{"source": src, "split": sp, "records": n} for (src, sp), n in sorted(counts.items())]}
     write_json(out / "summary.json", result)
-    write_manifest(out, "preprocess", cfg, inputs=_fingerprint(cfg), records=result["records"])
+    write_manifest(out, "preprocess", cfg, inputs=fingerprint(cfg.input), records=result["records"])
     return result
 
 

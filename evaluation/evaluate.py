@@ -27,7 +27,7 @@ from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
 from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import AtomicFileSet, config_hash, read_manifest, set_seed, write_manifest
+from run_config.runtime import AtomicFileSet, fingerprint, is_finished, set_seed, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -99,14 +99,11 @@ def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, 
 
 
 def _fingerprint(cfg: EvaluateConfig) -> list:
-    paths = [cfg.predictions, cfg.references] + ([cfg.compare_to] if cfg.compare_to else [])
-    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+    return fingerprint([cfg.predictions, cfg.references] + ([cfg.compare_to] if cfg.compare_to else []))
 
 
 def is_up_to_date(cfg: EvaluateConfig) -> bool:
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and manifest.get("inputs") == _fingerprint(cfg) and (Path(cfg.output_dir) / "scores.json").is_file())
+    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg), "scores.json")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:

@@ -8,7 +8,7 @@ import os
 import platform
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -151,6 +151,21 @@ def write_manifest(out_dir: str | Path, stage: str, cfg: Any, **info: Any) -> Pa
     path = Path(out_dir) / MANIFEST
     write_json(path, manifest)
     return path
+
+
+def fingerprint(paths: Iterable[str | Path]) -> list[list]:
+    """(path, size, mtime_ns) of each input file, so a rerun redoes the work when an input changed."""
+    return [[str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+
+
+def is_finished(out_dir: str | Path, cfg: Any, inputs: Callable[[], list] | None = None,
+                marker: str | None = None) -> bool:
+    """True when `out_dir`'s manifest records this exact config (and `inputs()`, called only when a
+    manifest exists) and `marker` exists there."""
+    manifest = read_manifest(out_dir)
+    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
+                and (inputs is None or manifest.get("inputs") == inputs())
+                and (marker is None or (Path(out_dir) / marker).exists()))
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:

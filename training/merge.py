@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import config_hash, read_manifest, write_json, write_manifest
+from run_config.runtime import is_finished, write_json, write_manifest
 from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
                                  open_dense, plan_merge)
 from training.moe_config import MergeConfig
@@ -42,8 +42,7 @@ def _fingerprint(cfg: MergeConfig) -> list:
 
 def is_up_to_date(cfg: MergeConfig) -> bool:
     """True when output_dir holds a finished merge of this config and these expert files."""
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg) and manifest.get("inputs") == _fingerprint(cfg))
+    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg))
 
 
 def check_cluster_dir(cfg: MergeConfig) -> int | None:

@@ -25,7 +25,7 @@ from dataset.records import Record, load_records
 from inference.output import write_rows
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
+from run_config.runtime import is_finished, set_seed, write_json, write_manifest
 from training.reward_config import RewardConfig
 from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
                                    load_reward_model, mine_negatives, pairwise_accuracy)
@@ -127,9 +127,7 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
 
 
 def is_up_to_date(cfg: RewardConfig) -> bool:
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and (Path(cfg.output_dir) / "model" / "config.json").is_file())
+    return is_finished(cfg.output_dir, cfg, marker="model/config.json")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 from dataset.records import read_records
-from run_config.runtime import atomic_open, config_hash, read_manifest, write_json, write_manifest
+from run_config.runtime import atomic_open, config_hash, fingerprint, read_manifest, write_json, write_manifest
 from training.data import pad_batch
 from training.dskd.words import TokenTexts, word_spans
 
@@ -88,13 +88,9 @@ def corpus_texts(paths: list[str], max_texts: int | None = None) -> list[str]:
     return list(seen)
 
 
-def _fingerprint(paths: list[str]) -> list:
-    return [[p, Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
-
-
 def chunk_spec(cfg: Any, teacher_name: str) -> dict:
     """Everything the occurrence chunks depend on (a change starts them over)."""
-    return {"teacher": teacher_name, "dtype": cfg.dtype, "corpus": _fingerprint(cfg.corpus_paths),
+    return {"teacher": teacher_name, "dtype": cfg.dtype, "corpus": fingerprint(cfg.corpus_paths),
             "max_texts": cfg.sense_max_texts, "chunk_texts": cfg.sense_chunk_texts,
             "max_occurrences": cfg.sense_max_occurrences, "cutoff_len": cfg.cutoff_len}
 

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.runtime import atomic_open, config_hash, read_manifest, write_json, write_manifest
+from run_config.runtime import atomic_open, is_finished, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_example, pad_batch
 from run_config.assets import resolve_asset
 from training.dskd.config import DSKDConfig, input_path
@@ -182,9 +182,7 @@ def save_student(out_dir: Path, student: Any, tokenizer: Any, projection: torch.
 
 def is_up_to_date(cfg: DSKDConfig) -> bool:
     """True when `output_dir` holds a finished run of this exact config."""
-    manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and (Path(cfg.output_dir) / STUDENT_DIR / "config.json").is_file())
+    return is_finished(cfg.output_dir, cfg, marker=f"{STUDENT_DIR}/config.json")
 
 
 def prepare_senses(cfg: DSKDConfig, teacher: Any, tokenizer: Any, teacher_name: str,
