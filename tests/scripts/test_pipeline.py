@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from scripts.pipeline import REPORT_METRICS, main
+from scripts.experiment import TABLE_METRICS
+from scripts.pipeline import main
 from tests.conftest import REPO_ROOT
 
 TOY = REPO_ROOT / "run_config" / "pipeline_toy.json"
@@ -20,7 +21,7 @@ def test_toy_pipeline_fills_every_metric_and_reruns_from_artefacts(wordnet_lexic
                                       "LM-Lexicon-MoE (learned domain router)"}
     for per_dataset in report["results"].values():
         (scores,) = per_dataset["WordNet"]
-        assert set(scores) == set(REPORT_METRICS) and all(v == v for v in scores.values())
+        assert set(scores) == set(TABLE_METRICS) and all(v == v for v in scores.values())
     table = (work / "report" / "table2.md").read_text()
     assert "–" not in table and "LM-Lexicon-MoE (domain routing)" in table
     weights = sorted((work / "experts").rglob("*.safetensors")) + sorted((work / "moe").rglob("*.safetensors"))

@@ -1,0 +1,75 @@
+"""The shared engine of the paper scripts: per-source test files, seed merging, config errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dataset.records import Record
+from run_config.errors import ConfigError, DataError
+from run_config.loader import StageConfig, load_config
+from scripts.experiment import (FULL_CONFIG, TOY_CONFIG, ExperimentConfig, check_sections, combine_seeds,
+                                split_by_source, table_config, table_parser, table_settings)
+
+
+def _records(tmp_path, sources):
+    path = tmp_path / "test.jsonl"
+    rows = [Record(id=f"r{i}", term=f"t{i}", context=f"c {i}", definition=f"d {i}", source=s, split="test")
+            for i, s in enumerate(sources)]
+    path.write_text("".join(r.to_json() + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_split_by_source_keeps_order_and_adds_the_whole_split(tmp_path):
+    test = _records(tmp_path, ["Urban", "WordNet", "Urban"])
+    files = split_by_source(test, tmp_path / "out", ["WordNet", "Urban", "3D-EX"], "3D-EX")
+    assert list(files) == ["WordNet", "Urban", "3D-EX"]
+    assert [len(p.read_text().splitlines()) for p in files.values()] == [1, 2, 3]
+    stamp = files["Urban"].stat().st_mtime_ns
+    split_by_source(test, tmp_path / "out", ["WordNet", "Urban", "3D-EX"], "3D-EX")
+    assert files["Urban"].stat().st_mtime_ns == stamp  # unchanged content is not rewritten
+
+
+def test_split_by_source_names_the_missing_dataset(tmp_path):
+    test = _records(tmp_path, ["Urban"])
+    with pytest.raises(DataError, match="no test records of Oxford .sources present: Urban"):
+        split_by_source(test, tmp_path / "out", ["Oxford"], None)
+
+
+def test_combine_seeds_names_the_system_and_seed(tmp_path):
+    runs = {}
+    for seed in (21, 42):
+        runs[seed] = tmp_path / f"p{seed}.jsonl"
+        runs[seed].write_text(json.dumps({"id": "a", "prediction": "x", "model": "/ckpt", "seed": 0}) + "\n")
+    rows = [json.loads(line) for line in combine_seeds("moe", runs, tmp_path / "all.jsonl").read_text().splitlines()]
+    assert [(r["model"], r["seed"]) for r in rows] == [("moe", 21), ("moe", 42)]
+
+
+def test_shipped_paper_configs_load_and_their_sections_are_valid():
+    for path in (FULL_CONFIG, TOY_CONFIG):
+        check_sections(load_config(path, ExperimentConfig), str(path))
+
+
+def test_section_and_table_errors_name_the_file(tmp_path):
+    cfg = load_config(TOY_CONFIG, ExperimentConfig, {"infer": {"n_sample": 4}, "tables": {"table9": {}}})
+    with pytest.raises(ConfigError, match="infer.n_sample: unknown key .did you mean n_samples"):
+        check_sections(cfg, "x.json")
+
+    class Settings(StageConfig):
+        partitions: list[str] = ["semantic"]
+
+    with pytest.raises(ConfigError, match="x.json: tables.table9: unknown script"):
+        table_settings(cfg, "table3", Settings, "x.json")
+    cfg = load_config(TOY_CONFIG, ExperimentConfig, {"tables": {"table3": {"partitionz": []}}})
+    with pytest.raises(ConfigError, match="x.json: tables.table3.partitionz"):
+        table_settings(cfg, "table3", Settings, "x.json")
+
+
+def test_toy_switch_picks_the_toy_config_and_refuses_a_second_config():
+    parser = table_parser("table3", "doc")
+    cfg, source = table_config(parser.parse_args(["--toy"]))
+    assert source == str(TOY_CONFIG) and cfg.builtin == "wordnet"
+    cfg, source = table_config(parser.parse_args([]))
+    assert source == str(FULL_CONFIG) and cfg.launcher == "deepspeed"
+    with pytest.raises(ConfigError, match="--toy and --config"):
+        table_config(parser.parse_args(["--toy", "--config", str(FULL_CONFIG)]))
