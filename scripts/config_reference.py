@@ -1,0 +1,112 @@
+"""Print the config reference (every key of every stage config: type, default, meaning) as Markdown.
+
+README.md's "Config reference" section is this output; `tests/scripts/test_config_reference.py` fails
+when they differ (`python scripts/config_reference.py --write` updates the README).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+
+from pydantic_core import PydanticUndefined
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from run_config.loader import StageConfig  # noqa: E402
+from run_config.runtime import atomic_open  # noqa: E402
+
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def config_models() -> list[tuple[str, type[StageConfig]]]:
+    """(command, config model) of every stage, in pipeline order."""
+    from clustering.config import AssignConfig, ClusterConfig
+    from dataset.config import PreprocessConfig
+    from evaluation.config import EvaluateConfig
+    from evaluation.report import ReportConfig
+    from inference.config import InferConfig
+    from scripts.experiment import ExperimentConfig
+    from scripts.pipeline import PipelineConfig
+    from training.config import TrainConfig
+    from training.dskd.config import DSKDConfig
+    from training.moe_config import FinetuneRouterConfig, MergeConfig
+    from training.reward_config import RewardConfig
+
+    return [("preprocess", PreprocessConfig), ("cluster", ClusterConfig), ("python -m clustering.assign", AssignConfig),
+            ("train", TrainConfig), ("train --objective dskd (`dskd` section)", DSKDConfig), ("merge", MergeConfig),
+            ("finetune-router", FinetuneRouterConfig), ("train-reward", RewardConfig), ("infer", InferConfig),
+            ("evaluate", EvaluateConfig), ("python -m evaluation.report", ReportConfig),
+            ("pipeline", PipelineConfig), ("scripts/table*.py, scripts/fig*.py", ExperimentConfig)]
+
+
+def type_name(annotation: object) -> str:
+    """A short readable type: `int | None`, `list[str]`, `"a" | "b"`."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " \\| ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " \\| ".join(type_name(a) for a in typing.get_args(annotation))
+    if origin is not None:
+        args = ", ".join(type_name(a) for a in typing.get_args(annotation))
+        return f"{getattr(origin, '__name__', str(origin))}[{args}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def default_text(field: typing.Any) -> str:
+    if field.is_required():
+        return "required"
+    value = field.default_factory() if field.default is PydanticUndefined else field.default
+    return f"`{json.dumps(value)}`".replace("|", "\\|")
+
+
+def reference() -> str:
+    """The Markdown of every stage's keys."""
+    parts = []
+    for command, model in config_models():
+        doc = (model.__doc__ or "").strip().split("\n")[0]
+        lines = [f"### `{command}` ({model.__name__})", "", doc, "", "| key | type | default | meaning |",
+                 "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            text = (field.description or "").replace("|", "\\|")
+            lines.append(f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | {text} |")
+        if model.legacy_keys:
+            legacy = ", ".join(f"`{k}`→`{v}`" if v else f"`{k}` (ignored)" for k, v in model.legacy_keys.items())
+            lines += ["", f"Original LM-Lexicon keys accepted: {legacy}."]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def readme_section(readme: str) -> str:
+    match = re.search(re.escape(START) + r"\n(.*)" + re.escape(END), readme, re.S)
+    return match.group(1) if match else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--write", action="store_true", help="replace README.md's config reference section")
+    args = parser.parse_args(argv)
+    text = reference()
+    if not args.write:
+        print(text, end="")
+        return 0
+    path = ROOT / "README.md"
+    readme = path.read_text(encoding="utf-8")
+    if START not in readme or END not in readme:
+        print(f"{path}: no {START} ... {END} markers", file=sys.stderr)
+        return 1
+    head, rest = readme.split(START, 1)
+    with atomic_open(path) as f:
+        f.write(head + START + "\n" + text + END + rest.split(END, 1)[1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
