@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from run_config.loader import StageConfig
 
@@ -41,6 +41,20 @@ class MergeConfig(StageConfig):
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
         "num_experts_per_tok": "top_k", "model_type": None, "router_layers": None, "router_layers_index": None}
+
+    @field_validator("experts", mode="before")
+    @classmethod
+    def _original_experts(cls, value: object) -> object:
+        """The original (mergoo) config lists `{"expert_name", "model_id"}` objects: keep their model_ids."""
+        if isinstance(value, list) and value and all(isinstance(e, dict) for e in value):
+            ids = []
+            for i, e in enumerate(value):
+                if set(e) - {"expert_name", "model_id"} or not isinstance(e.get("model_id"), str):
+                    raise ValueError(f"experts[{i}]: expected {{\"expert_name\", \"model_id\"}} with a string "
+                                     f"model_id, got {e}")
+                ids.append(e["model_id"])
+            return ids
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> MergeConfig:

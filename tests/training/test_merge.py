@@ -243,3 +243,15 @@ def test_original_config_keys_are_accepted(tmp_path):
     path.write_text(json.dumps({"experts": ["a", "b"], "output_dir": "o", "num_experts_per_tok": 1,
                                 "model_type": "llama", "router_layers": ["gate_proj", "up_proj", "down_proj"]}))
     assert load_config(path, MergeConfig).top_k == 1
+
+
+def test_original_expert_list_of_objects_is_accepted(tmp_path):
+    """The original (mergoo) merge config: experts as {expert_name, model_id} objects, in order."""
+    path = tmp_path / "merge.json"
+    experts = [{"expert_name": f"expert_{i}", "model_id": f"ckpt/cluster-{i}"} for i in range(3)]
+    path.write_text(json.dumps({"model_type": "llama", "num_experts_per_tok": 2, "experts": experts,
+                                "router_layers": ["gate_proj", "up_proj", "down_proj"], "output_dir": "o"}))
+    assert load_config(path, MergeConfig).experts == ["ckpt/cluster-0", "ckpt/cluster-1", "ckpt/cluster-2"]
+    path.write_text(json.dumps({"experts": [{"expert_name": "e", "model": "x"}], "output_dir": "o"}))
+    with pytest.raises(ConfigError, match="experts"):
+        load_config(path, MergeConfig)
