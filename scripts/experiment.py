@@ -146,12 +146,13 @@ def table_config(args: argparse.Namespace) -> tuple[ExperimentConfig, str]:
 
 
 def sample_splits(data_dir: Path, out: Path, seed: int, sizes: dict[str, int | None]) -> Path:
-    """Write a seeded sample of the splits (None: keep the split whole) plus all.jsonl."""
-    want = {"seed": seed, "sizes": sizes, "source": read_manifest(data_dir)}
+    """Write a seeded sample of the splits (None: keep the split whole) plus `cluster.jsonl` = train + valid:
+    the clustering input (test inputs are routed by the MoE at inference, never embedded beforehand)."""
+    want = {"seed": seed, "sizes": sizes, "source": read_manifest(data_dir), "cluster_input": ["train", "valid"]}
     if (manifest := read_manifest(out)) and manifest.get("config") == want:
         return out
     with AtomicFileSet() as files:
-        all_file = files.get(out / "all.jsonl")
+        cluster_file = files.get(out / "cluster.jsonl")
         for split in SPLITS:
             path = data_dir / f"{split}.jsonl"
             records = load_records(path) if path.is_file() else []
@@ -162,7 +163,8 @@ def sample_splits(data_dir: Path, out: Path, seed: int, sizes: dict[str, int | N
             for r in records:
                 line = r.to_json() + "\n"
                 split_file.write(line)
-                all_file.write(line)
+                if split != "test":
+                    cluster_file.write(line)
     write_manifest(out, "sample", want)
     return out
 
@@ -283,7 +285,7 @@ class Experiment:
 
         n = self.cfg.num_clusters if n is None else n
         name = f"{partition}-N{n}"
-        data = {"input": str(self.data / "all.jsonl"), "output_dir": str(self.w / "clusters" / name),
+        data = {"input": str(self.data / "cluster.jsonl"), "output_dir": str(self.w / "clusters" / name),
                 "num_clusters": n, "partition": partition, "embedder": self.cfg.embedder, "seed": self.cfg.seed,
                 **self.cfg.cluster, **extra}
         _call(f"cluster {name}", cluster_main, ["--config", str(self._config(f"cluster_{name}", "cluster", data))])
