@@ -126,12 +126,14 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
     seed = cfg.seeds[0]
     counts = sample_counts(settings.max_samples)
     protocol = cfg.evaluate.get("protocol", "max")
+    # infer's batch_size counts prompts; each brings max_samples sequences: keep sequences per call as configured
+    prompts_per_call = max(1, int(cfg.infer.get("batch_size", 16)) // settings.max_samples)
     curves: dict[str, list[float]] = {}
     for system in settings.systems:
         model = exp.dense(seed) if system == "dense" else exp.moe(seed=seed)
         for dataset in datasets:
             preds = exp.predict(f"{system}_bon{settings.max_samples}", model, dataset, seed,
-                                n_samples=settings.max_samples, max_items=settings.items)
+                                n_samples=settings.max_samples, max_items=settings.items, batch_size=prompts_per_call)
             samples = read_samples(preds.parent / "samples.jsonl", settings.max_samples)
             curves[f"{LABELS[system]} / {dataset}"] = oracle_curve(samples, exp.test_sets[dataset], counts, protocol)
     monotone = {name: all(b >= a for a, b in zip(values, values[1:])) for name, values in curves.items()}

@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scripts.fig4 import main, sample_counts
+from run_config.loader import load_config
+from scripts.experiment import TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.fig4 import Fig4Settings, main, sample_counts
 
 
 def _config(tiny_paper, tmp_path, fig4):
@@ -18,6 +20,12 @@ def _config(tiny_paper, tmp_path, fig4):
 def test_sample_counts_double_up_to_the_maximum():
     assert sample_counts(128) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert sample_counts(6) == [1, 2, 4, 6] and sample_counts(1) == [1]
+
+
+def test_toy_config_shrinks_the_sweep():
+    settings = table_settings(load_config(TOY_CONFIG, ExperimentConfig), "fig4", Fig4Settings, str(TOY_CONFIG))
+    assert (settings.max_samples, settings.items, settings.systems) == (16, 32, ["dense", "moe"])
+    assert (Fig4Settings().max_samples, Fig4Settings().items) == (128, 64)
 
 
 def test_fig4_curves_png_and_rerun(tiny_paper, tmp_path, capsys):
