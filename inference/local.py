@@ -1,4 +1,4 @@
-"""Local HF backend: any causal LM, or a domain-routed MoE (a model folder with `routing.json`).
+"""Local HF backend: any causal LM, or a routed MoE (a model folder with `routing.json`, run with its policy).
 
 Prompts are tokenised exactly as in training (BOS in the text, no added special tokens), sorted by
 length, left-padded per batch and never truncated (bug 32). Each sample's log-likelihood is the
@@ -18,6 +18,7 @@ from inference.backend import Generation, Request, Sampling, derived_seed, group
 
 log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
+DOMAIN_POLICIES = ("domain", "learned-domain")  # one expert per input, chosen before generating
 
 
 def resolve_device(device: str) -> str:
@@ -76,7 +77,8 @@ def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
 
 
 class LocalBackend:
-    """HF `generate` over sorted, left-padded batches; a routed MoE runs each domain's group on its expert."""
+    """HF `generate` over sorted, left-padded batches. A routed MoE with a domain policy runs each domain's
+    group on its expert; with a token or sequence policy its own routers pick experts per token / sequence."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16, moe: Any = None) -> None:
         self.model, self.tokenizer, self.moe = model, prepare_tokenizer(tokenizer), moe
@@ -108,7 +110,7 @@ class LocalBackend:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
-        if self.moe is None:
+        if self.moe is None or self.moe.policy not in DOMAIN_POLICIES:
             yield from self._generate(requests, sampling)
             return
         for domain, group in group_by_domain(self.moe, requests).items():
@@ -128,6 +130,7 @@ class LocalBackend:
             eos_token_id=sorted(self.eos_ids) or None, output_logits=True, return_dict_in_generate=True,
             **({} if sampling.greedy else {"temperature": sampling.temperature, "top_k": sampling.top_k or 0,
                                            "top_p": sampling.top_p if sampling.top_p is not None else 1.0}))
+        run = self.model.generate if self.moe is None else self.moe.generate  # the MoE resets its routing state
         for start in range(0, len(order), self.batch_size):
             batch = [requests[i] for i in order[start:start + self.batch_size]]
             torch.manual_seed(derived_seed(sampling.seed, *(r.item_id for r in batch)))
@@ -135,7 +138,7 @@ class LocalBackend:
                                  return_tensors="pt").to(self.device)
             began = time.monotonic()
             with torch.inference_mode():
-                out = self.model.generate(**enc, generation_config=config)
+                out = run(**enc, generation_config=config)
             new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
             means, _ = sample_logprobs(out.logits, new, self.eos_ids)
             texts = self.tokenizer.batch_decode([_cut_at_eos(row.tolist(), self.eos_ids) for row in new],

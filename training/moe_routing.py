@@ -81,6 +81,8 @@ class RoutedMoeBlock(nn.Module):
             return cached
         logits = self.gate(h.reshape(-1, h.shape[-1]))[0].view(h.shape[0], h.shape[1], -1).float()
         mask = self.state.pool_mask
+        if mask is not None and mask.shape[1] == h.shape[1] and h.shape[0] % mask.shape[0] == 0:
+            mask = mask.repeat_interleave(h.shape[0] // mask.shape[0], dim=0)  # generate's num_return_sequences
         if mask is None or tuple(mask.shape) != tuple(h.shape[:2]):
             pooled = logits.mean(dim=1)
         else:

@@ -64,8 +64,13 @@ def test_sample_logprobs_stop_at_eos_and_skip_pads():
 class DomainRouter:
     """A routed-MoE stand-in with the `training.moe_routing.RoutedMoE` interface over one real model."""
 
+    policy = "domain"
+
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer, self.entered = model, tokenizer, []
+
+    def generate(self, pairs=None, **kwargs):
+        return self.model.generate(**kwargs)
 
     def domains_for(self, pairs):
         return [len(term) % 2 for term, _ in pairs]
@@ -93,7 +98,44 @@ def test_routed_moe_interface():
     moe_routing = pytest.importorskip("training.moe_routing")
     params = inspect.signature(moe_routing.load_routed_moe).parameters
     assert {"policy", "device"} <= set(params)
-    assert all(hasattr(moe_routing.RoutedMoE, name) for name in ("domains_for", "only_expert"))
+    assert all(hasattr(moe_routing.RoutedMoE, name) for name in ("domains_for", "only_expert", "generate", "policy"))
+
+
+@pytest.fixture(scope="module")
+def token_router_moe(tmp_path_factory, wordnet_lexicon):
+    """A 3-expert pico MoE whose router was finetuned for top-1 token routing (routing.json policy token)."""
+    from tests.training.moe_helpers import perturbed_copy, pico_llama
+    from training.finetune_router import finetune_router
+    from training.merge import merge
+    from training.moe_config import FinetuneRouterConfig, MergeConfig
+
+    root = tmp_path_factory.mktemp("token_moe")
+    base = pico_llama(root / "base", seed=0)
+    experts = [perturbed_copy(base, root / f"e{i}", seed=i, scale=0.2) for i in range(3)]
+    merge(MergeConfig(experts=[str(e) for e in experts], output_dir=str(root / "moe")))
+    finetune_router(FinetuneRouterConfig(moe_dir=str(root / "moe"), train_file=str(wordnet_lexicon / "train.jsonl"),
+                                         output_dir=str(root / "token"), policy="token", top_k=1, max_records=8,
+                                         batch_size=4, learning_rate=1e-2))
+    return root / "token"
+
+
+def test_token_policy_moe_routes_every_token_by_its_router(token_router_moe, wordnet_lexicon):
+    """A token-routed MoE (no centroids) is not grouped by domain: each token picks its own top-1 expert."""
+    from dataset.records import load_records
+    from inference.local import LocalBackend
+
+    backend = LocalBackend.from_path(str(token_router_moe), device="cpu", batch_size=4)
+    assert backend.moe.policy == "token" and backend.moe.top_k == 1
+    picked = []
+    hook = backend.moe.blocks[0].gate.register_forward_hook(lambda _m, _i, out: picked.append(out[2]))
+    try:
+        _, requests = make_requests(backend, load_records(wordnet_lexicon / "test.jsonl")[:3], samples=(0, 1))
+        out = list(backend.generate(requests, Sampling(max_new_tokens=4)))
+    finally:
+        hook.remove()
+    assert len(out) == 6 and picked
+    prefill = picked[0]  # the prompts' tokens, one row per token
+    assert prefill.shape[1] == 1 and prefill.shape[0] > 6 and len(prefill.unique()) > 1
 
 
 @pytest.mark.gpu

@@ -127,6 +127,17 @@ def test_hard_sequence_keeps_the_prompt_choice_while_decoding(pico_moe, count_ff
     assert out.shape == (1, IDS.shape[1] + 3) and len(chosen) == 2
 
 
+def test_sequence_pooling_mask_follows_num_return_sequences(pico_moe):
+    moe = load_routed_moe(pico_moe["moe"], policy="soft-sequence")
+    mask = torch.ones_like(IDS)
+    mask[0, :3] = 0  # left padding of the first prompt
+    with torch.no_grad():
+        moe.forward(input_ids=IDS, attention_mask=mask)
+        pooled = moe.state.seq_logits[0].clone()
+        moe.generate(input_ids=IDS, attention_mask=mask, max_new_tokens=2, do_sample=True, num_return_sequences=3)
+    torch.testing.assert_close(moe.state.seq_logits[0], pooled.repeat_interleave(3, dim=0), rtol=1e-5, atol=1e-5)
+
+
 def test_soft_sequence_pools_only_the_mask(pico_moe):
     moe = load_routed_moe(pico_moe["moe"], policy="soft-sequence")
     mask = torch.zeros_like(IDS)

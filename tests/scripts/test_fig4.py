@@ -1,0 +1,67 @@
+"""scripts/fig4.py on the tiny paper setting: samples drawn once, oracle curve non-decreasing, PNG, rerun."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from run_config.loader import load_config
+from scripts.experiment import TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.fig4 import Fig4Settings, main, sample_counts
+
+
+def _config(tiny_paper, tmp_path, fig4):
+    cfg = json.loads(tiny_paper.read_text())
+    cfg["tables"] = {"fig4": fig4}
+    path = tmp_path / "fig4.json"
+    path.write_text(json.dumps(cfg))
+    return path, Path(cfg["work_dir"])
+
+
+def test_sample_counts_double_up_to_the_maximum():
+    assert sample_counts(128) == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert sample_counts(6) == [1, 2, 4, 6] and sample_counts(1) == [1]
+
+
+def test_toy_config_shrinks_the_sweep():
+    settings = table_settings(load_config(TOY_CONFIG, ExperimentConfig), "fig4", Fig4Settings, str(TOY_CONFIG))
+    assert (settings.max_samples, settings.items, settings.systems) == (16, 32, ["dense", "moe"])
+    assert (Fig4Settings().max_samples, Fig4Settings().items) == (128, 64)
+
+
+def test_fig4_curves_png_and_rerun(tiny_paper, tmp_path, capsys):
+    path, work = _config(tiny_paper, tmp_path, {"max_samples": 4, "items": 3})
+    assert main(["--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    tables = work / "tables"
+    result = json.loads((tables / "fig4.json").read_text())
+    assert result["counts"] == [1, 2, 4]
+    assert set(result["curves"]) == {"LM-Lexicon-Dense / WordNet", "LM-Lexicon-MoE / WordNet"}
+    for values in result["curves"].values():
+        assert len(values) == 3 and all(0 < v <= 100 for v in values)
+        assert values == sorted(values)  # best of a longer prefix is never worse
+    assert all(result["monotone"].values())
+    for system in ("dense", "moe"):
+        rows = [json.loads(line) for line in
+                (work / "infer" / f"{system}_bon4" / "WordNet" / "seed42" / "samples.jsonl").read_text().splitlines()]
+        assert len(rows) == 3 * 4 and {r["sample_idx"] for r in rows} == {0, 1, 2, 3}
+    png = tables / "fig4.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    md = (tables / "fig4.md").read_text()
+    assert md.startswith("| N | LM-Lexicon-Dense / WordNet | LM-Lexicon-MoE / WordNet |")
+    assert "| monotone | yes | yes |" in md
+    assert "consistent BLEU gains up to 128 samples on all five benchmarks" in out and "monotone on 2 of 2" in out
+    samples = sorted(work.rglob("samples.jsonl")) + sorted(work.rglob("*.safetensors"))
+    stamps = {p: p.stat().st_mtime_ns for p in samples}
+    assert main(["--config", str(path)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in samples} == stamps
+    assert json.loads((tables / "fig4.json").read_text())["curves"] == result["curves"]
+
+
+def test_fig4_settings_errors_name_file_and_key(tiny_paper, tmp_path, capsys):
+    path, _ = _config(tiny_paper, tmp_path, {"max_sample": 4})
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: tables.fig4.max_sample: unknown key" in err
+    path, _ = _config(tiny_paper, tmp_path, {"datasets": ["Oxford"]})
+    assert main(["--config", str(path)]) == 2
+    assert "tables.fig4.datasets: 'Oxford' is not a reported dataset" in capsys.readouterr().err
