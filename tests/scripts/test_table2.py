@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
@@ -49,6 +51,8 @@ def test_table2_rows_paper_column_and_rerun(tiny_paper, tmp_path, capsys):
     assert len(ours) == len(ROWS) and all("–" not in line for line in ours)
     assert "| Rerank-T5 (2021) | paper | 30.91 | 30.99 | 30.91 | 30.99 |" in md
     assert "| tiny Random-ICL | paper | – | – | – | – |" in md
+    oracle, orm = (report["ours"][f"LM-Lexicon-Dense + BoN-{v}"]["WordNet"]["bleu"]["mean"] for v in ("Oracle", "ORM"))
+    assert oracle >= orm  # both pick from the same N samples; the oracle maximises the scored BLEU
     metrics = (work / "tables" / "table2_metrics.csv").read_text(encoding="utf-8").splitlines()
     assert metrics[0] == "method,dataset,metric,mean,std,seeds,paper" and len(metrics) == 1 + 2 * len(ROWS)
 
@@ -89,3 +93,22 @@ def test_help_runs_as_a_module():
     done = subprocess.run([sys.executable, "-m", "scripts.table2", "--help"], cwd=REPO_ROOT, capture_output=True,
                           text=True, check=True)
     assert "Table 2 of the paper" in done.stdout and "--toy" in done.stdout
+
+
+@pytest.mark.slow
+def test_table2_moe_rows_run_best_of_n_on_the_routed_moe(tiny_paper, tmp_path, capsys):
+    path = _with_table2(tiny_paper, tmp_path, {"systems": ["moe"], "bon_samples": 2, "icl_models": []})
+    assert main(["--config", str(path)]) == 0
+    work = Path(json.loads(path.read_text())["work_dir"])
+    report = json.loads((work / "tables" / "table2.json").read_text(encoding="utf-8"))
+    rows = ["LM-Lexicon-MoE", "LM-Lexicon-MoE + BoN-Oracle", "LM-Lexicon-MoE + BoN-ORM"]
+    assert list(report["ours"]) == rows
+    samples = (work / "infer" / "moe-bon2" / "WordNet" / "seed42" / "samples.jsonl").read_text().splitlines()
+    per_item = {}
+    for line in samples:
+        row = json.loads(line)
+        per_item.setdefault(row["id"], set()).add(row["sample_idx"])
+    assert len(per_item) == 4 and all(idx == {0, 1} for idx in per_item.values())
+    bleu = [report["ours"][r]["WordNet"]["bleu"]["mean"] for r in rows[1:]]
+    assert bleu[0] >= bleu[1]
+    assert (work / "orm" / "moe" / "seed42" / "model" / "config.json").is_file()
