@@ -1,5 +1,7 @@
-"""Table 2 of the paper: LM-Lexicon-Dense and -MoE (zero-shot, BoN-Oracle, BoN-ORM) and the Random-/Retrieval-ICL
-baselines, BLEU / ROUGE-L per dataset and their average, printed beside the paper's numbers.
+"""Table 2 of the paper (main results): dense and MoE zero-shot, Best-of-N and ICL baselines beside the paper's numbers.
+
+Rows: LM-Lexicon-Dense and -MoE (zero-shot, BoN-Oracle, BoN-ORM) and the Random-/Retrieval-ICL baselines;
+columns: BLEU / ROUGE-L per dataset and their average.
 
 Paper setting (run_config/paper_full.json): Llama-3-8B dense model and the 4x8B domain-routed MoE, seeds 21/42/84,
 decoding T 0.6 / top-k 50 / top-p 0.9 / repetition penalty 1.05; Best-of-N over N samples per input picked by the
@@ -123,15 +125,15 @@ def run_rows(exp: Experiment, settings: Table2Settings) -> dict[str, dict[str, d
         for method in ("bon-oracle", "bon-orm"):
             if method not in settings.methods:
                 continue
-            infer: dict[str, Any] = {"n_samples": n, "selection": method.removeprefix("bon-")}
+            verifier = method.removeprefix("bon-")
+            rewards = {seed: str(exp.reward_model(system, model, seed)) for seed, model in models.items()
+                       if verifier == "orm"}
             per_dataset = {}
             for dataset in exp.test_sets:
-                runs = {}
-                for seed, model in models.items():
-                    if method == "bon-orm":
-                        infer["reward_model"] = str(exp.reward_model(system, model, seed))
-                    runs[seed] = exp.predict(f"{system}-bon{n}", model, dataset, seed, **infer)
-                per_dataset[dataset] = exp.score(f"{system}-bon{n}-{method.removeprefix('bon-')}", dataset, runs)
+                runs = {seed: exp.predict(f"{system}-bon{n}", model, dataset, seed, n_samples=n, selection=verifier,
+                                          **({"reward_model": rewards[seed]} if rewards else {}))
+                        for seed, model in models.items()}
+                per_dataset[dataset] = exp.score(f"{system}-bon{n}-{verifier}", dataset, runs)
             rows[label + METHOD_SUFFIX[method]] = per_dataset
     return rows
 
