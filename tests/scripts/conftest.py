@@ -23,7 +23,7 @@ def tiny_paper(tiny_llama: Path, wordnet_lexicon: Path, tmp_path_factory: pytest
     cfg["train"].update(max_steps=1, eval_samples=4, eval_max_new_tokens=4, cutoff_len=48)
     cfg["finetune_router"].update(max_records=16, classifier_epochs=2, cutoff_len=48)
     cfg["reward"].update(samples_per_prompt=2, negatives_per_prompt=1, max_train_prompts=8, max_valid_prompts=4,
-                         batch_size=4, generate_batch_size=4)
+                         batch_size=4, generate_batch_size=4, max_new_tokens=8)
     cfg["infer"].update(max_new_tokens=8, batch_size=4)
     cfg["evaluate"].update(workers=1)
     path = root / "tiny_paper.json"
