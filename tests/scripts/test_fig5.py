@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from scripts.fig5 import main
+from run_config.loader import load_config
+from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.fig5 import Fig5Settings, main
 from scripts.paper_numbers import FIG5_BLEU
 from tests.scripts.ablation_helpers import config_with_tables, weight_stamps
 
@@ -34,3 +36,9 @@ def test_fig5_rejects_a_bad_number_of_experts(tiny_paper, tmp_path, capsys):
     config = config_with_tables(tiny_paper, tmp_path / "bad.json", {"fig5": {"num_experts": [0, 2]}})
     assert main(["--config", str(config)]) == 2
     assert f"{config}: tables.fig5" in capsys.readouterr().err
+
+
+def test_shipped_configs_hold_valid_fig5_settings():
+    toy = table_settings(load_config(TOY_CONFIG, ExperimentConfig), "fig5", Fig5Settings, str(TOY_CONFIG))
+    full = table_settings(load_config(FULL_CONFIG, ExperimentConfig), "fig5", Fig5Settings, str(FULL_CONFIG))
+    assert toy.num_experts == [1, 2, 4] and full.num_experts == [1, 2, 4, 8]

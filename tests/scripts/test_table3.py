@@ -5,7 +5,9 @@ import json
 from pathlib import Path
 
 from scripts.paper_numbers import TABLE3
-from scripts.table3 import main
+from run_config.loader import load_config
+from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.table3 import Table3Settings, main
 from tests.scripts.ablation_helpers import config_with_tables, weight_stamps
 
 
@@ -45,3 +47,9 @@ def test_table3_setting_errors_name_file_and_key(tiny_paper, tmp_path, capsys):
     config = config_with_tables(tiny_paper, tmp_path / "bad2.json", {"table3": {"datasets": ["Oxford"]}})
     assert main(["--config", str(config)]) == 2
     assert f"{config}: tables.table3.datasets: unknown test set 'Oxford' (one of WordNet)" in capsys.readouterr().err
+
+
+def test_shipped_configs_hold_valid_table3_settings():
+    for path in (TOY_CONFIG, FULL_CONFIG):
+        s = table_settings(load_config(path, ExperimentConfig), "table3", Table3Settings, str(path))
+        assert len(s.partitions) == 4
