@@ -84,11 +84,15 @@ def p_values(scores: dict[str, Any]) -> dict[str, dict[str, float]] | None:
     return {kind: {m: t[kind]["p_value"] for m, t in tests.items()} for kind in ("ttest", "bootstrap")}
 
 
+def data_label(cfg: ExperimentConfig) -> str:
+    """The training data of the config, in words."""
+    return f"the embedded {cfg.builtin} lexicon" if cfg.builtin else ", ".join(cfg.input)
+
+
 def describe(cfg: ExperimentConfig) -> str:
     """What our numbers come from, read from the config (base model, embedder, data, items, seeds)."""
-    data = f"the embedded {cfg.builtin} lexicon" if cfg.builtin else ", ".join(cfg.input)
     items = f"{cfg.eval_items} test items per set" if cfg.eval_items else "full test sets"
-    return (f"{cfg.base_model} experts, {cfg.embedder} clusters, trained on {data} "
+    return (f"{cfg.base_model} experts, {cfg.embedder} clusters, trained on {data_label(cfg)} "
             f"({cfg.train_records or 'all'} train records), {items}, seeds {', '.join(map(str, cfg.seeds))}")
 
 

@@ -28,6 +28,7 @@ from run_config.runtime import write_json  # noqa: E402
 from scripts.experiment import (Experiment, ExperimentConfig, table_config, table_parser,  # noqa: E402
                                 table_settings, write_table)
 from scripts.paper_numbers import TABLE7, TABLE8  # noqa: E402
+from scripts.table3 import data_label  # noqa: E402
 
 NOTE = ("Rows pair our clusters with the paper's by position only: the numbering of k-means clusters is "
         "arbitrary; compare the example terms with the paper's cluster names.")
@@ -88,11 +89,11 @@ def run_table7_8(cfg: ExperimentConfig, source: str) -> Path:
     exp = Experiment(cfg, source)
     folder = exp.clusters("semantic", settings.num_clusters, text_field=settings.text_field)
     report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
-    data = f"the embedded {cfg.builtin} lexicon" if cfg.builtin else ", ".join(cfg.input)
     embedder = cfg.cluster.get("embedder", cfg.embedder)
     title = (f"Tables 7/8 (cluster cohesion / separation). Ours: {report['num_clusters']} semantic clusters of "
-             f"{report['train_rows']} train records of {data}, {embedder} embeddings of {settings.text_field} "
-             f"({folder.name}). Paper: N = 4 on 3D-EX, NV-Embed-v2 embeddings of instruction + definition. "
+             f"{report['train_rows']} train records of {data_label(cfg)}, {embedder} embeddings of "
+             f"{settings.text_field} ({folder.name}). Paper: N = 4 on 3D-EX, NV-Embed-v2 embeddings of "
+             f"instruction + definition. "
              f"Distances: Euclidean between unit-norm embeddings (intra: point to its cluster mean; inter: "
              f"between cluster means); mean cosine: mean pairwise cosine similarity in a cluster (all points: "
              f"{report['cohesion']['baseline_all_points']:.3f}); cosine distance: between normalised means.")
