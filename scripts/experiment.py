@@ -211,6 +211,12 @@ def combine_seeds(system: str, runs: Mapping[int, Path], out: Path) -> Path:
     return out
 
 
+def variant_name(name: str, extra: Mapping[str, Any], base: Mapping[str, Any]) -> str:
+    """`name` plus `-key=value` for each `extra` key whose value differs from `base` (sorted; `/` -> `_`)."""
+    changed = sorted((k, v) for k, v in extra.items() if k not in base or base[k] != v)
+    return name + "".join(f"-{k}={str(v).replace('/', '_')}" for k, v in changed)
+
+
 def _call(step: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
     print(f"[experiment] {step}: {' '.join(argv)}", flush=True)
     code = main(argv)
@@ -281,13 +287,16 @@ class Experiment:
 
     @once
     def clusters(self, partition: str = "semantic", n: int | None = None, **extra: Any) -> Path:
+        """Cluster the training rows; `extra` cluster keys that change a setting name their own folder."""
         from clustering.cluster import main as cluster_main
 
         n = self.cfg.num_clusters if n is None else n
-        name = f"{partition}-N{n}"
+        base = {"num_clusters": n, "partition": partition, "embedder": self.cfg.embedder, "seed": self.cfg.seed,
+                **self.cfg.cluster}
+        defaults = {k: f.default for k, f in stage_models()["cluster"].model_fields.items()}
+        name = variant_name(f"{partition}-N{n}", extra, defaults | base)
         data = {"input": str(self.data / "cluster.jsonl"), "output_dir": str(self.w / "clusters" / name),
-                "num_clusters": n, "partition": partition, "embedder": self.cfg.embedder, "seed": self.cfg.seed,
-                **self.cfg.cluster, **extra}
+                **base, **extra}
         _call(f"cluster {name}", cluster_main, ["--config", str(self._config(f"cluster_{name}", "cluster", data))])
         return Path(data["output_dir"])
 

@@ -8,8 +8,8 @@ import pytest
 from dataset.records import Record
 from run_config.errors import ConfigError, DataError
 from run_config.loader import StageConfig, load_config
-from scripts.experiment import (FULL_CONFIG, TOY_CONFIG, ExperimentConfig, check_sections, combine_seeds,
-                                split_by_source, table_config, table_parser, table_settings)
+from scripts.experiment import (FULL_CONFIG, TOY_CONFIG, Experiment, ExperimentConfig, check_sections, combine_seeds,
+                                split_by_source, table_config, table_parser, table_settings, variant_name)
 
 
 def _records(tmp_path, sources):
@@ -73,3 +73,26 @@ def test_toy_switch_picks_the_toy_config_and_refuses_a_second_config():
     assert source == str(FULL_CONFIG) and cfg.launcher == "deepspeed"
     with pytest.raises(ConfigError, match="--toy and --config"):
         table_config(parser.parse_args(["--toy", "--config", str(FULL_CONFIG)]))
+
+
+def test_variant_name_adds_only_changed_keys():
+    base = {"text_field": "term_context", "embedder": "minilm"}
+    assert variant_name("semantic-N4", {"text_field": "term_context"}, base) == "semantic-N4"
+    assert variant_name("semantic-N4", {"text_field": "definition", "embedder": "a/b"}, base) == \
+        "semantic-N4-embedder=a_b-text_field=definition"
+
+
+def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("scripts.experiment._call", lambda step, main, argv: calls.append(step))
+    cfg = load_config(TOY_CONFIG, ExperimentConfig, {"work_dir": str(tmp_path), "cluster": {"plot": False}})
+    exp = Experiment(cfg, "x.json")
+    exp.__dict__["data"] = tmp_path  # the preprocessed data is not needed to name the folder
+    default = exp.clusters("semantic", 4)
+    assert default.name == "semantic-N4"
+    assert exp.clusters("semantic", 4, text_field="term_context", plot=False) == default  # = the defaults
+    other = exp.clusters("semantic", 4, text_field="instruction_definition")
+    assert other.name == "semantic-N4-text_field=instruction_definition"
+    written = json.loads((tmp_path / "configs" / f"cluster_{other.name}.json").read_text())
+    assert written["text_field"] == "instruction_definition" and written["output_dir"] == str(other)
+    assert calls == ["cluster semantic-N4", "cluster semantic-N4", f"cluster {other.name}"]
