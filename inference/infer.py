@@ -26,10 +26,11 @@ from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_a
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.loader import read_json_config
-from run_config.runtime import set_seed, write_json, write_manifest
+from run_config.runtime import fingerprint, set_seed, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
+INPUTS = "inputs.json"
 
 
 def build_backend(cfg: InferConfig) -> Backend:
@@ -136,16 +137,31 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
 
 
+def inputs_changed(cfg: InferConfig, out: Path) -> bool:
+    """True when the samples in `out` came from another version of the input file, model or ICL pool
+    (a retrained model in the same folder, say): they are stale and generation starts over."""
+    path = out / INPUTS
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")) != _fingerprint(cfg)
+
+
+def _fingerprint(cfg: InferConfig) -> list[list]:
+    return fingerprint([cfg.input, cfg.model, cfg.icl_examples])
+
+
 def run(cfg: InferConfig) -> dict[str, Any]:
     """Run the stage; return the summary."""
     out = Path(cfg.output_dir)
-    if cfg.force:
-        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, "manifest.json"):
+    stale = inputs_changed(cfg, out)
+    if stale:
+        log.warning("%s: the input, model or ICL examples changed since these samples were made: starting over", out)
+    if cfg.force or stale:
+        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json"):
             (out / name).unlink(missing_ok=True)
     check_resumable(cfg, out)
     records, lines = load_inputs(cfg.input)
     items = subset_items(build_items(cfg.task, records, lines, cfg.seed), cfg.max_items, cfg.seed)
     write_json(out / CONFIG, cfg.model_dump(mode="json"))
+    write_json(out / INPUTS, _fingerprint(cfg))
     with ResumableJsonl(out / SAMPLES) as store:
         resumed = len(store.done)
         counts = generate_missing(cfg, items, store)

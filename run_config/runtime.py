@@ -153,9 +153,19 @@ def write_manifest(out_dir: str | Path, stage: str, cfg: Any, **info: Any) -> Pa
     return path
 
 
-def fingerprint(paths: Iterable[str | Path]) -> list[list]:
-    """(path, size, mtime_ns) of each input file, so a rerun redoes the work when an input changed."""
-    return [[str(p), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths]
+def fingerprint(paths: Iterable[str | Path | None]) -> list[list]:
+    """(path, size, mtime_ns) of each input, so a rerun redoes the work when an input changed. A model
+    folder counts by its manifest.json (else config.json), rewritten whenever the model is; a name that
+    is no local path (a hub id, an API model) by its name alone; None entries are left out."""
+    out = []
+    for p in paths:
+        if p is None:
+            continue
+        path = Path(p)
+        if path.is_dir():
+            path = next((path / n for n in (MANIFEST, "config.json") if (path / n).is_file()), path)
+        out.append([str(p), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else [str(p), None, None])
+    return out
 
 
 def is_finished(out_dir: str | Path, cfg: Any, inputs: Callable[[], list] | None = None,

@@ -13,6 +13,7 @@ import types
 import typing
 from pathlib import Path
 
+import pydantic_core
 from pydantic_core import PydanticUndefined
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,17 +33,27 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
     from evaluation.report import ReportConfig
     from inference.config import InferConfig
     from scripts.experiment import ExperimentConfig
+    from scripts.fig4 import Fig4Settings
+    from scripts.fig5 import Fig5Settings
     from scripts.pipeline import PipelineConfig
+    from scripts.table2 import IclModel, Table2Settings
+    from scripts.table3 import Table3Settings
+    from scripts.table4 import Table4Settings
+    from scripts.table7_8 import Table78Settings
     from training.config import TrainConfig
     from training.dskd.config import DSKDConfig
     from training.moe_config import FinetuneRouterConfig, MergeConfig
     from training.reward_config import RewardConfig
 
     return [("preprocess", PreprocessConfig), ("cluster", ClusterConfig), ("python -m clustering.assign", AssignConfig),
-            ("train", TrainConfig), ("train --objective dskd (`dskd` section)", DSKDConfig), ("merge", MergeConfig),
+            ("train", TrainConfig), ("`train --objective dskd` (`dskd` section)", DSKDConfig), ("merge", MergeConfig),
             ("finetune-router", FinetuneRouterConfig), ("train-reward", RewardConfig), ("infer", InferConfig),
             ("evaluate", EvaluateConfig), ("python -m evaluation.report", ReportConfig),
-            ("pipeline", PipelineConfig), ("scripts/table*.py, scripts/fig*.py", ExperimentConfig)]
+            ("pipeline", PipelineConfig), ("scripts/table*.py, scripts/fig*.py", ExperimentConfig),
+            ("`scripts/table2.py` (`tables.table2`)", Table2Settings), ("`tables.table2.icl_models` items", IclModel),
+            ("`scripts/table3.py` (`tables.table3`)", Table3Settings), ("`scripts/table4.py` (`tables.table4`)", Table4Settings),
+            ("`scripts/fig4.py` (`tables.fig4`)", Fig4Settings), ("`scripts/fig5.py` (`tables.fig5`)", Fig5Settings),
+            ("`scripts/table7_8.py` (`tables.table7_8`)", Table78Settings)]
 
 
 def type_name(annotation: object) -> str:
@@ -64,7 +75,7 @@ def default_text(field: typing.Any) -> str:
     if field.is_required():
         return "required"
     value = field.default_factory() if field.default is PydanticUndefined else field.default
-    return f"`{json.dumps(value)}`".replace("|", "\\|")
+    return f"`{json.dumps(pydantic_core.to_jsonable_python(value))}`".replace("|", "\\|")
 
 
 def reference() -> str:
@@ -72,7 +83,8 @@ def reference() -> str:
     parts = []
     for command, model in config_models():
         doc = (model.__doc__ or "").strip().split("\n")[0]
-        lines = [f"### `{command}` ({model.__name__})", "", doc, "", "| key | type | default | meaning |",
+        label = command if "`" in command else f"`{command}`"
+        lines = [f"### {label} ({model.__name__})", "", doc, "", "| key | type | default | meaning |",
                  "|---|---|---|---|"]
         for name, field in model.model_fields.items():
             text = (field.description or "").replace("|", "\\|")

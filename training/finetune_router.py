@@ -22,7 +22,7 @@ from tqdm import tqdm
 from dataset.records import Record, load_records
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
+from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
 from training.moe_config import FinetuneRouterConfig
 from training.staging import staged_dir
@@ -171,7 +171,7 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
                                             **{k: v for k, v in info.items() if "accuracy" in k or "agreement" in k}}
         routing["router_finetune"] = info
         write_json(tmp / ROUTING_FILE, routing)
-        write_manifest(tmp, "finetune-router", cfg, **info)
+        write_manifest(tmp, "finetune-router", cfg, inputs=_fingerprint(cfg), **info)
 
 
 def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
@@ -196,6 +196,10 @@ def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
     return info
 
 
+def _fingerprint(cfg: FinetuneRouterConfig) -> list[list]:
+    return fingerprint([cfg.moe_dir, cfg.train_file, cfg.valid_file])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("finetune-router", __doc__, FinetuneRouterConfig)
     return parser
@@ -203,8 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, FinetuneRouterConfig)
-    manifest = read_manifest(cfg.output_dir)
-    if not cfg.force and manifest and manifest.get("config_hash") == config_hash(cfg):
+    if not cfg.force and is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)):
         print(f"finetune-router: {cfg.output_dir} is up to date (use --force to redo)")
         return 0
     info = finetune_router(cfg)

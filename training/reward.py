@@ -25,7 +25,7 @@ from dataset.records import Record, load_records
 from inference.output import write_rows
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import is_finished, set_seed, write_json, write_manifest
+from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
 from training.reward_config import RewardConfig
 from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
                                    load_reward_model, mine_negatives, pairwise_accuracy)
@@ -122,12 +122,16 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     write_json(out / "metrics.json", metrics)
-    write_manifest(out, "train-reward", cfg, valid_accuracy=metrics["valid_accuracy"])
+    write_manifest(out, "train-reward", cfg, inputs=_fingerprint(cfg), valid_accuracy=metrics["valid_accuracy"])
     return metrics
 
 
 def is_up_to_date(cfg: RewardConfig) -> bool:
-    return is_finished(cfg.output_dir, cfg, marker="model/config.json")
+    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg), marker="model/config.json")
+
+
+def _fingerprint(cfg: RewardConfig) -> list[list]:
+    return fingerprint([cfg.train, cfg.valid, cfg.policy_model, cfg.base_model])
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,7 +21,8 @@ import torch
 from dataset.records import Record, load_records
 from evaluation.references import term_references
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import config_hash, read_manifest, set_seed, write_json, write_manifest
+from run_config.runtime import config_hash, fingerprint, read_manifest, set_seed, write_json, write_manifest
+from run_config.runtime import is_finished as is_finished_run
 from training.config import TrainConfig
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
 from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
@@ -166,10 +167,16 @@ def _json_log_callback(path: Path) -> Any:
     return JsonLogCallback()
 
 
+def data_fingerprint(cfg: TrainConfig) -> list[list]:
+    """The base model and data files a run depends on (retrained when one changes)."""
+    return fingerprint([cfg.model_name_or_path, cfg.train_file, cfg.valid_file])
+
+
 def is_finished(cfg: TrainConfig) -> bool:
-    """True when `output_dir` holds the finished export of exactly this config."""
+    """True when `output_dir` holds the finished export of exactly this config and these inputs."""
     manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("stage") == "train" and manifest.get("config_hash") == config_hash(cfg))
+    return bool(manifest and manifest.get("stage") == "train"
+                and is_finished_run(cfg.output_dir, cfg, lambda: data_fingerprint(cfg)))
 
 
 def last_checkpoint(output_dir: str | Path) -> Path | None:
@@ -295,6 +302,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not cfg.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
-        write_manifest(out, "train", cfg, seed=cfg.seed, world_size=world_size)
+        write_manifest(out, "train", cfg, inputs=data_fingerprint(cfg), seed=cfg.seed, world_size=world_size)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -94,3 +94,20 @@ def test_other_tasks_through_an_api(task, expected, urban_rows, tmp_path, monkey
         assert all("\nB. " in p for p in prompts)
     else:
         assert all("separated by ###" in p for p in prompts)
+
+
+def test_samples_of_a_changed_model_are_stale(tmp_path):
+    from inference.config import InferConfig
+    from inference.infer import INPUTS, _fingerprint, inputs_changed
+
+    model, data = tmp_path / "model", tmp_path / "test.jsonl"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    data.write_text("")
+    cfg = InferConfig(input=str(data), output_dir=str(tmp_path / "out"), model=str(model))
+    assert not inputs_changed(cfg, tmp_path / "out")  # nothing generated yet
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / INPUTS).write_text(json.dumps(_fingerprint(cfg)))
+    assert not inputs_changed(cfg, tmp_path / "out")
+    (model / "manifest.json").write_text("{}")  # the model folder was retrained in place
+    assert inputs_changed(cfg, tmp_path / "out")

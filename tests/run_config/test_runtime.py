@@ -51,3 +51,16 @@ def test_manifest_roundtrip(tmp_path):
     write_manifest(tmp_path, "demo", {"k": 1}, extra="x")
     m = read_manifest(tmp_path)
     assert m["stage"] == "demo" and m["config"] == {"k": 1} and m["extra"] == "x" and "python" in m["versions"]
+
+
+def test_fingerprint_follows_model_folders_and_names(tmp_path):
+    from run_config.runtime import fingerprint
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    first = fingerprint([model, "meta-llama/Meta-Llama-3-8B", None])
+    assert first[1] == ["meta-llama/Meta-Llama-3-8B", None, None] and len(first) == 2
+    write_manifest(model, "train", {"a": 1})  # a finished (re)training writes its manifest last
+    assert fingerprint([model])[0][1] == (model / "manifest.json").stat().st_size
+    assert fingerprint([model]) != first[:1]

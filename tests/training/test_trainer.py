@@ -147,3 +147,20 @@ def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkey
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
+    from run_config.runtime import write_manifest
+    from training.trainer import data_fingerprint, is_finished
+
+    train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+    train.write_text("a\n")
+    valid.write_text("b\n")
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "config.json").write_text("{}")
+    cfg = TrainConfig(model_name_or_path=str(tmp_path / "base"), train_file=str(train), valid_file=str(valid),
+                      output_dir=str(tmp_path / "out"))
+    write_manifest(cfg.output_dir, "train", cfg, inputs=data_fingerprint(cfg))
+    assert is_finished(cfg)
+    train.write_text("a changed cluster\n")
+    assert not is_finished(cfg)
