@@ -86,6 +86,18 @@ def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
     return np.asarray((onehot @ x).toarray(), dtype=np.float64)
 
 
+def moved_sums(rows: Matrix, old: np.ndarray, new: np.ndarray, k: int) -> np.ndarray:
+    """Return the (k, d) change of the cluster sums when `rows` move from labels `old` to `new` (one GEMM)."""
+    signs = np.zeros((k, rows.shape[0]), dtype=np.float32)
+    signs[new, np.arange(len(new))] = 1.0
+    signs[old, np.arange(len(old))] = -1.0
+    if sp.issparse(rows):
+        return np.asarray((rows.T @ signs.T).T, dtype=np.float64)
+    import torch
+
+    return (torch.from_numpy(signs) @ torch.from_numpy(rows)).numpy().astype(np.float64)
+
+
 def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
     """Pick k initial centroids by greedy k-means++ (2 + ln k candidates per step, as scikit-learn)."""
     n = x.shape[0]
@@ -108,13 +120,18 @@ def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
     return normalize_rows(np.stack(centers))
 
 
+def absolute_tol(x: Matrix, total: np.ndarray, tol: float) -> float:
+    """scikit-learn's convention: `tol` times the mean per-dimension variance of the rows (`total` = their sum)."""
+    n, d = x.shape
+    sq_norms = float(x.multiply(x).sum()) if sp.issparse(x) else float(np.vdot(x, x))
+    mean = total / n
+    return tol * max(sq_norms / n - float(mean @ mean), 0.0) / d
+
+
 def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, tol: float,
               progress: bool) -> KMeansResult:
     n, k = x.shape[0], centroids.shape[0]
-    mean = cluster_sums(x, np.zeros(n, dtype=np.int64), 1)[0] / n
-    # scikit-learn's convention: tol is relative to the mean per-dimension variance of the data.
-    sq_norm_mean = float(np.asarray(x.multiply(x).sum()) if sp.issparse(x) else np.einsum("ij,ij->", x, x)) / n
-    tol_abs = tol * max(sq_norm_mean - float(mean @ mean), 0.0) / x.shape[1]
+    tol_abs = 0.0
     labels = np.full(n, -1, dtype=np.int64)
     sums = np.zeros((k, x.shape[1]))
     prices = None
@@ -125,16 +142,16 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
     for it in bar:
         sim = similarities(x, centroids)
         if balanced:
-            new_labels, prices = balanced_assignment(-sim.astype(np.float64), prices)
+            new_labels, prices = balanced_assignment(-sim, prices)
         else:
             new_labels = np.argmax(sim, axis=1).astype(np.int64)
         moved = np.flatnonzero(new_labels != labels)
         changed = len(moved)
         if it == 1 or changed > n // 2:
             sums = cluster_sums(x, new_labels, k)
+            tol_abs = tol_abs or absolute_tol(x, sums.sum(axis=0), tol)
         elif changed:  # update the sums with the moved points only: one pass over x per iteration, not two
-            rows = x[moved]
-            sums += cluster_sums(rows, new_labels[moved], k) - cluster_sums(rows, labels[moved], k)
+            sums += moved_sums(x[moved], labels[moved], new_labels[moved], k)
         labels = new_labels
         empty = ~sums.any(axis=1)
         new_centroids = normalize_rows(np.where(empty[:, None], centroids, sums))

@@ -22,6 +22,12 @@ k is small (1-8), so we run successive shortest paths (SSP) on the k-node *clust
   few rounds of exact dual coordinate ascent (one `np.partition` per cluster) or from the previous
   k-means iteration leave only a small excess, so the Python loop runs few times and all heavy work
   is vectorised NumPy. Memory is O(n*k): no (n, k, d) tensor, no (n*k)-arc graph object.
+* Near-boundary solve: with prices w, a point's margin is how much cheaper its best cluster is than
+  its second best (in C - w). Only the few points with margin below a threshold tau are re-solved
+  (SSP on them, the others held in place as fixed cluster counts). If the prices then moved by a
+  spread max(dw) - min(dw) <= tau, every held point still sits on a cheapest cluster, so the whole
+  assignment meets the optimality conditions above and is exact; otherwise tau grows, and past half
+  the points the full problem is solved. Late k-means iterations thus cost O(n*k) plus a tiny solve.
 """
 from __future__ import annotations
 
@@ -33,6 +39,11 @@ import numpy as np
 _WARM_EXCESS = 32
 _WARM_ROUNDS = 25
 _FIRST_CHUNK = 64
+# The near-boundary solve starts with this many points per unit of excess (plus a minimum), once
+# coordinate ascent on every point has brought the excess below n / _NEAR_SHARE.
+_NEAR_POINTS_PER_EXCESS = 8
+_NEAR_POINTS_MIN = 64
+_NEAR_SHARE = 50
 
 
 def cluster_sizes(n: int, k: int) -> tuple[int, int]:
@@ -87,27 +98,43 @@ class _PairQueue:
         heapq.heappush(self.heap, (key, point))
 
 
-def _column_argmin(m: np.ndarray) -> np.ndarray:
-    """Argmin over the k rows of a (k, n) array (first index on ties); k vectorised passes over n."""
-    best, idx = m[0], np.zeros(m.shape[1], dtype=np.int64)
-    for j in range(1, m.shape[0]):
-        np.copyto(idx, j, where=m[j] < best)
-        best = np.minimum(best, m[j])
-    return idx
+def _nearest(reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of a (k, n) array: the argmin (first on ties) and the gap to the second smallest."""
+    labels = np.zeros(reduced.shape[1], dtype=np.int64)
+    best, second = reduced[0].copy(), np.full(reduced.shape[1], np.inf)
+    for j in range(1, reduced.shape[0]):
+        row = reduced[j]
+        np.copyto(labels, j, where=row < best)
+        np.minimum(second, np.maximum(best, row), out=second)
+        np.minimum(best, row, out=best)
+    return labels, second - best
 
 
-def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, floor: int, extra: int) -> np.ndarray:
-    """Improve the dual prices by exact coordinate ascent until the sizes are nearly balanced."""
+def _is_optimal(sizes: np.ndarray, prices: np.ndarray, floor: int, extra: int) -> bool:
+    """Complementary slackness for points already on argmin(C - prices): balanced, extras on the cheapest."""
+    big = sizes > floor
+    if sizes.min() < floor or sizes.max() > floor + 1 or int(big.sum()) != extra:
+        return False
+    return extra == 0 or prices[big].max() <= prices[~big].min()
+
+
+def _targets(floor: int, extra: int, fixed: np.ndarray) -> np.ndarray:
+    """Sizes to aim for when `fixed` points already sit in each cluster (the extra slots on the first clusters)."""
+    return np.maximum(floor + (np.arange(len(fixed)) < extra) - fixed, 0)
+
+
+def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, targets: np.ndarray,
+                 enough: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact dual coordinate ascent until the sizes miss `targets` by `enough`; returns prices, labels, margins."""
     k, n = cost_t.shape
-    targets = np.full(k, floor) + (np.arange(k) < extra)
     prices = prices.copy()
     reduced = cost_t - prices[:, None]  # reduced costs; row j is refreshed whenever prices[j] changes
-    enough = max(_WARM_EXCESS, n // 500)
     last = np.inf
-    for _ in range(_WARM_ROUNDS):
-        excess = int(np.abs(np.bincount(_column_argmin(reduced), minlength=k) - targets).sum())
-        if excess <= enough or excess > last / 2:  # close enough, or a round no longer halves it
-            break
+    for done in range(_WARM_ROUNDS + 1):
+        labels, margin = _nearest(reduced)
+        excess = int(np.abs(np.bincount(labels, minlength=k) - targets).sum())
+        if done == _WARM_ROUNDS or excess <= enough or excess > last / 2:  # close enough, or no longer halving
+            return prices, labels, margin
         last = excess
         for j in range(k):
             reduced[j] = np.inf
@@ -121,35 +148,20 @@ def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, floor: int, extra: int)
                 lo_hi = np.partition(gap, (t - 1, t))
                 prices[j] = 0.5 * (lo_hi[t - 1] + lo_hi[t])
             reduced[j] = cost_t[j] - prices[j]
-    return prices
+    raise AssertionError("unreachable")
 
 
-def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Assign each row of `cost` (n, k) to a column, minimising the total, with balanced column counts.
-
-    Args:
-        cost: float64 costs; row i, column j = cost of putting point i in cluster j.
-        prices: optional dual prices from a previous call (warm start; same k).
-
-    Returns:
-        (labels (n,) int64, prices (k,) float64 to warm-start the next call).
-    """
-    n, k = cost.shape
-    cost_t = np.ascontiguousarray(np.asarray(cost, dtype=np.float64).T)  # (k, n): fast row-wise passes
-    floor, extra = cluster_sizes(n, k)
-    w = np.zeros(k) if prices is None else np.asarray(prices, dtype=np.float64).copy()
-    if k == 1:
-        return np.zeros(n, dtype=np.int64), w
-    w = _warm_prices(cost_t, w, floor, extra)
-    labels = _column_argmin(cost_t - w[:, None])
-    sizes = np.bincount(labels, minlength=k).astype(np.int64)
+def _augment(cost_t: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess: list[int],
+             extra: int) -> np.ndarray:
+    """Successive shortest paths on the cluster graph until no excess is left; updates `labels`, returns prices."""
+    k = cost_t.shape[0]
     node_e = k  # the "one extra point" node, used when n mod k > 0
     nodes = k + 1 if extra else k
-    pot = np.append(w, w.min()).tolist() if extra else w.tolist()
+    pot = np.append(prices, prices.min()).tolist() if extra else prices.tolist()
     used = [False] * k
-    excess = [int(sizes[j]) - floor for j in range(k)] + ([-extra] if extra else [])
+    excess = excess + ([-extra] if extra else [])
     if not any(e > 0 for e in excess):
-        return labels, w
+        return prices
     members = [np.flatnonzero(labels == a) for a in range(k)]
     queues = [[_PairQueue(members[a], cost_t[b, members[a]] - cost_t[a, members[a]]) if a != b else None
                for b in range(k)] for a in range(k)]
@@ -205,4 +217,66 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
             v = u
         excess[v] -= 1
         excess[t] += 1
-    return labels, np.asarray(pot[:k])
+    return np.asarray(pot[:k])
+
+
+def _solve(cost_t: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int,
+           extra: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact assignment of the columns of `cost_t` when `fixed[j]` points outside it already sit in cluster j."""
+    enough = max(_WARM_EXCESS, cost_t.shape[1] // 500)
+    prices, labels, _ = _warm_prices(cost_t, prices, _targets(floor, extra, fixed), enough)
+    excess = np.bincount(labels, minlength=len(fixed)) + fixed - floor
+    return labels, _augment(cost_t, labels, prices, excess.tolist(), extra)
+
+
+def _near_boundary(margin: np.ndarray, m: int) -> tuple[np.ndarray, float]:
+    """About the m points of smallest margin (threshold from a strided sample) and the threshold itself."""
+    stride = max(1, m // 16)
+    sample = margin[::stride]
+    q = min(len(sample) - 1, m // stride)
+    tau = float(np.partition(sample, q)[q])
+    return np.flatnonzero(margin < tau), tau  # every other point has margin >= tau
+
+
+def _solve_near_boundary(cost_t: np.ndarray, prices: np.ndarray, labels: np.ndarray, margin: np.ndarray,
+                         floor: int, extra: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Re-solve only the points closest to a cluster boundary; None when that cannot be proved exact."""
+    k, n = cost_t.shape
+    sizes = np.bincount(labels, minlength=k)
+    m = _NEAR_POINTS_PER_EXCESS * int(np.abs(sizes - floor).sum()) + _NEAR_POINTS_MIN
+    while m < n // 2:
+        near, tau = _near_boundary(margin, m)
+        fixed = sizes - np.bincount(labels[near], minlength=k)
+        if fixed.max() <= floor:
+            near_labels, new_prices = _solve(cost_t[:, near], prices, fixed, floor, extra)
+            shift = new_prices - prices
+            if shift.max() - shift.min() <= tau:
+                labels = labels.copy()
+                labels[near] = near_labels
+                return labels, new_prices
+        m *= 4
+    return None
+
+
+def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Assign each row of `cost` (n, k) to a column, minimising the total, with balanced column counts.
+
+    Args:
+        cost: costs (float32 or float64); row i, column j = cost of putting point i in cluster j.
+        prices: optional dual prices from a previous call (warm start; same k).
+
+    Returns:
+        (labels (n,) int64, prices (k,) float64 to warm-start the next call).
+    """
+    n, k = cost.shape
+    cost_t = np.array(cost.T, dtype=np.float64, order="C")  # (k, n): fast row-wise passes
+    floor, extra = cluster_sizes(n, k)
+    w = np.zeros(k) if prices is None else np.asarray(prices, dtype=np.float64)
+    if k == 1:
+        return np.zeros(n, dtype=np.int64), w
+    no_fixed = np.zeros(k, dtype=np.int64)
+    w, labels, margin = _warm_prices(cost_t, w, _targets(floor, extra, no_fixed), n // _NEAR_SHARE)
+    if _is_optimal(np.bincount(labels, minlength=k), w, floor, extra):
+        return labels, w
+    solved = _solve_near_boundary(cost_t, w, labels, margin, floor, extra)
+    return solved if solved is not None else _solve(cost_t, w, no_fixed, floor, extra)

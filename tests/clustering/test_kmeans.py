@@ -5,7 +5,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.kmeans import kmeans_plusplus, normalize_rows, spherical_kmeans
+from clustering.kmeans import cluster_sums, kmeans_plusplus, moved_sums, normalize_rows, spherical_kmeans
 
 
 def blobs(sizes: list[int], dim: int = 32, spread: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +64,16 @@ def test_kmeans_plusplus_spreads_the_centres():
     centres = kmeans_plusplus(x, 4, np.random.default_rng(0))
     nearest_blob = {int(truth[np.argmax(x @ c)]) for c in centres}
     assert nearest_blob == {0, 1, 2, 3}
+
+
+def test_moved_sums_is_the_change_of_the_cluster_sums():
+    x, _ = blobs([40, 30, 30], seed=6)
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 3, len(x))
+    new = old.copy()
+    moved = rng.choice(len(x), 25, replace=False)
+    new[moved] = (old[moved] + rng.integers(1, 3, 25)) % 3
+    expected = cluster_sums(x, new, 3) - cluster_sums(x, old, 3)
+    assert np.allclose(moved_sums(x[moved], old[moved], new[moved], 3), expected, atol=1e-5)
+    sparse = sp.csr_matrix(x)
+    assert np.allclose(moved_sums(sparse[moved], old[moved], new[moved], 3), expected, atol=1e-5)

@@ -68,3 +68,29 @@ def test_more_clusters_than_points():
     cost = np.array([[1.0, 0.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
     labels, _ = balanced_assignment(cost)
     assert labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-3, 1e-2, 0.3])
+def test_warm_start_gives_the_cold_optimum(noise):
+    # Prices from a nearby problem (as from the previous k-means iteration) take the near-boundary path.
+    rng = np.random.default_rng(11)
+    for n, k in [(1001, 4), (1000, 4), (2999, 7), (600, 2)]:
+        cost = rng.random((n, k)) + rng.random(k)
+        _, prices = balanced_assignment(cost)
+        moved = cost + noise * rng.normal(size=cost.shape)
+        warm, _ = balanced_assignment(moved, prices)
+        cold, _ = balanced_assignment(moved)
+        sizes = np.bincount(warm, minlength=k)
+        assert sizes.max() - sizes.min() <= 1
+        assert moved[np.arange(n), warm].sum() == pytest.approx(moved[np.arange(n), cold].sum(), abs=1e-9)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_warm_start_matches_hungarian_on_small_problems(case):
+    rng = np.random.default_rng(1000 + case)
+    n, k = int(rng.integers(2, 40)), int(rng.integers(2, 5))
+    cost = rng.random((n, k))
+    if case % 2:
+        cost = np.round(cost * 3)  # ties
+    labels, _ = balanced_assignment(cost, rng.normal(size=k) * 0.1)
+    check(cost, labels)
