@@ -32,6 +32,7 @@ k is small (1-8), so we run successive shortest paths (SSP) on the k-node *clust
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable
 
 import numpy as np
 
@@ -44,6 +45,7 @@ _FIRST_CHUNK = 64
 _NEAR_POINTS_PER_EXCESS = 8
 _NEAR_POINTS_MIN = 64
 _NEAR_SHARE = 50
+_NEAR_SPREAD_SAFETY = 1.2
 
 
 def cluster_sizes(n: int, k: int) -> tuple[int, int]:
@@ -229,33 +231,46 @@ def _solve(cost_t: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int
     return labels, _augment(cost_t, labels, prices, excess.tolist(), extra)
 
 
-def _near_boundary(margin: np.ndarray, m: int) -> tuple[np.ndarray, float]:
-    """About the m points of smallest margin (threshold from a strided sample) and the threshold itself."""
+def _near_boundary(margin: np.ndarray, m: int, slack: float) -> tuple[np.ndarray, float]:
+    """The points whose margin is below tau + slack, tau ~ the m-th smallest margin (from a strided sample)."""
     stride = max(1, m // 16)
     sample = margin[::stride]
     q = min(len(sample) - 1, m // stride)
     tau = float(np.partition(sample, q)[q])
-    return np.flatnonzero(margin < tau), tau  # every other point has margin >= tau
+    return np.flatnonzero(margin < tau + slack), tau
 
 
-def _solve_near_boundary(cost_t: np.ndarray, prices: np.ndarray, labels: np.ndarray, margin: np.ndarray,
-                         floor: int, extra: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Re-solve only the points closest to a cluster boundary; None when that cannot be proved exact."""
-    k, n = cost_t.shape
+def _solve_near_boundary(labels: np.ndarray, margin: np.ndarray, prices: np.ndarray, slack: float,
+                         exact_t: Callable[[np.ndarray], np.ndarray], floor: int,
+                         extra: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Re-solve only the points closest to a cluster boundary; None when that cannot be proved exact.
+
+    `margin` may overstate the true margins by up to `slack`; `exact_t(idx)` gives the true (k, m) costs.
+    """
+    k, n = len(prices), len(labels)
     sizes = np.bincount(labels, minlength=k)
     m = _NEAR_POINTS_PER_EXCESS * int(np.abs(sizes - floor).sum()) + _NEAR_POINTS_MIN
     while m < n // 2:
-        near, tau = _near_boundary(margin, m)
+        near, tau = _near_boundary(margin, m, slack)  # every other point's true margin is >= tau
+        if len(near) >= n // 2:
+            break
         fixed = sizes - np.bincount(labels[near], minlength=k)
+        spread = 0.0
         if fixed.max() <= floor:
-            near_labels, new_prices = _solve(cost_t[:, near], prices, fixed, floor, extra)
+            near_labels, new_prices = _solve(exact_t(near), prices, fixed, floor, extra)
             shift = new_prices - prices
-            if shift.max() - shift.min() <= tau:
+            spread = shift.max() - shift.min()
+            if spread <= tau:
                 labels = labels.copy()
                 labels[near] = near_labels
                 return labels, new_prices
-        m *= 4
+        # Next try: at least twice the points, and enough for tau to clear the spread just seen.
+        m = max(2 * m, int(np.count_nonzero(margin < _NEAR_SPREAD_SAFETY * spread)))
     return None
+
+
+def _transposed(cost: np.ndarray) -> np.ndarray:
+    return np.array(cost.T, dtype=np.float64, order="C")  # (k, n): fast row-wise passes
 
 
 def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -269,7 +284,7 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
         (labels (n,) int64, prices (k,) float64 to warm-start the next call).
     """
     n, k = cost.shape
-    cost_t = np.array(cost.T, dtype=np.float64, order="C")  # (k, n): fast row-wise passes
+    cost_t = _transposed(cost)
     floor, extra = cluster_sizes(n, k)
     w = np.zeros(k) if prices is None else np.asarray(prices, dtype=np.float64)
     if k == 1:
@@ -278,5 +293,20 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     w, labels, margin = _warm_prices(cost_t, w, _targets(floor, extra, no_fixed), n // _NEAR_SHARE)
     if _is_optimal(np.bincount(labels, minlength=k), w, floor, extra):
         return labels, w
-    solved = _solve_near_boundary(cost_t, w, labels, margin, floor, extra)
+    solved = _solve_near_boundary(labels, margin, w, 0.0, lambda idx: cost_t[:, idx], floor, extra)
     return solved if solved is not None else _solve(cost_t, w, no_fixed, floor, extra)
+
+
+def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, error: float,
+                               exact_cost: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The exact balanced assignment when `cost` (n, k) is only known to within `error` per entry.
+
+    Only the points near a boundary get their true costs, `exact_cost(indices)` (m, k); the others
+    provably keep their cluster. Returns None when more than half the points would need true costs.
+    """
+    n, k = cost.shape
+    if k == 1:
+        return np.zeros(n, dtype=np.int64), prices
+    labels, margin = _nearest(_transposed(cost) - prices[:, None])
+    return _solve_near_boundary(labels, margin, prices, 2.0 * error, lambda idx: _transposed(exact_cost(idx)),
+                                *cluster_sizes(n, k))

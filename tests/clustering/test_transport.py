@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from clustering.transport import balanced_assignment, cluster_sizes
+from clustering.transport import balanced_assignment, balanced_assignment_within, cluster_sizes
 
 
 def exact_optimum(cost: np.ndarray) -> float:
@@ -94,3 +94,29 @@ def test_warm_start_matches_hungarian_on_small_problems(case):
         cost = np.round(cost * 3)  # ties
     labels, _ = balanced_assignment(cost, rng.normal(size=k) * 0.1)
     check(cost, labels)
+
+
+def test_bounded_costs_give_the_exact_optimum_from_few_true_rows():
+    rng = np.random.default_rng(12)
+    n, k, error = 4001, 4, 0.01
+    true = rng.random((n, k)) + np.array([0.0, 0.1, 0.2, 0.3])
+    _, prices = balanced_assignment(true + 0.05 * rng.normal(size=true.shape))  # an earlier, nearby problem
+    known = true + rng.uniform(-error, error, size=true.shape)
+    asked = []
+
+    def exact_cost(idx: np.ndarray) -> np.ndarray:
+        asked.append(len(idx))
+        return true[idx]
+
+    labels, _ = balanced_assignment_within(known, prices, error, exact_cost)
+    cold, _ = balanced_assignment(true)
+    assert true[np.arange(n), labels].sum() == pytest.approx(true[np.arange(n), cold].sum(), abs=1e-9)
+    assert sorted(np.bincount(labels).tolist()) == [1000, 1000, 1000, 1001]
+    assert 0 < sum(asked) < n
+
+
+def test_bounded_costs_give_up_when_the_error_hides_every_boundary():
+    rng = np.random.default_rng(13)
+    cost = rng.random((1000, 4))
+    _, prices = balanced_assignment(cost)
+    assert balanced_assignment_within(cost, prices, 1.0, lambda idx: cost[idx]) is None
