@@ -46,6 +46,7 @@ _NEAR_POINTS_PER_EXCESS = 8
 _NEAR_POINTS_MIN = 64
 _NEAR_SHARE = 50
 _NEAR_SPREAD_SAFETY = 1.2
+_SAMPLE_STRIDE = 16  # a cheap first look at the margins
 
 
 def cluster_sizes(n: int, k: int) -> tuple[int, int]:
@@ -106,7 +107,7 @@ def _nearest(reduced: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     best, second = reduced[0].copy(), np.full(reduced.shape[1], np.inf)
     for j in range(1, reduced.shape[0]):
         row = reduced[j]
-        np.copyto(labels, j, where=row < best)
+        labels = np.where(row < best, j, labels)
         np.minimum(second, np.maximum(best, row), out=second)
         np.minimum(best, row, out=best)
     return labels, second - best
@@ -164,9 +165,15 @@ def _augment(cost_t: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess:
     excess = excess + ([-extra] if extra else [])
     if not any(e > 0 for e in excess):
         return prices
-    members = [np.flatnonzero(labels == a) for a in range(k)]
-    queues = [[_PairQueue(members[a], cost_t[b, members[a]] - cost_t[a, members[a]]) if a != b else None
-               for b in range(k)] for a in range(k)]
+    queues: list[list[_PairQueue] | None] = [None] * k  # per cluster a: one queue per target b, built on first use
+
+    def out_of(a: int) -> list[_PairQueue]:
+        if queues[a] is None:
+            members = np.flatnonzero(labels == a)
+            keys = cost_t[:, members] - cost_t[a, members]
+            queues[a] = [_PairQueue(members, keys[b]) for b in range(k)]
+        return queues[a]
+
     inf = float("inf")
     while True:
         sources = [v for v in range(nodes) if excess[v] > 0]
@@ -192,7 +199,7 @@ def _augment(cost_t: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess:
                 arcs = [(j, pot[u] - pot[j], None) for j in range(k) if used[j]]
             else:
                 arcs = [(b, top[0] + pot[u] - pot[b], top) for b in range(k)
-                        if b != u and (top := queues[u][b].peek(labels, u)) is not None]
+                        if b != u and (top := out_of(u)[b].peek(labels, u)) is not None]
                 if extra and not used[u]:
                     arcs.append((node_e, pot[u] - pot[node_e], None))
             for v, length, top in arcs:
@@ -212,10 +219,11 @@ def _augment(cost_t: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess:
             else:
                 point = top[1]
                 labels[point] = v
-                row = cost_t[:, point]
-                for x in range(k):
-                    if x != v:
-                        queues[v][x].push(float(row[x] - row[v]), point)
+                if queues[v] is not None:  # a queue built later finds the point itself
+                    row = cost_t[:, point]
+                    for x in range(k):
+                        if x != v:
+                            queues[v][x].push(float(row[x] - row[v]), point)
             v = u
         excess[v] -= 1
         excess[t] += 1
@@ -307,6 +315,8 @@ def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, error: floa
     n, k = cost.shape
     if k == 1:
         return np.zeros(n, dtype=np.int64), prices
+    if np.median(_nearest(_transposed(cost[::_SAMPLE_STRIDE]) - prices[:, None])[1]) < 2.0 * error:
+        return None  # most margins are within the error: at least half the points would need true costs
     labels, margin = _nearest(_transposed(cost) - prices[:, None])
     return _solve_near_boundary(labels, margin, prices, 2.0 * error, lambda idx: _transposed(exact_cost(idx)),
                                 *cluster_sizes(n, k))
