@@ -70,6 +70,12 @@ def similarities(x: Matrix, centroids: np.ndarray) -> np.ndarray:
     return (xt @ torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).T).numpy()
 
 
+def similarities_of(x: Matrix, idx: np.ndarray, centroids: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Return the (len(idx), k) similarities of the rows `idx` of `x`, gathering `chunk` rows at a time."""
+    parts = np.array_split(idx, max(1, -(-len(idx) // chunk)))
+    return np.concatenate([similarities(_rows(x, part), centroids) for part in parts])
+
+
 def _rows(x: Matrix, idx: np.ndarray) -> np.ndarray:
     rows = x[idx]
     return np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float32)
@@ -152,7 +158,7 @@ def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, 
         # |x.c - x.c'| <= |x| |c - c'|, plus float32 rounding of both products (<= d eps |x| each).
         drift = float(np.sqrt(((centroids - at) ** 2).sum(axis=1)).max())
         error = max_norm * (drift + 2 * x.shape[1] * FLOAT32_EPS)
-        solved = balanced_assignment_within(-sim, prices, error, lambda idx: -similarities(_rows(x, idx), centroids))
+        solved = balanced_assignment_within(-sim, prices, error, lambda idx: -similarities_of(x, idx, centroids))
         if solved is not None:
             return *solved, cached
     sim = similarities(x, centroids)
@@ -163,7 +169,7 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
               progress: bool) -> KMeansResult:
     n, k = x.shape[0], centroids.shape[0]
     norms = row_norms(x)
-    tol_abs = 0.0
+    max_norm, tol_abs = float(norms.max()), 0.0
     labels = np.full(n, -1, dtype=np.int64)
     sums = np.zeros((k, x.shape[1]))
     prices = cached = None
@@ -173,7 +179,7 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
     it = 0
     for it in bar:
         if balanced:
-            new_labels, prices, cached = _balanced_step(x, centroids, prices, cached, float(norms.max()))
+            new_labels, prices, cached = _balanced_step(x, centroids, prices, cached, max_norm)
         else:
             new_labels = np.argmax(similarities(x, centroids), axis=1).astype(np.int64)
         moved = np.flatnonzero(new_labels != labels)
@@ -182,7 +188,7 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
             sums = cluster_sums(x, new_labels, k)
             if it == 1:
                 tol_abs = absolute_tol(norms, sums.sum(axis=0), tol, x.shape[1])
-        elif changed:  # update the sums with the moved points only: one pass over x per iteration, not two
+        elif changed:  # update the sums from the moved points only, not from another pass over x
             sums += moved_sums(x[moved], labels[moved], new_labels[moved], k)
         labels = new_labels
         empty = ~sums.any(axis=1)

@@ -22,12 +22,16 @@ k is small (1-8), so we run successive shortest paths (SSP) on the k-node *clust
   few rounds of exact dual coordinate ascent (one `np.partition` per cluster) or from the previous
   k-means iteration leave only a small excess, so the Python loop runs few times and all heavy work
   is vectorised NumPy. Memory is O(n*k): no (n, k, d) tensor, no (n*k)-arc graph object.
-* Near-boundary solve: with prices w, a point's margin is how much cheaper its best cluster is than
-  its second best (in C - w). Only the few points with margin below a threshold tau are re-solved
-  (SSP on them, the others held in place as fixed cluster counts). If the prices then moved by a
-  spread max(dw) - min(dw) <= tau, every held point still sits on a cheapest cluster, so the whole
-  assignment meets the optimality conditions above and is exact; otherwise tau grows, and past half
-  the points the full problem is solved. Late k-means iterations thus cost O(n*k) plus a tiny solve.
+* Near-boundary solve, the reason late k-means iterations are cheap: with prices w, a point's margin
+  is how much cheaper its best cluster is than its second best (in C - w). Only the points with a
+  margin below a threshold tau are solved (coordinate ascent + SSP on them; every other point stays
+  put and only counts towards its cluster's size). If the prices then moved by a spread
+  max(dw) - min(dw) <= tau, each point that stayed still sits on a cheapest cluster, so the whole
+  assignment meets the optimality conditions above: it is exact, not an approximation. Otherwise tau
+  grows; past half the points the full problem is solved.
+* Costs known within +-e (`balanced_assignment_within`, used by k-means with the similarities of an
+  earlier iteration): margins can be off by 2e, so the points below tau + 2e get their true costs and
+  the others are certain to keep their cluster; the argument above then holds with the true costs.
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from collections.abc import Callable
 import numpy as np
 
 # Stop dual coordinate ascent once the excess is this small (or n/500); SSP finishes exactly from there.
+# None of these constants affects optimality, only speed (and, among tied optima, which one is returned).
 _WARM_EXCESS = 32
 _WARM_ROUNDS = 25
 _FIRST_CHUNK = 64
@@ -45,7 +50,7 @@ _FIRST_CHUNK = 64
 _NEAR_POINTS_PER_EXCESS = 8
 _NEAR_POINTS_MIN = 64
 _NEAR_SHARE = 50
-_NEAR_SPREAD_SAFETY = 1.2
+_NEAR_SPREAD_SAFETY = 1.2  # after a failed try, take enough points for tau to clear 1.2 x its price spread
 _SAMPLE_STRIDE = 16  # a cheap first look at the margins
 
 
@@ -132,13 +137,13 @@ def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, targets: np.ndarray,
     k, n = cost_t.shape
     prices = prices.copy()
     reduced = cost_t - prices[:, None]  # reduced costs; row j is refreshed whenever prices[j] changes
-    last = np.inf
-    for done in range(_WARM_ROUNDS + 1):
+    last, rounds = np.inf, 0
+    while True:
         labels, margin = _nearest(reduced)
         excess = int(np.abs(np.bincount(labels, minlength=k) - targets).sum())
-        if done == _WARM_ROUNDS or excess <= enough or excess > last / 2:  # close enough, or no longer halving
+        if rounds == _WARM_ROUNDS or excess <= enough or excess > last / 2:  # close enough, or no longer halving
             return prices, labels, margin
-        last = excess
+        last, rounds = excess, rounds + 1
         for j in range(k):
             reduced[j] = np.inf
             gap = cost_t[j] - reduced.min(axis=0)  # point i prefers j iff gap[i] < prices[j]
@@ -151,7 +156,6 @@ def _warm_prices(cost_t: np.ndarray, prices: np.ndarray, targets: np.ndarray,
                 lo_hi = np.partition(gap, (t - 1, t))
                 prices[j] = 0.5 * (lo_hi[t - 1] + lo_hi[t])
             reduced[j] = cost_t[j] - prices[j]
-    raise AssertionError("unreachable")
 
 
 def _augment(cost_t: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess: list[int],
