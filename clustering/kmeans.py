@@ -156,9 +156,9 @@ def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, 
     if cached is not None:
         sim, at = cached
         # |x.c - x.c'| <= |x| |c - c'|, plus float32 rounding of both products (<= d eps |x| each).
-        drift = float(np.sqrt(((centroids - at) ** 2).sum(axis=1)).max())
-        error = max_norm * (drift + 2 * x.shape[1] * FLOAT32_EPS)
-        solved = balanced_assignment_within(-sim, prices, error, lambda idx: -similarities_of(x, idx, centroids))
+        drift = np.sqrt(((centroids.astype(np.float64) - at) ** 2).sum(axis=1))
+        errors = max_norm * (drift + 2 * x.shape[1] * FLOAT32_EPS)
+        solved = balanced_assignment_within(-sim, prices, errors, lambda idx: -similarities_of(x, idx, centroids))
         if solved is not None:
             return *solved, cached
     sim = similarities(x, centroids)

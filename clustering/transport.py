@@ -52,6 +52,7 @@ _NEAR_POINTS_MIN = 64
 _NEAR_SHARE = 50
 _NEAR_SPREAD_SAFETY = 1.2  # after a failed try, take enough points for tau to clear 1.2 x its price spread
 _SAMPLE_STRIDE = 16  # a cheap first look at the margins
+_WITHIN_SHARE = 16
 
 
 def cluster_sizes(n: int, k: int) -> tuple[int, int]:
@@ -243,32 +244,33 @@ def _solve(cost_t: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int
     return labels, _augment(cost_t, labels, prices, excess.tolist(), extra)
 
 
-def _near_boundary(margin: np.ndarray, m: int, slack: float) -> tuple[np.ndarray, float]:
-    """The points whose margin is below tau + slack, tau ~ the m-th smallest margin (from a strided sample)."""
+def _near_boundary(lower: np.ndarray, m: int) -> tuple[np.ndarray, float]:
+    """The points whose margin bound is below tau ~ the m-th smallest bound (from a strided sample), and tau."""
     stride = max(1, m // 16)
-    sample = margin[::stride]
+    sample = lower[::stride]
     q = min(len(sample) - 1, m // stride)
     tau = float(np.partition(sample, q)[q])
-    return np.flatnonzero(margin < tau + slack), tau
+    return np.flatnonzero(lower < tau), tau
 
 
-def _solve_near_boundary(labels: np.ndarray, margin: np.ndarray, prices: np.ndarray, slack: float,
-                         exact_t: Callable[[np.ndarray], np.ndarray], floor: int,
+def _solve_near_boundary(labels: np.ndarray, lower: np.ndarray, prices: np.ndarray,
+                         exact_t: Callable[[np.ndarray], np.ndarray], limit: int, floor: int,
                          extra: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Re-solve only the points closest to a cluster boundary; None when that cannot be proved exact.
+    """Re-solve only the points closest to a cluster boundary; None when that takes `limit` points or more.
 
-    `margin` may overstate the true margins by up to `slack`; `exact_t(idx)` gives the true (k, m) costs.
+    `lower` bounds every point's true margin from below; `exact_t(idx)` gives the true (k, m) costs.
     """
-    k, n = len(prices), len(labels)
+    k = len(prices)
     sizes = np.bincount(labels, minlength=k)
-    m = _NEAR_POINTS_PER_EXCESS * int(np.abs(sizes - floor).sum()) + _NEAR_POINTS_MIN
-    while m < n // 2:
-        near, tau = _near_boundary(margin, m, slack)  # every other point's true margin is >= tau
-        if len(near) >= n // 2:
+    unsure = int(np.count_nonzero(lower < 0))  # these points cannot be held in place
+    m = _NEAR_POINTS_PER_EXCESS * int(np.abs(sizes - floor).sum()) + _NEAR_POINTS_MIN + unsure
+    while m < limit:
+        near, tau = _near_boundary(lower, m)  # every other point's true margin is >= tau
+        if len(near) >= limit:
             break
         fixed = sizes - np.bincount(labels[near], minlength=k)
         spread = 0.0
-        if fixed.max() <= floor:
+        if tau >= 0 and fixed.max() <= floor:
             near_labels, new_prices = _solve(exact_t(near), prices, fixed, floor, extra)
             shift = new_prices - prices
             spread = shift.max() - shift.min()
@@ -277,7 +279,7 @@ def _solve_near_boundary(labels: np.ndarray, margin: np.ndarray, prices: np.ndar
                 labels[near] = near_labels
                 return labels, new_prices
         # Next try: at least twice the points, and enough for tau to clear the spread just seen.
-        m = max(2 * m, int(np.count_nonzero(margin < _NEAR_SPREAD_SAFETY * spread)))
+        m = max(2 * m, int(np.count_nonzero(lower < _NEAR_SPREAD_SAFETY * spread)))
     return None
 
 
@@ -305,22 +307,26 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     w, labels, margin = _warm_prices(cost_t, w, _targets(floor, extra, no_fixed), n // _NEAR_SHARE)
     if _is_optimal(np.bincount(labels, minlength=k), w, floor, extra):
         return labels, w
-    solved = _solve_near_boundary(labels, margin, w, 0.0, lambda idx: cost_t[:, idx], floor, extra)
+    solved = _solve_near_boundary(labels, margin, w, lambda idx: cost_t[:, idx], n // 2, floor, extra)
     return solved if solved is not None else _solve(cost_t, w, no_fixed, floor, extra)
 
 
-def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, error: float,
+def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, errors: np.ndarray,
                                exact_cost: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
-    """The exact balanced assignment when `cost` (n, k) is only known to within `error` per entry.
+    """The exact balanced assignment when column j of `cost` (n, k) is only known to within `errors[j]`.
 
     Only the points near a boundary get their true costs, `exact_cost(indices)` (m, k); the others
-    provably keep their cluster. Returns None when more than half the points would need true costs.
+    provably keep their cluster. Returns None when n / _WITHIN_SHARE points or more would need true
+    costs (fetching scattered rows then costs about as much as computing every cost afresh).
     """
     n, k = cost.shape
     if k == 1:
         return np.zeros(n, dtype=np.int64), prices
-    if np.median(_nearest(_transposed(cost[::_SAMPLE_STRIDE]) - prices[:, None])[1]) < 2.0 * error:
-        return None  # most margins are within the error: at least half the points would need true costs
+    # A point in cluster a: its margin to any b can be off by errors[a] + errors[b].
+    slack = errors + np.array([np.delete(errors, a).max() for a in range(k)])
+    labels, margin = _nearest(_transposed(cost[::_SAMPLE_STRIDE]) - prices[:, None])
+    if np.quantile(margin - slack[labels], 1 / _WITHIN_SHARE) < 0:
+        return None  # a cheap first look: too many margins are within the error
     labels, margin = _nearest(_transposed(cost) - prices[:, None])
-    return _solve_near_boundary(labels, margin, prices, 2.0 * error, lambda idx: _transposed(exact_cost(idx)),
-                                *cluster_sizes(n, k))
+    return _solve_near_boundary(labels, margin - slack[labels], prices, lambda idx: _transposed(exact_cost(idx)),
+                                n // _WITHIN_SHARE, *cluster_sizes(n, k))

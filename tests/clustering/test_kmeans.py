@@ -84,7 +84,7 @@ def test_moved_sums_is_the_change_of_the_cluster_sums():
 def test_every_iteration_is_the_exact_balanced_assignment():
     # Reference: plain Lloyd iterations with a full similarity product and a full exact solve each time.
     # The fit reuses earlier similarities when its error bound allows; the iterates must not change.
-    x, _ = blobs([300, 250, 251], spread=0.5, seed=7)  # overlapping blobs: many iterations, n mod k > 0
+    x, _ = blobs([1600, 1300, 1101], spread=0.6, seed=7)  # overlapping blobs: ~40 iterations, n mod k > 0
     init = kmeans_plusplus(x, 4, np.random.default_rng(1))
     fast = spherical_kmeans(x, 4, init=init, progress=False)
     centroids, labels, prices = init, None, None
