@@ -323,9 +323,10 @@ def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, errors: np.
     if k == 1:
         return np.zeros(n, dtype=np.int64), prices
     # A point in cluster a: its margin to any b can be off by errors[a] + errors[b].
-    slack = errors + np.array([np.delete(errors, a).max() for a in range(k)])
+    top = np.argmax(errors)
+    slack = errors + np.where(np.arange(k) == top, np.partition(errors, k - 2)[k - 2], errors[top])
     labels, margin = _nearest(_transposed(cost[::_SAMPLE_STRIDE]) - prices[:, None])
-    if np.quantile(margin - slack[labels], 1 / _WITHIN_SHARE) < 0:
+    if np.count_nonzero(margin < slack[labels]) * _WITHIN_SHARE >= len(labels):
         return None  # a cheap first look: too many margins are within the error
     labels, margin = _nearest(_transposed(cost) - prices[:, None])
     return _solve_near_boundary(labels, margin - slack[labels], prices, lambda idx: _transposed(exact_cost(idx)),
