@@ -146,8 +146,8 @@ def row_norms(x: Matrix) -> np.ndarray:
 
 def absolute_tol(norms: np.ndarray, total: np.ndarray, tol: float, d: int) -> float:
     """scikit-learn's convention: `tol` times the mean per-dimension variance of the rows (norms, sum `total`)."""
-    mean = total / len(norms)
-    return tol * max(float(norms @ norms) / len(norms) - float(mean @ mean), 0.0) / d
+    mean = total / len(norms)  # no BLAS `@` here: NumPy's threaded dot stalls a busy machine for milliseconds
+    return tol * max(float(np.square(norms).mean()) - float(np.square(mean).sum()), 0.0) / d
 
 
 def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, cached: Similarities | None,
