@@ -2,8 +2,14 @@
 
 Points and centroids are unit vectors and the cost of a point in a cluster is its cosine distance
 1 - x.c, so the training objective and the inference-time router (nearest centroid by cosine, paper
-Alg. 3) agree. Memory is O(n*k + n*d): similarities are one (n, k) matrix product, centroid sums one
-sparse one-hot (k, n) product.
+Alg. 3) agree. Memory is O(n*k + n*d): similarities are one (n, k) matrix product, centroid sums are
+updated from the points that moved only (one small signed one-hot product).
+
+Balanced iterations are exact and cheap late in a fit: the E-step is the exact balanced assignment
+(transport.py) and starts from the previous iteration's dual prices. Once the centroids move little,
+the last full similarities are reused: |x.c - x.c'| <= |x| |c - c'| bounds their error, and only
+points whose margin is within that bound of a cluster boundary get fresh similarities (see
+`balanced_assignment_within`, which proves the result optimal or falls back to a full product).
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm import tqdm
 
-from clustering.transport import balanced_assignment
+from clustering.transport import balanced_assignment, balanced_assignment_within
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +31,8 @@ Matrix = np.ndarray | sp.csr_matrix
 # Below this many matrix entries one thread is faster: thread start-up and waits dominate such small
 # products, and on a busy machine they dominate badly.
 SINGLE_THREAD_BELOW = 1 << 24
+FLOAT32_EPS = float(np.finfo(np.float32).eps)
+Similarities = tuple[np.ndarray, np.ndarray]  # (n, k) similarities and the (k, d) centroids they are for
 
 
 @contextlib.contextmanager
@@ -62,6 +70,12 @@ def similarities(x: Matrix, centroids: np.ndarray) -> np.ndarray:
     return (xt @ torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32)).T).numpy()
 
 
+def similarities_of(x: Matrix, idx: np.ndarray, centroids: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """Return the (len(idx), k) similarities of the rows `idx` of `x`, gathering `chunk` rows at a time."""
+    parts = np.array_split(idx, max(1, -(-len(idx) // chunk)))
+    return np.concatenate([similarities(_rows(x, part), centroids) for part in parts])
+
+
 def _rows(x: Matrix, idx: np.ndarray) -> np.ndarray:
     rows = x[idx]
     return np.asarray(rows.toarray() if sp.issparse(rows) else rows, dtype=np.float32)
@@ -86,6 +100,18 @@ def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
     return np.asarray((onehot @ x).toarray(), dtype=np.float64)
 
 
+def moved_sums(rows: Matrix, old: np.ndarray, new: np.ndarray, k: int) -> np.ndarray:
+    """Return the (k, d) change of the cluster sums when `rows` move from labels `old` to `new` (one GEMM)."""
+    signs = np.zeros((k, rows.shape[0]), dtype=np.float32)
+    signs[new, np.arange(len(new))] = 1.0
+    signs[old, np.arange(len(old))] = -1.0
+    if sp.issparse(rows):
+        return np.asarray((rows.T @ signs.T).T, dtype=np.float64)
+    import torch
+
+    return (torch.from_numpy(signs) @ torch.from_numpy(rows)).numpy().astype(np.float64)
+
+
 def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
     """Pick k initial centroids by greedy k-means++ (2 + ln k candidates per step, as scikit-learn)."""
     n = x.shape[0]
@@ -108,33 +134,62 @@ def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
     return normalize_rows(np.stack(centers))
 
 
+def row_norms(x: Matrix) -> np.ndarray:
+    """Return the L2 norm of every row (float64; one pass over x)."""
+    if sp.issparse(x):
+        return np.sqrt(np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel())
+    import torch
+
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    return torch.linalg.vector_norm(xt, dim=1).numpy().astype(np.float64)
+
+
+def absolute_tol(norms: np.ndarray, total: np.ndarray, tol: float, d: int) -> float:
+    """scikit-learn's convention: `tol` times the mean per-dimension variance of the rows (norms, sum `total`)."""
+    mean = total / len(norms)  # no BLAS `@` here: NumPy's threaded dot stalls a busy machine for milliseconds
+    return tol * max(float(np.square(norms).mean()) - float(np.square(mean).sum()), 0.0) / d
+
+
+def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, cached: Similarities | None,
+                   max_norm: float) -> tuple[np.ndarray, np.ndarray, Similarities]:
+    """Exact balanced labels for `centroids`, from the cached similarities when their error bound allows."""
+    if cached is not None:
+        sim, at = cached
+        # |x.c - x.c'| <= |x| |c - c'|, plus float32 rounding of both products (<= d eps |x| each).
+        drift = np.sqrt(((centroids.astype(np.float64) - at) ** 2).sum(axis=1))
+        errors = max_norm * (drift + 2 * x.shape[1] * FLOAT32_EPS)
+        solved = balanced_assignment_within(-sim, prices, errors, lambda idx: -similarities_of(x, idx, centroids))
+        if solved is not None:
+            return *solved, cached
+    sim = similarities(x, centroids)
+    return *balanced_assignment(-sim, prices), (sim, centroids)
+
+
 def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, tol: float,
               progress: bool) -> KMeansResult:
     n, k = x.shape[0], centroids.shape[0]
-    mean = cluster_sums(x, np.zeros(n, dtype=np.int64), 1)[0] / n
-    # scikit-learn's convention: tol is relative to the mean per-dimension variance of the data.
-    sq_norm_mean = float(np.asarray(x.multiply(x).sum()) if sp.issparse(x) else np.einsum("ij,ij->", x, x)) / n
-    tol_abs = tol * max(sq_norm_mean - float(mean @ mean), 0.0) / x.shape[1]
+    norms = row_norms(x)
+    max_norm, tol_abs = float(norms.max()), 0.0
     labels = np.full(n, -1, dtype=np.int64)
     sums = np.zeros((k, x.shape[1]))
-    prices = None
+    prices = cached = None
     converged = False
     bar = tqdm(range(1, max_iter + 1), desc="balanced k-means" if balanced else "k-means", unit=" it",
                disable=not progress, mininterval=1.0)
     it = 0
     for it in bar:
-        sim = similarities(x, centroids)
         if balanced:
-            new_labels, prices = balanced_assignment(-sim.astype(np.float64), prices)
+            new_labels, prices, cached = _balanced_step(x, centroids, prices, cached, max_norm)
         else:
-            new_labels = np.argmax(sim, axis=1).astype(np.int64)
+            new_labels = np.argmax(similarities(x, centroids), axis=1).astype(np.int64)
         moved = np.flatnonzero(new_labels != labels)
         changed = len(moved)
         if it == 1 or changed > n // 2:
             sums = cluster_sums(x, new_labels, k)
-        elif changed:  # update the sums with the moved points only: one pass over x per iteration, not two
-            rows = x[moved]
-            sums += cluster_sums(rows, new_labels[moved], k) - cluster_sums(rows, labels[moved], k)
+            if it == 1:
+                tol_abs = absolute_tol(norms, sums.sum(axis=0), tol, x.shape[1])
+        elif changed:  # update the sums from the moved points only, not from another pass over x
+            sums += moved_sums(x[moved], labels[moved], new_labels[moved], k)
         labels = new_labels
         empty = ~sums.any(axis=1)
         new_centroids = normalize_rows(np.where(empty[:, None], centroids, sums))
@@ -144,9 +199,7 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
         if changed == 0 or shift <= tol_abs:
             converged = True
             break
-    if changed:  # with no label change the centroids, hence `sim`, are already current
-        sim = similarities(x, centroids)
-    objective = float(n - sim[np.arange(n), labels].astype(np.float64).sum())
+    objective = float(n - (centroids * sums).sum())  # sum of 1 - x.c over points = n - sum_j c_j . (sum of x in j)
     return KMeansResult(labels, centroids, objective, it, converged)
 
 

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.kmeans import kmeans_plusplus, normalize_rows, spherical_kmeans
+from clustering.kmeans import cluster_sums, kmeans_plusplus, moved_sums, normalize_rows, spherical_kmeans
+from clustering.transport import balanced_assignment
 
 
 def blobs(sizes: list[int], dim: int = 32, spread: float = 0.05, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -64,3 +66,31 @@ def test_kmeans_plusplus_spreads_the_centres():
     centres = kmeans_plusplus(x, 4, np.random.default_rng(0))
     nearest_blob = {int(truth[np.argmax(x @ c)]) for c in centres}
     assert nearest_blob == {0, 1, 2, 3}
+
+
+def test_moved_sums_is_the_change_of_the_cluster_sums():
+    x, _ = blobs([40, 30, 30], seed=6)
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 3, len(x))
+    new = old.copy()
+    moved = rng.choice(len(x), 25, replace=False)
+    new[moved] = (old[moved] + rng.integers(1, 3, 25)) % 3
+    expected = cluster_sums(x, new, 3) - cluster_sums(x, old, 3)
+    assert np.allclose(moved_sums(x[moved], old[moved], new[moved], 3), expected, atol=1e-5)
+    sparse = sp.csr_matrix(x)
+    assert np.allclose(moved_sums(sparse[moved], old[moved], new[moved], 3), expected, atol=1e-5)
+
+
+def test_every_iteration_is_the_exact_balanced_assignment():
+    # Reference: plain Lloyd iterations with a full similarity product and a full exact solve each time.
+    # The fit reuses earlier similarities when its error bound allows; the iterates must not change.
+    x, _ = blobs([1600, 1300, 1101], spread=0.6, seed=7)  # overlapping blobs: ~40 iterations, n mod k > 0
+    init = kmeans_plusplus(x, 4, np.random.default_rng(1))
+    fast = spherical_kmeans(x, 4, init=init, progress=False)
+    centroids, labels, prices = init, None, None
+    for _ in range(fast.n_iter):
+        labels, prices = balanced_assignment(-(x @ centroids.T), prices)
+        centroids = normalize_rows(cluster_sums(x, labels, 4))
+    assert np.array_equal(fast.labels, labels)
+    assert np.allclose(fast.centroids, centroids, atol=1e-5)
+    assert fast.objective == pytest.approx(float((1 - (x * centroids[labels]).sum(axis=1)).sum()), rel=1e-6)

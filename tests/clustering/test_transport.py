@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from clustering.transport import balanced_assignment, cluster_sizes
+from clustering.transport import balanced_assignment, balanced_assignment_within, cluster_sizes
 
 
 def exact_optimum(cost: np.ndarray) -> float:
@@ -68,3 +68,55 @@ def test_more_clusters_than_points():
     cost = np.array([[1.0, 0.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0, 4.0]])
     labels, _ = balanced_assignment(cost)
     assert labels.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-3, 1e-2, 0.3])
+def test_warm_start_gives_the_cold_optimum(noise):
+    # Prices from a nearby problem (as from the previous k-means iteration) take the near-boundary path.
+    rng = np.random.default_rng(11)
+    for n, k in [(1001, 4), (1000, 4), (2999, 7), (600, 2)]:
+        cost = rng.random((n, k)) + rng.random(k)
+        _, prices = balanced_assignment(cost)
+        moved = cost + noise * rng.normal(size=cost.shape)
+        warm, _ = balanced_assignment(moved, prices)
+        cold, _ = balanced_assignment(moved)
+        sizes = np.bincount(warm, minlength=k)
+        assert sizes.max() - sizes.min() <= 1
+        assert moved[np.arange(n), warm].sum() == pytest.approx(moved[np.arange(n), cold].sum(), abs=1e-9)
+
+
+@pytest.mark.parametrize("case", range(40))
+def test_warm_start_matches_hungarian_on_small_problems(case):
+    rng = np.random.default_rng(1000 + case)
+    n, k = int(rng.integers(2, 40)), int(rng.integers(2, 5))
+    cost = rng.random((n, k))
+    if case % 2:
+        cost = np.round(cost * 3)  # ties
+    labels, _ = balanced_assignment(cost, rng.normal(size=k) * 0.1)
+    check(cost, labels)
+
+
+def test_bounded_costs_give_the_exact_optimum_from_few_true_rows():
+    rng = np.random.default_rng(12)
+    n, k, error = 4001, 4, 0.001
+    true = rng.random((n, k)) + np.array([0.0, 0.1, 0.2, 0.3])
+    _, prices = balanced_assignment(true + 0.05 * rng.normal(size=true.shape))  # an earlier, nearby problem
+    known = true + rng.uniform(-error, error, size=true.shape)
+    asked = []
+
+    def exact_cost(idx: np.ndarray) -> np.ndarray:
+        asked.append(len(idx))
+        return true[idx]
+
+    labels, _ = balanced_assignment_within(known, prices, np.full(k, error), exact_cost)
+    cold, _ = balanced_assignment(true)
+    assert true[np.arange(n), labels].sum() == pytest.approx(true[np.arange(n), cold].sum(), abs=1e-9)
+    assert sorted(np.bincount(labels).tolist()) == [1000, 1000, 1000, 1001]
+    assert 0 < sum(asked) < n
+
+
+def test_bounded_costs_give_up_when_the_error_hides_every_boundary():
+    rng = np.random.default_rng(13)
+    cost = rng.random((1000, 4))
+    _, prices = balanced_assignment(cost)
+    assert balanced_assignment_within(cost, prices, np.ones(4), lambda idx: cost[idx]) is None
