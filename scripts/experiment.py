@@ -225,8 +225,10 @@ def _call(step: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
 
 
 def _launch(step: str, argv: list[str]) -> None:
+    """Run a launcher command from the current folder (relative paths in configs keep their meaning)."""
+    argv = [str(ROOT / a) if a == "training/train.py" else a for a in argv]
     print(f"[experiment] {step}: {shlex.join(argv)}", flush=True)
-    code = subprocess.run(argv, cwd=ROOT).returncode
+    code = subprocess.run(argv).returncode
     if code != 0:
         raise LexiconError(f"step {step} failed with exit code {code}: {shlex.join(argv)}")
 

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +99,26 @@ def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch)
     written = json.loads((tmp_path / "configs" / f"cluster_{other.name}.json").read_text())
     assert written["text_field"] == "instruction_definition" and written["output_dir"] == str(other)
     assert calls == ["cluster semantic-N4", "cluster semantic-N4", f"cluster {other.name}"]
+
+
+@pytest.mark.skipif(not (Path(sys.executable).parent / "deepspeed").is_file(), reason="deepspeed launcher not installed")
+def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_path, monkeypatch):
+    """`launcher: deepspeed` runs the train step as `deepspeed --num_gpus N training/train.py` (2 CPU ranks)."""
+    from scripts.experiment import Experiment
+    from tests.conftest import REPO_ROOT
+
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.setenv("DS_ACCELERATOR", "cpu")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", str(REPO_ROOT))
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    data = json.loads(tiny_paper.read_text())
+    data.pop("_comment")
+    data.update(work_dir=str(tmp_path / "w"), launcher="deepspeed", num_gpus=2, num_clusters=1)
+    data["train"].update(deepspeed=str(REPO_ROOT / "run_config" / "ds_zero2.json"), max_steps=1)
+    cfg = load_config(None, ExperimentConfig, data)
+    out = Experiment(cfg, "test").dense(42)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 1
