@@ -21,7 +21,7 @@ from clustering.embed import EmbedderSpec, TfidfEncoder, build_text, embed_cache
 from clustering.kmeans import Matrix, spherical_kmeans
 from clustering.report import cluster_quality, example_terms, plot_scatter, silhouette
 from dataset.records import SPLITS, Record, read_records
-from run_config.cli import config_from_args, existing_file, run_main, stage_parser
+from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, atomic_open, fingerprint, is_finished, write_json, write_manifest
 
@@ -200,8 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, ClusterConfig)
-    if not cfg.force and is_up_to_date(cfg):
-        print(f"cluster: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("cluster", cfg, is_up_to_date):
         return 0
     report = cluster(cfg)
     print(format_summary(report))

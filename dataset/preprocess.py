@@ -19,7 +19,7 @@ from tqdm import tqdm
 from dataset.config import PreprocessConfig
 from dataset.records import Dropped, Record, iter_jsonl
 from dataset.readers import EXCLUDED_SOURCES, Item, iter_3dex_csv, iter_ishiwatari
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import AtomicFileSet, fingerprint, is_finished, write_json, write_manifest
 
@@ -156,8 +156,7 @@ def _run(args: argparse.Namespace) -> int:
         print(format_stats(compute_stats(items)))
         return 0
     cfg = config_from_args(args, PreprocessConfig)
-    if not cfg.force and is_up_to_date(cfg):
-        print(f"preprocess: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("preprocess", cfg, is_up_to_date):
         return 0
     result = preprocess(cfg)
     for f in result["files"]:

@@ -25,7 +25,7 @@ from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
-from run_config.cli import config_from_args, existing_file, run_main, stage_parser
+from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, fingerprint, is_finished, set_seed, write_manifest
 
@@ -165,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, EvaluateConfig)
     set_seed(cfg.seed)
-    if not cfg.force and is_up_to_date(cfg):
-        print(f"evaluate: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("evaluate", cfg, is_up_to_date):
         return 0
     result = evaluate(cfg)
     print(result["table"], end="")

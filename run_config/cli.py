@@ -97,6 +97,14 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
     return 0 if code is None else code
 
 
+def skip_finished(prog: str, cfg: Any, finished: Callable[[Any], bool]) -> bool:
+    """True, after saying so, when `cfg.force` is off and `finished(cfg)`: the stage's outputs are current."""
+    if cfg.force or not finished(cfg):
+        return False
+    print(f"{prog}: {cfg.output_dir} is up to date (use --force to redo)")
+    return True
+
+
 def existing_file(path: str | Path) -> Path:
     """Return `path` as a Path, or raise a one-line error naming it."""
     p = Path(path)

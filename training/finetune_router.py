@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
@@ -200,6 +200,10 @@ def _fingerprint(cfg: FinetuneRouterConfig) -> list[list]:
     return fingerprint([cfg.moe_dir, cfg.train_file, cfg.valid_file])
 
 
+def is_up_to_date(cfg: FinetuneRouterConfig) -> bool:
+    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("finetune-router", __doc__, FinetuneRouterConfig)
     return parser
@@ -207,8 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, FinetuneRouterConfig)
-    if not cfg.force and is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)):
-        print(f"finetune-router: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("finetune-router", cfg, is_up_to_date):
         return 0
     info = finetune_router(cfg)
     print("finetune-router: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import is_finished, write_json, write_manifest
 from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
@@ -170,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, MergeConfig)
-    if not cfg.force and is_up_to_date(cfg):
-        print(f"merge: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("merge", cfg, is_up_to_date):
         return 0
     summary = merge(cfg)
     print(f"merge: {summary['experts']} experts -> {cfg.output_dir} ({summary['tensors']} tensors, "

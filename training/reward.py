@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from dataset.records import Record, load_records
 from inference.output import write_rows
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
 from training.reward_config import RewardConfig
@@ -141,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, RewardConfig)
-    if not cfg.force and is_up_to_date(cfg):
-        print(f"train-reward: {cfg.output_dir} is up to date (use --force to redo)")
+    if skip_finished("train-reward", cfg, is_up_to_date):
         return 0
     set_seed(cfg.seed)
     metrics = run(cfg)

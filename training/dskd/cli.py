@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.runtime import set_seed
 from training.dskd.config import DSKDConfig
 
@@ -26,8 +26,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, DSKDConfig)
     from training.dskd.trainer import is_up_to_date, run
 
-    if not cfg.force and not args.senses_only and is_up_to_date(cfg):
-        print(f"train (dskd): {cfg.output_dir} is up to date (use --force to redo)")
+    if not args.senses_only and skip_finished("train (dskd)", cfg, is_up_to_date):
         return 0
     set_seed(cfg.seed)
     result = run(cfg, senses_only=args.senses_only)
