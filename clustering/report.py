@@ -8,15 +8,11 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from clustering.kmeans import Matrix, cluster_sums, normalize_rows, similarities
+from clustering.kmeans import Matrix, normalize_rows, similarities, sums_and_squares
 from run_config.runtime import atomic_open
 
 SILHOUETTE_SAMPLE = 5000
 PLOT_SAMPLE = 20000
-
-
-def _sq_norms(x: Matrix) -> np.ndarray:
-    return np.asarray(x.multiply(x).sum(axis=1)).ravel() if sp.issparse(x) else np.einsum("ij,ij->i", x, x)
 
 
 def mean_pairwise_cosine(total: np.ndarray, sq_norm_sum: float, m: int) -> float:
@@ -35,8 +31,7 @@ def cluster_quality(x: Matrix, labels: np.ndarray, k: int) -> dict:
     """
     n = x.shape[0]
     sizes = np.bincount(labels, minlength=k)
-    sums = cluster_sums(x, labels, k)
-    sq = _sq_norms(x).astype(np.float64)
+    sums, sq = sums_and_squares(x, labels, k)
     sq_by = np.bincount(labels, weights=sq, minlength=k)
     cohesion = [mean_pairwise_cosine(sums[j], sq_by[j], int(sizes[j])) for j in range(k)]
     baseline = mean_pairwise_cosine(sums.sum(axis=0), float(sq.sum()), n)

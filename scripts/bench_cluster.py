@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from clustering.kmeans import kmeans_plusplus, spherical_kmeans  # noqa: E402
 
 SPEED_GOAL, INERTIA_GOAL, BIG_SECONDS_GOAL = 20.0, 1.01, 600.0
-REPEATS = 3
+REPEATS = 5
 T = TypeVar("T")
 
 
@@ -45,14 +45,18 @@ def inertia(x: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(sum(((x[labels == j] - x[labels == j].mean(axis=0)) ** 2).sum() for j in range(k)))
 
 
-def best_of(repeats: int, fn: Callable[[], T]) -> tuple[float, T]:
-    """Return (fastest wall time, result) over `repeats` calls; the minimum is least disturbed by other load."""
+def timed(repeats: int, fn: Callable[[], T]) -> tuple[list[float], T]:
+    """Return (wall time of each of `repeats` calls, result); their minimum is least disturbed by other load."""
     times, result = [], None
     for _ in range(repeats):
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
-    return min(times), result
+    return times, result
+
+
+def fmt_times(times: list[float]) -> str:
+    return " ".join(f"{t:.4f}" for t in times)
 
 
 def compare(n: int, d: int, k: int, seed: int) -> float:
@@ -63,17 +67,18 @@ def compare(n: int, d: int, k: int, seed: int) -> float:
     spherical_kmeans(warm, k, seed=seed, progress=False)
     KMeansConstrained(n_clusters=k, size_min=len(warm) // k, size_max=len(warm) // k + 1, n_init=1).fit(warm)
     init = kmeans_plusplus(x, k, np.random.default_rng(seed))
-    ours_s, ours = best_of(REPEATS, lambda: spherical_kmeans(x, k, init=init, progress=False))
+    ours_t, ours = timed(REPEATS, lambda: spherical_kmeans(x, k, init=init, progress=False))
     size = n // k
-    theirs_s, theirs = best_of(REPEATS, lambda: KMeansConstrained(
+    theirs_t, theirs = timed(REPEATS, lambda: KMeansConstrained(
         n_clusters=k, size_min=size, size_max=size + (n % k > 0), init=init, n_init=1, max_iter=1000, tol=1e-8,
         random_state=seed).fit(x))
+    ours_s, theirs_s = min(ours_t), min(theirs_t)
     ratio = theirs_s / ours_s
     i_ours, i_theirs = inertia(x, ours.labels, k), inertia(x, theirs.labels_, k)
-    print(f"points={n}x{d} k={k} same k-means++ start, n_init=1, best of {REPEATS} runs each")
-    print(f"ours:                seconds={ours_s:.2f} iterations={ours.n_iter} sizes={np.bincount(ours.labels).tolist()} "
+    print(f"points={n}x{d} k={k} same k-means++ start, n_init=1, fastest of {REPEATS} runs each")
+    print(f"ours:                seconds={ours_s:.4f} (runs {fmt_times(ours_t)}) iterations={ours.n_iter} sizes={np.bincount(ours.labels).tolist()} "
           f"inertia={i_ours:.2f}")
-    print(f"k-means-constrained: seconds={theirs_s:.2f} iterations={theirs.n_iter_} "
+    print(f"k-means-constrained: seconds={theirs_s:.4f} (runs {fmt_times(theirs_t)}) iterations={theirs.n_iter_} "
           f"sizes={np.bincount(theirs.labels_).tolist()} inertia={i_theirs:.2f}")
     print(f"speed_ratio={ratio:.1f} (goal >= {SPEED_GOAL:.0f})  inertia_ratio={i_ours / i_theirs:.4f} "
           f"(goal <= {INERTIA_GOAL})")

@@ -1,4 +1,4 @@
-"""Build the offline assets once: NLTK WordNet folder, plain-HF SmolLM2-135M, the embedded lexicon."""
+"""Build the offline assets once: NLTK WordNet folder, plain-HF SmolLM2-135M, the embedded lexicon; compile kernels."""
 from __future__ import annotations
 
 import os
@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from clustering.kmeans import compile_kernels  # noqa: E402
 from run_config import assets  # noqa: E402
 
 
@@ -17,6 +18,8 @@ def main() -> int:
     print(f"[assets] all-MiniLM-L6-v2: {assets.minilm_path()}")
     print(f"[assets] SmolLM2-135M (plain HF): {assets.smollm2_path()}")
     print(f"[assets] embedded lexicon: {assets.wordnet_lexicon_dir()}")
+    compile_kernels()
+    print("[assets] clustering kernels compiled (numba cache)")
     return 0
 
 

@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.kmeans import cluster_sums, kmeans_plusplus, moved_sums, normalize_rows, spherical_kmeans
+from clustering.kmeans import (cluster_sums, kmeans_plusplus, moved_sums, normalize_rows, similarities, similarities_of,
+                               spherical_kmeans, sums_and_squares)
 from clustering.transport import balanced_assignment
 
 
@@ -68,6 +69,20 @@ def test_kmeans_plusplus_spreads_the_centres():
     assert nearest_blob == {0, 1, 2, 3}
 
 
+@pytest.mark.parametrize("k", [1, 4, 7])
+def test_compiled_products_match_numpy(k):
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((513, 37)).astype(np.float32)
+    centroids = rng.standard_normal((k, 37)).astype(np.float32)
+    assert np.allclose(similarities(x, centroids), x @ centroids.T, atol=1e-4)
+    idx = np.array([512, 0, 7, 7])
+    assert np.allclose(similarities_of(x, idx, centroids), x[idx] @ centroids.T, atol=1e-4)
+    labels = rng.integers(0, k, len(x))
+    sums, squares = sums_and_squares(x, labels, k)
+    assert np.allclose(sums, [x[labels == j].sum(axis=0) for j in range(k)], atol=1e-4)
+    assert np.allclose(squares, (x.astype(np.float64) ** 2).sum(axis=1))
+
+
 def test_moved_sums_is_the_change_of_the_cluster_sums():
     x, _ = blobs([40, 30, 30], seed=6)
     rng = np.random.default_rng(0)
@@ -76,9 +91,9 @@ def test_moved_sums_is_the_change_of_the_cluster_sums():
     moved = rng.choice(len(x), 25, replace=False)
     new[moved] = (old[moved] + rng.integers(1, 3, 25)) % 3
     expected = cluster_sums(x, new, 3) - cluster_sums(x, old, 3)
-    assert np.allclose(moved_sums(x[moved], old[moved], new[moved], 3), expected, atol=1e-5)
+    assert np.allclose(moved_sums(x, moved, old[moved], new[moved], 3), expected, atol=1e-5)
     sparse = sp.csr_matrix(x)
-    assert np.allclose(moved_sums(sparse[moved], old[moved], new[moved], 3), expected, atol=1e-5)
+    assert np.allclose(moved_sums(sparse, moved, old[moved], new[moved], 3), expected, atol=1e-5)
 
 
 def test_every_iteration_is_the_exact_balanced_assignment():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from clustering.transport import balanced_assignment, balanced_assignment_within, cluster_sizes
+from clustering.transport import _order_pair, balanced_assignment, balanced_assignment_within, cluster_sizes
 
 
 def exact_optimum(cost: np.ndarray) -> float:
@@ -120,3 +120,29 @@ def test_bounded_costs_give_up_when_the_error_hides_every_boundary():
     cost = rng.random((1000, 4))
     _, prices = balanced_assignment(cost)
     assert balanced_assignment_within(cost, prices, np.ones(4), lambda idx: cost[idx]) is None
+
+
+def test_large_tied_problems_are_solved_exactly():
+    # Few distinct costs: coordinate ascent stalls on the ties and SSP moves many points; the returned
+    # prices certify optimality (every point on a cheapest cluster of C - prices, sizes equal).
+    rng = np.random.default_rng(21)
+    n, k = 60_000, 6
+    cost = np.round(rng.random((n, k)) * 3)
+    labels, prices = balanced_assignment(cost)
+    assert np.bincount(labels, minlength=k).tolist() == [n // k] * k
+    reduced = cost - prices
+    assert (reduced[np.arange(n), labels] <= reduced.min(axis=1) + 1e-9).all()
+
+
+@pytest.mark.parametrize("case", range(200))
+def test_order_pair_gives_the_two_middle_order_statistics(case):
+    rng = np.random.default_rng(case)
+    n = int(rng.integers(2, 3000))
+    values = rng.standard_normal(n) ** int(rng.integers(1, 4))
+    if case % 3 == 0:
+        values = np.round(values * 2)  # ties
+    if case % 7 == 0:
+        values[: n // 2] = 1e6  # one far cluster of values: most bins empty
+    t = int(rng.integers(1, n))
+    ordered = np.sort(values)
+    assert _order_pair(values, t) == (ordered[t - 1], ordered[t])
