@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -10,8 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from dataset.records import load_records
-from training.dskd.cli import main
+from run_config.cli import config_from_args
+from training.dskd.cli import build_parser, main
+from training.dskd.config import DSKDConfig
 from training.dskd.relations import Relations
+from training.dskd.trainer import is_up_to_date
 
 WORDS = ("good", "bad", "large", "small")
 N_EXAMPLES = 4
@@ -34,18 +38,33 @@ def records_file(wordnet_lexicon: Path, tmp_path_factory: pytest.TempPathFactory
     return path
 
 
-@pytest.fixture(scope="module")
-def run_dir(smollm2_dir: Path, records_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("dskd")
-    argv = ["--teacher-model", str(smollm2_dir), "--data-path-train", str(records_file),
+def run_argv(smollm2_dir: Path, records_file: Path, out: Path) -> list[str]:
+    return ["--teacher-model", str(smollm2_dir), "--data-path-train", str(records_file),
             "--data-path-valid", str(records_file), "--output-dir", str(out), "--student-layers", "4",
             "--trainable-layers", "2", "--max-steps", str(STEPS), "--per-device-train-batch-size", str(N_EXAMPLES),
             "--learning-rate", "1e-3", "--warmup-rate", "0", "--logging-steps", "1", "--cutoff-len", "64",
             "--sense-k", "3", "--sense-batch-size", "8", "--gamma", "50", "--beta-n", "5", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(smollm2_dir: Path, records_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("dskd")
+    argv = run_argv(smollm2_dir, records_file, out)
     assert main(argv) == 0
     assert main(argv) == 0  # rerun: up to date, skipped
     return out
+
+
+def test_a_changed_data_file_makes_the_run_stale(run_dir: Path, smollm2_dir: Path, records_file: Path) -> None:
+    cfg = config_from_args(build_parser().parse_args(run_argv(smollm2_dir, records_file, run_dir)), DSKDConfig)
+    assert is_up_to_date(cfg)
+    before = records_file.stat()
+    os.utime(records_file, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))  # rewritten since the run
+    try:
+        assert not is_up_to_date(cfg)
+    finally:
+        os.utime(records_file, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def test_every_loss_term_is_computed_and_falls(run_dir: Path) -> None:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.runtime import atomic_open, is_finished, write_json, write_manifest
+from run_config.runtime import atomic_open, fingerprint, is_finished, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_example, pad_batch
 from run_config.assets import resolve_asset
 from training.dskd.config import DSKDConfig, input_path
@@ -180,9 +180,15 @@ def save_student(out_dir: Path, student: Any, tokenizer: Any, projection: torch.
     tmp.rename(out_dir)
 
 
+def input_fingerprint(cfg: DSKDConfig) -> list[list]:
+    """The models and data files a run depends on (rerun when one changes)."""
+    names = [cfg.teacher_model, cfg.student_model, cfg.data_path_train, cfg.data_path_valid, *(cfg.sense_corpus or [])]
+    return fingerprint([resolve_asset(name) if name else None for name in names])
+
+
 def is_up_to_date(cfg: DSKDConfig) -> bool:
-    """True when `output_dir` holds a finished run of this exact config."""
-    return is_finished(cfg.output_dir, cfg, marker=f"{STUDENT_DIR}/config.json")
+    """True when `output_dir` holds a finished run of this exact config and these inputs."""
+    return is_finished(cfg.output_dir, cfg, lambda: input_fingerprint(cfg), marker=f"{STUDENT_DIR}/config.json")
 
 
 def prepare_senses(cfg: DSKDConfig, teacher: Any, tokenizer: Any, teacher_name: str,
@@ -225,5 +231,5 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
                             "examples": len(valid_examples), "dropped": valid_dropped}
     save_student(out / STUDENT_DIR, student, tokenizer, projection)
     write_json(out / METRICS_FILE, metrics)
-    write_manifest(out, "train-dskd", cfg, metrics=metrics)
+    write_manifest(out, "train-dskd", cfg, inputs=input_fingerprint(cfg), metrics=metrics)
     return metrics
