@@ -139,15 +139,16 @@ def sums_and_squares(x: Matrix, labels: np.ndarray, k: int) -> tuple[np.ndarray,
     """Return the (k, d) float64 sums of the rows of each cluster and every row's squared norm (one pass)."""
     if not sp.issparse(x):
         return _dense_sums(_dense(x), labels, k)
-    onehot = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
-                           shape=(k, len(labels)))
-    squares = np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel()
-    return np.asarray((onehot @ x).toarray(), dtype=np.float64), squares
+    return cluster_sums(x, labels, k), np.asarray(x.multiply(x).sum(axis=1), dtype=np.float64).ravel()
 
 
 def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
-    """Return the (k, d) float64 sums of the rows of each cluster."""
-    return sums_and_squares(x, labels, k)[0]
+    """Return the (k, d) float64 sums of the rows of each cluster (sparse: one one-hot product, no copy of x)."""
+    if not sp.issparse(x):
+        return _dense_sums(_dense(x), labels, k)[0]
+    onehot = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
+                           shape=(k, len(labels)))
+    return np.asarray((onehot @ x).toarray(), dtype=np.float64)
 
 
 def moved_sums(x: Matrix, idx: np.ndarray, old: np.ndarray, new: np.ndarray, k: int) -> np.ndarray:
@@ -257,6 +258,8 @@ def spherical_kmeans(x: Matrix, k: int, *, balanced: bool = True, seed: int = 42
     n = x.shape[0]
     if k < 1 or n < k:
         raise ValueError(f"cannot make {k} clusters from {n} rows")
+    if not sp.issparse(x):
+        x = _dense(x)  # once, not in every product of every iteration (a no-op for float32 input)
     rngs = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(1 if init is not None else n_init)]
     best: KMeansResult | None = None
     for rng in rngs:

@@ -68,6 +68,12 @@ def cluster_sizes(n: int, k: int) -> tuple[int, int]:
 
 
 @njit(cache=True, nogil=True)
+def _targets(floor: int, extra: int, k: int) -> np.ndarray:
+    """Sizes to aim for before SSP decides which clusters get the extra slots: the first `extra` clusters."""
+    return floor + (np.arange(k) < extra)
+
+
+@njit(cache=True, nogil=True)
 def _nearest(cost: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row of cost (n, k): the argmin of C - prices (first on ties) and the gap to the second smallest.
 
@@ -91,10 +97,8 @@ def _nearest(cost: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 @njit(cache=True, nogil=True)
 def _excess(labels: np.ndarray, targets: np.ndarray) -> int:
-    counts = np.zeros(len(targets), dtype=np.int64)
-    for j in labels:
-        counts[j] += 1
-    return int(np.abs(counts - targets).sum())
+    """How many points sit in clusters beyond their targets, plus how many are missing from the others."""
+    return int(np.abs(np.bincount(labels, minlength=len(targets)) - targets).sum())
 
 
 @njit(cache=True, nogil=True)
@@ -336,13 +340,10 @@ def _solve(cost: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int,
            extra: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact assignment of the rows of `cost` when `fixed[j]` points outside it already sit in cluster j."""
     n, k = cost.shape
-    targets = np.maximum(floor + (np.arange(k) < extra) - fixed, 0)  # the extra slots on the first clusters
+    targets = np.maximum(_targets(floor, extra, k) - fixed, 0)
     enough = max(_WARM_EXCESS, n // 500)
     prices, labels, _ = _warm_prices(cost, prices, targets, enough, _WARM_ROUNDS)
-    counts = np.zeros(k, dtype=np.int64)
-    for j in labels:
-        counts[j] += 1
-    return labels, _augment(cost, labels, prices, counts + fixed - floor, extra)
+    return labels, _augment(cost, labels, prices, np.bincount(labels, minlength=k) + fixed - floor, extra)
 
 
 def _as_cost(cost: np.ndarray) -> np.ndarray:
@@ -366,13 +367,13 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     cost = _as_cost(cost)
     floor, extra = cluster_sizes(n, k)
     no_fixed = np.zeros(k, dtype=np.int64)
-    targets = floor + (np.arange(k) < extra)
+    targets = _targets(floor, extra, k)
     enough = n // _NEAR_SHARE
     w, labels, margin = _warm_prices(cost, w, targets, enough, 0)
-    if np.abs(np.bincount(labels, minlength=k) - targets).sum() > enough:
+    if _excess(labels, targets) > enough:
         if n >= 2 * _PRESAMPLE:  # far off: first balance an evenly spaced sample (cheap rounds)
             sample = np.ascontiguousarray(cost[::n // _PRESAMPLE])
-            sample_targets = len(sample) // k + (np.arange(k) < len(sample) % k)
+            sample_targets = _targets(*cluster_sizes(len(sample), k), k)
             w = _warm_prices(sample, w, sample_targets, len(sample) // _NEAR_SHARE, _WARM_ROUNDS)[0]
         w, labels, margin = _warm_prices(cost, w, targets, enough, _WARM_ROUNDS)
     if _is_optimal(np.bincount(labels, minlength=k), w, floor, extra):
