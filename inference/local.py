@@ -3,6 +3,8 @@
 Prompts are tokenised exactly as in training (BOS in the text, no added special tokens), sorted by
 length, left-padded per batch and never truncated (bug 32). Each sample's log-likelihood is the
 mean log-probability of its tokens under the raw logits up to and including EOS, pads excluded (bug 33).
+Each (item, sample) is one row with its own seed (inference.seeded_sampling), so a sample does not depend
+on the batch size, the batch order or which samples a resumed run still has to make.
 """
 from __future__ import annotations
 
@@ -119,32 +121,32 @@ class LocalBackend:
                 yield from self._generate(group, sampling)
 
     def _generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
+        """One row per (request, pending sample); sampled rows draw with their own seed (inference.seeded_sampling)."""
         from transformers import GenerationConfig
+
+        from inference.seeded_sampling import seeded_processors
 
         lengths = self.count_tokens([r.prompt for r in requests])
         order = sorted(range(len(requests)), key=lambda i: (-lengths[i], requests[i].item_id))
-        n = max(max(r.sample_indices) + 1 for r in requests)
         config = GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens, num_return_sequences=n, do_sample=not sampling.greedy,
-            repetition_penalty=sampling.repetition_penalty, pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=sorted(self.eos_ids) or None, output_logits=True, return_dict_in_generate=True,
-            **({} if sampling.greedy else {"temperature": sampling.temperature, "top_k": sampling.top_k or 0,
-                                           "top_p": sampling.top_p if sampling.top_p is not None else 1.0}))
+            max_new_tokens=sampling.max_new_tokens, do_sample=False, repetition_penalty=sampling.repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids) or None, output_logits=True,
+            return_dict_in_generate=True)
         run = self.model.generate if self.moe is None else self.moe.generate  # the MoE resets its routing state
         for start in range(0, len(order), self.batch_size):
             batch = [requests[i] for i in order[start:start + self.batch_size]]
-            torch.manual_seed(derived_seed(sampling.seed, *(r.item_id for r in batch)))
-            enc = self.tokenizer([r.prompt for r in batch], add_special_tokens=False, padding=True,
+            rows = [(r, idx) for r in batch for idx in r.sample_indices]
+            processors = None if sampling.greedy else seeded_processors(
+                sampling, [derived_seed(sampling.seed, r.item_id, idx) for r, idx in rows])
+            enc = self.tokenizer([r.prompt for r, _ in rows], add_special_tokens=False, padding=True,
                                  return_tensors="pt").to(self.device)
             began = time.monotonic()
             with torch.inference_mode():
-                out = run(**enc, generation_config=config)
+                out = run(**enc, generation_config=config, logits_processor=processors)
             new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
             means, _ = sample_logprobs(out.logits, new, self.eos_ids)
             texts = self.tokenizer.batch_decode([_cut_at_eos(row.tolist(), self.eos_ids) for row in new],
                                                 skip_special_tokens=True)
             latency = (time.monotonic() - began) / len(batch)
-            for b, request in enumerate(batch):
-                for idx in request.sample_indices:
-                    row = b * n + idx
-                    yield Generation(request.item_id, idx, texts[row], latency, logprob=round(means[row], 6))
+            for (request, idx), text, mean in zip(rows, texts, means):
+                yield Generation(request.item_id, idx, text, latency, logprob=round(mean, 6))

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import math
+import random
 
 import pytest
 import torch
 
 from inference.backend import Request, Sampling
-from inference.local import sample_logprobs
+from inference.local import LocalBackend, _cut_at_eos, sample_logprobs
 from inference.tasks import build_items, item_prompt, parse_answer
 from training.data import encode_example
 
@@ -42,6 +44,41 @@ def test_sampling_is_seeded(smol_backend, urban_records):
     first = run(7)
     assert len(first) == 6 and first == run(7)
     assert first != run(8)
+
+
+def texts_by_sample(backend, requests, sampling):
+    return {(g.item_id, g.sample_idx): g.text for g in backend.generate(requests, sampling)}
+
+
+def test_samples_do_not_depend_on_batching_order_or_what_is_pending(smol_backend, urban_records):
+    """Each (item, sample) draws with its own seed: batch size 1, 4, 16, a shuffled order and a resumed
+    run's leftovers all give the same text for it."""
+    _, requests = make_requests(smol_backend, urban_records[:10], samples=(0, 1))
+    sampling = Sampling(seed=5, max_new_tokens=6)
+    sized = lambda n: LocalBackend(smol_backend.model, smol_backend.tokenizer, name="smol", batch_size=n)
+    reference = texts_by_sample(sized(16), requests, sampling)  # one batch of 20 rows
+    assert len(reference) == 20 and len(set(reference.values())) > 15  # really sampled, samples differ
+    assert texts_by_sample(sized(1), requests, sampling) == reference
+    shuffled = random.Random(0).sample(requests, len(requests))
+    assert texts_by_sample(sized(4), shuffled, sampling) == reference
+    # a killed run resumed: some items need sample 1 only, some sample 0 only, the rest are done
+    leftovers = [dataclasses.replace(r, sample_indices=((1,), (0,))[i % 2]) for i, r in enumerate(requests[:7])]
+    resumed = texts_by_sample(sized(4), leftovers, sampling)
+    assert len(resumed) == 7 and resumed == {k: reference[k] for k in resumed}
+    other = texts_by_sample(sized(16), requests[:4], dataclasses.replace(sampling, seed=6))
+    assert sum(other[k] != reference[k] for k in other) >= 6
+
+
+def test_greedy_is_plain_hf_greedy(smol_backend, urban_records):
+    _, requests = make_requests(smol_backend, urban_records[5:7])
+    texts = texts_by_sample(smol_backend, requests, Sampling(greedy=True, max_new_tokens=10))
+    tok = smol_backend.tokenizer
+    for request in requests:
+        enc = tok(request.prompt, add_special_tokens=False, return_tensors="pt")
+        ids = smol_backend.model.generate(**enc, do_sample=False, max_new_tokens=10, repetition_penalty=1.05,
+                                          pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
+        expected = tok.decode(_cut_at_eos(ids.tolist(), smol_backend.eos_ids), skip_special_tokens=True)
+        assert texts[(request.item_id, 0)] == expected
 
 
 def test_inference_prompt_is_the_training_prefix(smol_backend, urban_records):
@@ -94,6 +131,18 @@ def test_moe_inputs_are_grouped_by_domain(smol_backend, urban_records):
     assert by_domain == sorted(by_domain)
 
 
+def test_domain_grouping_does_not_change_samples(smol_backend, urban_records):
+    """A domain-routed MoE regroups inputs per domain; each sample keeps its own draws."""
+    router = DomainRouter(smol_backend.model, smol_backend.tokenizer)
+    routed = LocalBackend(router.model, router.tokenizer, name="moe", batch_size=4, moe=router)
+    mixed = [r for r in urban_records if len(r.term) % 2][:3] + [r for r in urban_records if not len(r.term) % 2][:3]
+    _, requests = make_requests(routed, mixed, samples=(0, 1))
+    sampling = Sampling(seed=9, max_new_tokens=6)
+    assert router.entered == [] and texts_by_sample(routed, requests, sampling) == texts_by_sample(
+        smol_backend, requests, sampling)
+    assert router.entered == [0, 1]
+
+
 def test_routed_moe_interface():
     moe_routing = pytest.importorskip("training.moe_routing")
     params = inspect.signature(moe_routing.load_routed_moe).parameters
@@ -136,6 +185,18 @@ def test_token_policy_moe_routes_every_token_by_its_router(token_router_moe, wor
     assert len(out) == 6 and picked
     prefill = picked[0]  # the prompts' tokens, one row per token
     assert prefill.shape[1] == 1 and prefill.shape[0] > 6 and len(prefill.unique()) > 1
+
+
+def test_token_routed_moe_samples_do_not_depend_on_batching(token_router_moe, wordnet_lexicon):
+    from dataset.records import load_records
+
+    one = LocalBackend.from_path(str(token_router_moe), device="cpu", batch_size=1)
+    four = LocalBackend(one.model, one.tokenizer, name="moe", batch_size=4, moe=one.moe)
+    _, requests = make_requests(one, load_records(wordnet_lexicon / "test.jsonl")[:5], samples=(0, 1, 2))
+    sampling = Sampling(seed=2, max_new_tokens=6)
+    reference = texts_by_sample(one, requests, sampling)
+    assert len(reference) == 15 and len(set(reference.values())) > 10
+    assert texts_by_sample(four, requests[::-1], sampling) == reference
 
 
 @pytest.mark.gpu
