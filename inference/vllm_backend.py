@@ -30,7 +30,11 @@ def import_vllm() -> Any:
 
 
 class VllmBackend:
-    """Offline `vllm.LLM` generation from token ids (tokenised exactly as in training)."""
+    """Offline `vllm.LLM` generation from token ids (tokenised exactly as in training).
+
+    Each (item, sample) is its own request seeded by (seed, item id, sample index), so a sample does not
+    depend on the batch or on which samples a resumed run still has; vLLM's prefix cache shares the prompt.
+    """
 
     def __init__(self, model_path: str, *, domain_exports: Sequence[str] = (), dtype: str = "auto",
                  gpu_memory_utilization: float = 0.9, tensor_parallel_size: int = 1, seed: int = 42) -> None:
@@ -62,27 +66,26 @@ class VllmBackend:
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
-    def _params(self, sampling: Sampling, n: int, seed: int) -> Any:
+    def _params(self, sampling: Sampling, seed: int) -> Any:
         knobs = ({"temperature": 0.0} if sampling.greedy else
                  {"temperature": sampling.temperature, "top_k": sampling.top_k or -1,
                   "top_p": sampling.top_p if sampling.top_p is not None else 1.0})
-        return self.vllm.SamplingParams(n=n, max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
+        return self.vllm.SamplingParams(n=1, max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0,
                                         repetition_penalty=sampling.repetition_penalty, **knobs)
 
     def _run_engine(self, path: str, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
         engine = self.vllm.LLM(model=path, **self.engine_args)
         try:
             ids = self.tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
-            n = max(max(r.sample_indices) + 1 for r in requests)
-            params = [self._params(sampling, n, derived_seed(sampling.seed, r.item_id)) for r in requests]
+            jobs = [(r, idx, p) for r, p in zip(requests, ids) for idx in r.sample_indices]
+            params = [self._params(sampling, derived_seed(sampling.seed, r.item_id, idx)) for r, idx, _ in jobs]
             began = time.monotonic()
-            outputs = engine.generate([{"prompt_token_ids": p} for p in ids], params, use_tqdm=False)
+            outputs = engine.generate([{"prompt_token_ids": p} for _, _, p in jobs], params, use_tqdm=False)
             latency = (time.monotonic() - began) / max(len(requests), 1)
-            for request, output in zip(requests, outputs):
-                for idx in request.sample_indices:
-                    sample = output.outputs[idx]
-                    mean = sample.cumulative_logprob / max(len(sample.token_ids), 1)
-                    yield Generation(request.item_id, idx, sample.text, latency, logprob=round(mean, 6))
+            for (request, idx, _), output in zip(jobs, outputs, strict=True):
+                sample = output.outputs[0]
+                mean = sample.cumulative_logprob / max(len(sample.token_ids), 1)
+                yield Generation(request.item_id, idx, sample.text, latency, logprob=round(mean, 6))
         finally:
             del engine
             gc.collect()
