@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import random
+import shutil
 
 import pytest
 
@@ -111,3 +113,38 @@ def test_samples_of_a_changed_model_are_stale(tmp_path):
     assert not inputs_changed(cfg, tmp_path / "out")
     (model / "manifest.json").write_text("{}")  # the model folder was retrained in place
     assert inputs_changed(cfg, tmp_path / "out")
+
+
+def test_seeded_samples_survive_batch_size_order_and_a_killed_run(monkeypatch, smol_backend, smollm2_dir,
+                                                                   urban_records, tmp_path):
+    """Same seed: the same samples with batch size 8 or 1, a shuffled input file, or a run killed mid-way."""
+    from inference.local import LocalBackend
+
+    monkeypatch.setattr(infer, "build_backend", lambda cfg: LocalBackend(
+        smol_backend.model, smol_backend.tokenizer, name=cfg.model, batch_size=cfg.batch_size))
+    records = urban_records[:6]
+    ordered, shuffled = tmp_path / "test.jsonl", tmp_path / "shuffled.jsonl"
+    ordered.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
+    shuffled.write_text("".join(r.to_json() + "\n" for r in random.Random(1).sample(records, 6)), encoding="utf-8")
+
+    def run(rows, out, batch_size):
+        assert infer.main(["--model", str(smollm2_dir), "--input", str(rows), "--output-dir", str(out),
+                           "--max-new-tokens", "6", "--n-samples", "3", "--seed", "11",
+                           "--batch-size", str(batch_size)]) == 0
+        return {(r["id"], r["sample_idx"]): r["prediction"] for r in read_rows(out / "samples.jsonl")[0]}
+
+    full = run(ordered, tmp_path / "full", 8)
+    assert len(full) == 18 and len(set(full.values())) > 12
+    assert run(shuffled, tmp_path / "shuffled", 1) == full
+    killed = tmp_path / "killed"
+    shutil.copytree(tmp_path / "full", killed)
+    lines = (killed / "samples.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = lines[::3]
+    (killed / "samples.jsonl").write_text("".join(kept) + lines[1][:25], encoding="utf-8")  # cut mid-line
+    for name in ("predictions.jsonl", "summary.json", "manifest.json"):
+        (killed / name).unlink()
+    assert run(ordered, killed, 4) == full
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["resumed_samples"] == len(kept) and summary["pending_samples"] == 18 - len(kept)
+    predictions = lambda out: [(p["id"], p["prediction"]) for p in read_rows(out / "predictions.jsonl")[0]]
+    assert predictions(killed) == predictions(tmp_path / "full")
