@@ -6,9 +6,12 @@ import json
 import pytest
 import torch
 
+from dataset.records import load_records
+from inference.backend import Sampling
 from inference.best_of_n import select_sample
+from inference.local import LocalBackend
 from training.reward import main
-from training.reward_model import RewardScorer, bradley_terry_loss
+from training.reward_model import RewardScorer, bradley_terry_loss, mine_negatives
 
 torch.set_num_threads(1)  # shared 2-core machine: concurrent OpenMP pools thrash
 
@@ -53,3 +56,14 @@ def test_rerun_is_skipped_and_the_checkpoint_selects(trained, capsys):
     scores = scorer.score([(pair["term"], pair["context"], r["prediction"]) for r in rows])
     best = select_sample(rows, "orm", reward=lambda t, c, cands: scorer.score([(t, c, x) for x in cands]))
     assert best["sample_idx"] == max(range(2), key=scores.__getitem__)
+
+
+def test_mined_negatives_do_not_depend_on_the_generate_batch_size(smollm2_dir, wordnet_lexicon):
+    """generate_batch_size is not a mining key: the same seed mines the same negatives at any batch size."""
+    records = load_records(wordnet_lexicon / "train.jsonl")[:5]
+    one = LocalBackend.from_path(str(smollm2_dir), device="cpu", batch_size=1)
+    five = LocalBackend(one.model, one.tokenizer, name="smol", batch_size=5)
+    sampling = Sampling(seed=4, max_new_tokens=8)
+    mined = [sorted((p.id, p.rejected) for p in mine_negatives(backend, records, sampling, 3, 2))
+             for backend in (one, five)]
+    assert len(mined[0]) >= 6 and mined[0] == mined[1]
