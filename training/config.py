@@ -18,7 +18,12 @@ class TrainConfig(StageConfig):
     tokenizer_name_or_path: str | None = Field(None, description="tokenizer (default: the model's)")
     train_file: str | None = Field(None, description="preprocessed train JSONL (not needed with --experts)")
     valid_file: str | None = Field(None, description="preprocessed valid JSONL: validation loss and BLEU, "
-                                                     "early stopping (never the test split)")
+                                                     "early stopping, best checkpoint (test-split records are refused)")
+    allow_test_as_valid: bool = Field(False, description="let valid_file hold test-split records (model "
+                                      "selection on test; the summary carries a warning)")
+    valid_holdout: float | None = Field(None, gt=0, lt=1, description="validate on this seeded share of the "
+                                        "train rows (whole terms, held out of training) instead of valid_file; "
+                                        "experts of clusters without valid rows use 0.1 when unset")
     output_dir: str = Field(description="output folder (HF model + tokenizer, logs, manifest)")
     run_name: str | None = Field(None, description="run name for logs and wandb (default: output folder name)")
     seed: int = Field(42, description="seed of model init, shuffling and validation sampling (paper: 21, 42, 84)")

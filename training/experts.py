@@ -12,6 +12,7 @@ from run_config.errors import DataError
 from training.config import TrainConfig
 
 CLUSTER_DIR = re.compile(r"cluster-(\d+)$")
+HOLDOUT_FRACTION = 0.1  # share of an expert's train rows held out when its cluster has no valid rows
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,24 @@ def discover_clusters(experts_dir: str | Path) -> list[Cluster]:
     return clusters
 
 
+def has_rows(path: Path) -> bool:
+    """True when the JSONL file holds at least one non-blank line."""
+    with open(path, encoding="utf-8") as f:
+        return any(line.strip() for line in f)
+
+
 def expert_config(cfg: TrainConfig, cluster: Cluster) -> TrainConfig:
-    """The run config of one expert: the cluster's splits, OUT/expert-{k}, a run name per expert."""
+    """The run config of one expert: the cluster's splits, OUT/expert-{k}, a run name per expert.
+
+    Routing valid rows by centroid is not balanced, so a cluster may get none: its expert then validates
+    on a seeded hold-out of its own train rows (valid_holdout, HOLDOUT_FRACTION unless set)."""
     name = f"expert-{cluster.index}"
     run_name = f"{cfg.run_name}-{name}" if cfg.run_name else name
-    return cfg.model_copy(update={"train_file": str(cluster.train_file), "valid_file": str(cluster.valid_file),
-                                  "output_dir": str(Path(cfg.output_dir) / name), "run_name": run_name})
+    update: dict[str, Any] = {"train_file": str(cluster.train_file), "valid_file": str(cluster.valid_file),
+                              "output_dir": str(Path(cfg.output_dir) / name), "run_name": run_name}
+    if cfg.do_validation and cfg.valid_holdout is None and not has_rows(cluster.valid_file):
+        update.update(valid_file=None, valid_holdout=HOLDOUT_FRACTION)
+    return cfg.model_copy(update=update)
 
 
 def train_experts(cfg: TrainConfig, experts_dir: str | Path, train_one: Callable[[TrainConfig], Any],
@@ -72,8 +85,9 @@ def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: st
         argv = ["deepspeed", "--num_gpus", str(num_gpus), "training/train.py"]
         if config_path:
             argv += ["--config", config_path]
-        argv += ["--train-file", sub.train_file, "--valid-file", sub.valid_file, "--output-dir", sub.output_dir,
-                 "--run-name", sub.run_name]
+        argv += ["--train-file", sub.train_file]
+        argv += ["--valid-file", sub.valid_file] if sub.valid_file else ["--valid-holdout", str(sub.valid_holdout)]
+        argv += ["--output-dir", sub.output_dir, "--run-name", sub.run_name]
         if cfg.deepspeed:
             argv += ["--deepspeed", cfg.deepspeed]
         cmds.append(shlex.join(argv))

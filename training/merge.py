@@ -22,7 +22,7 @@ from run_config.runtime import is_finished, write_json, write_manifest
 from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
                                  open_dense, plan_merge)
 from training.moe_config import MergeConfig
-from training.router_init import mean_router_inputs, random_router, read_pairs, router_from_means
+from training.router_init import centroid_groups, mean_router_inputs, random_router, read_pairs, router_from_means
 from training.safetensors_stream import ShardedWriter
 from training.staging import staged_dir
 
@@ -68,16 +68,8 @@ def _router_prompts(cfg: MergeConfig) -> list[list[tuple[str, str]]]:
     from clustering.assign import load_assigner
 
     pool = [pair for p in cfg.router_prompt_files for pair in read_pairs(p, cfg.router_prompt_samples)]
-    clusters = load_assigner(cfg.cluster_dir).assign(pool)
     to_expert = cfg.cluster_to_expert or list(range(len(cfg.experts)))
-    groups: list[list[tuple[str, str]]] = [[] for _ in cfg.experts]
-    for pair, c in zip(pool, clusters.tolist(), strict=True):
-        groups[to_expert[c]].append(pair)
-    for e, g in enumerate(groups):
-        if not g:
-            raise DataError(cfg.router_prompt_files[0], None, None,
-                            f"no router prompt is nearest to the centroid of expert {e}; give more prompts")
-    return groups
+    return centroid_groups(pool, load_assigner(cfg.cluster_dir), to_expert, len(cfg.experts))
 
 
 def build_routers(cfg: MergeConfig, ref: DenseCheckpoint) -> torch.Tensor:

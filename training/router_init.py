@@ -1,10 +1,13 @@
-"""Initial router weights: random, or the mean hidden state that each expert's prompts reach at every layer."""
+"""Initial router weights: random, or the mean hidden state that each expert's prompts (given per expert,
+or grouped by cluster centroid) reach at every layer."""
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 from dataset.records import read_records
@@ -29,6 +32,34 @@ def read_pairs(path: str | Path, limit: int) -> list[tuple[str, str]]:
     if not pairs:
         raise DataError(str(path), None, None, "no records for the router init")
     return pairs
+
+
+def centroid_groups(pairs: Sequence[tuple[str, str]], assigner: Any, to_expert: Sequence[int],
+                    num_experts: int) -> list[list[tuple[str, str]]]:
+    """(term, context) pairs per expert by nearest cluster centroid (`assigner`: clustering.assign).
+
+    Routing by centroid is not balanced, so an expert may be nearest to no pair: it then gets the
+    len(pairs) // num_experts pairs most similar to its centroid (the whole pool for partitions without
+    similarities: random, none), and a warning says so.
+    """
+    groups: list[list[tuple[str, str]]] = [[] for _ in range(num_experts)]
+    for pair, c in zip(pairs, assigner.assign(list(pairs)).tolist(), strict=True):
+        groups[to_expert[c]].append(pair)
+    empty = [e for e, g in enumerate(groups) if not g]
+    if not empty:
+        return groups
+    log.warning("no router prompt is nearest to the centroid of expert(s) %s: using the prompts most similar "
+                "to it", ", ".join(map(str, empty)))
+    ranked = assigner.spec.kind not in ("random", "none")
+    scores = assigner.scores(list(pairs)) if ranked else None
+    size = max(1, len(pairs) // num_experts)
+    for e in empty:
+        if scores is None:
+            groups[e] = list(pairs)
+            continue
+        column = scores[:, list(to_expert).index(e)]
+        groups[e] = [pairs[i] for i in np.argsort(-column, kind="stable")[:size]]
+    return groups
 
 
 @torch.no_grad()

@@ -27,7 +27,7 @@ from training.config import TrainConfig
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
 from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
 from training.model import DTYPES, export_merged, load_model, load_tokenizer
-from training.validation import bleu_scores, generate_definitions, sample_records, shard
+from training.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
@@ -109,6 +109,43 @@ def read_split(path: str | None, name: str) -> list[Record]:
     if not records:
         raise DataError(path, None, None, f"no records in the {name} split")
     return records
+
+
+def check_valid_split(cfg: TrainConfig, records: list[Record]) -> list[str]:
+    """Refuse test-split records in valid_file (it selects the model) unless allow_test_as_valid; return
+    the warnings for the summary."""
+    n = sum(r.split == "test" for r in records)
+    if not n:
+        return []
+    what = f"{cfg.valid_file}: {n} of {len(records)} records are of the test split"
+    if not cfg.allow_test_as_valid:
+        raise ConfigError(f"{what}; valid_file selects the model (early stopping, best checkpoint), so give "
+                          "the valid split (or set allow_test_as_valid true)")
+    log.warning("%s: validating on test (allow_test_as_valid)", what)
+    return [f"{what}: model selected on test (allow_test_as_valid)"]
+
+
+def training_records(cfg: TrainConfig) -> tuple[list[Record], list[Record], dict[str, Any]]:
+    """Train and valid records, before any model is loaded: valid_file (checked for test rows), or the
+    seeded hold-out of the train rows when valid_holdout is set. Returns (train, valid, what was done)."""
+    train_records = read_split(cfg.train_file, "train")[:cfg.max_train_samples]
+    info: dict[str, Any] = {"valid_holdout": None, "warnings": []}
+    if not cfg.do_validation:
+        return train_records, [], info
+    if cfg.valid_holdout is None:
+        valid_records = read_split(cfg.valid_file, "valid")
+        info["warnings"] = check_valid_split(cfg, valid_records)
+        return train_records, valid_records, info
+    try:
+        train_records, valid_records = hold_out_terms(train_records, cfg.valid_holdout, cfg.seed)
+    except ValueError as e:
+        raise DataError(str(cfg.train_file), None, "term", f"valid_holdout: {e}") from None
+    info["valid_holdout"] = {"from": cfg.train_file, "fraction": cfg.valid_holdout, "seed": cfg.seed,
+                             "rows": len(valid_records), "terms": len({r.term for r in valid_records}),
+                             "train_rows_left": len(train_records)}
+    log.info("validating on a hold-out of %s: %d rows of %d terms", cfg.train_file, len(valid_records),
+             info["valid_holdout"]["terms"])
+    return train_records, valid_records, info
 
 
 def _log_encoding(name: str, enc: EncodedSet, cutoff: int) -> None:
@@ -252,13 +289,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             log.info("no launcher: DeepSpeed runs as a 1-process world (use `deepspeed --num_gpus N` for more)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
 
+    train_records, valid_records, valid_info = training_records(cfg)
     tokenizer = load_tokenizer(cfg)
-    train_records = read_split(cfg.train_file, "train")[:cfg.max_train_samples]
     train_set = encode_records(tokenizer, train_records, cfg.cutoff_len, cfg.train_on_prompt)
     _log_encoding("train", train_set, cfg.cutoff_len)
     if not train_set.examples:
         raise DataError(str(cfg.train_file), None, None, f"every prompt is longer than cutoff_len {cfg.cutoff_len}")
-    valid_records: list[Record] = read_split(cfg.valid_file, "valid") if cfg.do_validation else []
     valid_set = encode_records(tokenizer, valid_records, cfg.cutoff_len, cfg.train_on_prompt)
     if cfg.do_validation:
         _log_encoding("valid", valid_set, cfg.cutoff_len)
@@ -296,7 +332,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                "best_checkpoint": trainer.state.best_model_checkpoint,
                "losses": [h["loss"] for h in history if "loss" in h],
                "valid_bleu": [h["eval_bleu"] for h in history if "eval_bleu" in h],
-               "learning_rate": _lr_curve(history), "resumed_from": resume}
+               "learning_rate": _lr_curve(history), "resumed_from": resume, **valid_info}
     if trainer.is_world_process_zero():
         write_json(out / SUMMARY_FILE, summary)
         if not cfg.keep_checkpoints:

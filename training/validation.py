@@ -1,7 +1,9 @@
-"""Validation BLEU by generation: greedy definitions for a seeded sample of the valid split."""
+"""Validation BLEU by generation: greedy definitions for a seeded sample of the valid split (or of a
+seeded hold-out of the train rows)."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +21,23 @@ def sample_records(records: Sequence[Record], n: int | None, seed: int) -> list[
         return list(records)
     keep = sorted(random.Random(seed).sample(range(len(records)), n))
     return [records[i] for i in keep]
+
+
+def hold_out_terms(records: Sequence[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """Split records by whole terms: seeded terms are held out until they hold `fraction` of the rows (at
+    least one row, and at least one term stays). Returns (kept, held_out), both in file order."""
+    terms = sorted({r.term for r in records})
+    if len(terms) < 2:
+        raise ValueError(f"a hold-out by terms needs rows of at least 2 terms, got {len(terms)}")
+    random.Random(seed).shuffle(terms)
+    rows_of = Counter(r.term for r in records)
+    target, held, count = max(1, round(fraction * len(records))), set(), 0
+    for term in terms[:-1]:
+        if count >= target:
+            break
+        held.add(term)
+        count += rows_of[term]
+    return [r for r in records if r.term not in held], [r for r in records if r.term in held]
 
 
 def shard(items: Sequence[Any], rank: int, world_size: int) -> tuple[list[Any], int]:

@@ -122,3 +122,27 @@ def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_pat
     out = Experiment(cfg, "test").dense(42)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 1
+
+
+@pytest.mark.slow
+def test_no_step_validates_or_inits_routers_on_the_test_split(tiny_paper):
+    """Every file a step validates on (train, finetune-router, train-reward) or initialises routers from is
+    free of test-split records: the test split is only generated for and scored."""
+    from dataset.records import load_records
+
+    cfg = load_config(tiny_paper, ExperimentConfig)
+    exp = Experiment(cfg, str(tiny_paper))
+    dense = exp.dense(42)
+    exp.router("learned-domain")
+    exp.reward_model("dense", dense)
+    configs = {p.name: json.loads(p.read_text()) for p in (Path(cfg.work_dir) / "configs").glob("*.json")}
+    checked = 0
+    for name, data in configs.items():
+        for key in ("valid_file", "valid", "router_prompt_files"):
+            for path in [data[key]] if isinstance(data.get(key), str) else data.get(key) or []:
+                assert {r.split for r in load_records(path)} <= {"train", "valid"}, (name, key, path)
+                checked += 1
+    experts = Path(cfg.work_dir) / "experts" / "semantic-N2" / "seed42"
+    summaries = [json.loads((experts / f"expert-{k}" / "train_summary.json").read_text()) for k in range(2)]
+    assert all(s["warnings"] == [] for s in summaries)
+    assert checked >= 3 and {"train_dense_seed42.json", "reward_dense_seed42.json"} <= set(configs)

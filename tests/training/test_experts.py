@@ -76,3 +76,22 @@ def test_print_commands(tiny_llama, clusters, tmp_path, capsys):
 def test_missing_cluster_folder_is_named(tiny_llama, tmp_path, capsys):
     assert main(_args(tiny_llama, tmp_path, tmp_path / "o")) == 1
     assert "clusters: no cluster-{k} folders" in capsys.readouterr().err
+
+
+def test_cluster_without_valid_rows_validates_on_a_hold_out(tiny_llama, clusters, tmp_path, capsys):
+    """Centroid routing is not balanced: cluster-1 got no valid rows. Its expert validates on a seeded
+    hold-out of its own train rows (recorded in its summary); cluster-0's expert uses its valid file."""
+    (clusters / "clusters" / "cluster-1" / "valid.jsonl").write_text("", encoding="utf-8")
+    out = tmp_path / "experts"
+    assert main(_args(tiny_llama, clusters, out)) == 0
+    s0, s1 = (json.loads((out / f"expert-{k}" / "train_summary.json").read_text()) for k in range(2))
+    assert s0["valid_holdout"] is None and s0["valid"]["examples"] + s0["valid"]["dropped_prompt_too_long"] == 8
+    holdout = s1["valid_holdout"]
+    assert holdout["from"].endswith("cluster-1/train.jsonl") and (holdout["fraction"], holdout["seed"]) == (0.1, 42)
+    assert holdout["rows"] >= 3 and holdout["rows"] + holdout["train_rows_left"] == 32
+    assert s1["train"]["examples"] + s1["train"]["dropped_prompt_too_long"] == holdout["train_rows_left"]
+    assert len(s1["valid_bleu"]) == 2
+    capsys.readouterr()
+    assert main([*_args(tiny_llama, clusters, out), "--print-commands"]) == 0
+    argv = shlex.split(capsys.readouterr().out.strip().splitlines()[1])
+    assert "--valid-file" not in argv and argv[argv.index("--valid-holdout") + 1] == "0.1"

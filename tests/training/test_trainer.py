@@ -164,3 +164,51 @@ def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
     assert is_finished(cfg)
     train.write_text("a changed cluster\n")
     assert not is_finished(cfg)
+
+
+def _original_layout(tmp_path, records):
+    """The original repository's data layout: dataset/urban/{train,test}.jsonl in its format (no id, no split)."""
+    folder = tmp_path / "dataset" / "urban"
+    folder.mkdir(parents=True)
+    for name, part in (("train", records[:16]), ("test", records[16:])):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"term": r.term, "context": r.context,
+                                                                  "definition": r.definition, "source": r.source})
+                                                      + "\n" for r in part), encoding="utf-8")
+    return folder
+
+
+def test_original_config_validating_on_test_is_refused(tiny_llama, data_3dex, tmp_path, capsys):
+    """An original config whose data_path_valid is test.jsonl loads through the legacy keys: train exits 2
+    before loading anything, naming the file and the split; allow_test_as_valid runs it with a warning."""
+    folder = _original_layout(tmp_path, urban_records(data_3dex, 24))
+    config = {"model_name_or_path": str(tiny_llama), "data_path_train": str(folder / "train.jsonl"),
+              "data_path_valid": str(folder / "test.jsonl"), "output_dir": str(tmp_path / "run"), "do_eval": "True",
+              "precision": "fp32", "cutoff_len": 64, "per_device_train_batch_size": 4, "max_steps": 2,
+              "eval_times": 1, "eval_samples": 4, "eval_max_new_tokens": 4}
+    path = tmp_path / "model_config.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'test.jsonl'}: 8 of 8 records are of the test split" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+    assert main(["--config", str(path), "--allow-test-as-valid"]) == 0
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["warnings"] == [f"{folder / 'test.jsonl'}: 8 of 8 records are of the test split: model "
+                                   "selected on test (allow_test_as_valid)"]
+    assert summary["valid_holdout"] is None and summary["valid"]["examples"] == 8
+
+
+def test_hold_out_terms_is_seeded_and_keeps_whole_terms(data_3dex):
+    from training.validation import hold_out_terms
+
+    records = urban_records(data_3dex, 200)
+    kept, held = hold_out_terms(records, 0.1, seed=42)
+    assert len(kept) + len(held) == 200 and 20 <= len(held) < 40
+    assert not {r.term for r in kept} & {r.term for r in held}  # a term is wholly in or out
+    position = {r.id: i for i, r in enumerate(records)}
+    assert all(sorted(part, key=lambda r: position[r.id]) == part for part in (kept, held))  # file order
+    assert hold_out_terms(records, 0.1, seed=42) == (kept, held)
+    assert hold_out_terms(records, 0.1, seed=21)[1] != held
+    one_term = [r for r in records if r.term == records[0].term]
+    with pytest.raises(ValueError, match="at least 2 terms"):
+        hold_out_terms(one_term, 0.1, seed=42)
