@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from dataset.config import PreprocessConfig
 from dataset.records import Dropped, Record, iter_jsonl
-from dataset.readers import EXCLUDED_SOURCES, Item, iter_3dex_csv, iter_ishiwatari
+from dataset.readers import EXCLUDED_SOURCES, Item, id_prefix, iter_3dex_csv, iter_ishiwatari
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import AtomicFileSet, fingerprint, is_finished, write_json, write_manifest
@@ -61,9 +61,36 @@ def detect_format(path: Path) -> str:
     return formats[suffix]
 
 
+def resolved_format(path: Path, fmt: str) -> str:
+    """The configured format, or the one the suffix tells (`auto`)."""
+    return detect_format(path) if fmt == "auto" else fmt
+
+
+def claim_id_prefixes(cfg: PreprocessConfig) -> dict[str, str]:
+    """The id prefix (dataset.readers.id_prefix, with its ':') of each CSV/Ishiwatari input, whose ids are
+    all built from it: two inputs with one prefix would give the same ids and are refused. Files may
+    share a name when their ids cannot collide (`wordnet/test.txt`, `oxford/test.txt`). A JSONL file
+    (ids of its own, else built from its name) claims its prefix with its first id that starts with it,
+    checked while reading."""
+    given = Counter(str(Path(p).resolve()) for p in cfg.input)
+    problems = [f"{p}: given {n} times" for p, n in given.items() if n > 1]
+    claims: dict[str, str] = {}
+    for p in cfg.input:
+        fmt = resolved_format(Path(p), cfg.format)
+        prefix = id_prefix(p, fmt, cfg.split)
+        if fmt == "jsonl" or prefix is None:
+            continue
+        owner = claims.setdefault(prefix + ":", p)
+        if owner != p:
+            problems.append(f"{owner} and {p} would give the same record ids ({prefix}:...): rename one of them")
+    if problems:
+        raise ConfigError(problems)
+    return claims
+
+
 def iter_input(path: Path, fmt: str, split: str | None, exclude: tuple[str, ...]) -> Iterator[tuple[int, Item]]:
     """Stream (line, item) from one input file in the given format."""
-    fmt = detect_format(path) if fmt == "auto" else fmt
+    fmt = resolved_format(path, fmt)
     if fmt == "3dex-csv":
         return iter_3dex_csv(path, split, exclude)
     if fmt == "jsonl":
@@ -96,10 +123,8 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     for p in cfg.input:
         if not Path(p).is_file():
             raise DataError(p, None, None, "no such file")
-    stems = Counter(Path(p).stem for p in cfg.input)
-    if any(n > 1 for n in stems.values()):
-        raise ConfigError(f"input files share a name ({', '.join(s for s, n in stems.items() if n > 1)}): "
-                          "record ids are built from file names and would collide")
+    claims = claim_id_prefixes(cfg)
+    jsonl_prefixes = {p: Path(p).stem + ":" for p in cfg.input if resolved_format(Path(p), cfg.format) == "jsonl"}
     out = Path(cfg.output_dir)
     summaries: list[FileSummary] = []
     counts: Counter = Counter()
@@ -109,8 +134,12 @@ def preprocess(cfg: PreprocessConfig) -> dict:
         for name, items in _input_items(cfg):
             summary = FileSummary(name)
             summaries.append(summary)
-            for _, item in tqdm(items, desc=Path(name).name, unit=" rows", mininterval=1.0, disable=None):
+            prefix = jsonl_prefixes.get(name)
+            for line, item in tqdm(items, desc=Path(name).name, unit=" rows", mininterval=1.0, disable=None):
                 if isinstance(item, Record):
+                    if prefix and item.id.startswith(prefix) and claims.setdefault(prefix, name) != name:
+                        raise DataError(name, line, "id", f"{item.id!r} has the id prefix {prefix!r} of "
+                                        f"{claims[prefix]} too; rename one of the files")
                     key = (item.source, item.split)
                     if key not in targets:
                         targets[key] = (files.get(out / f"{item.split}.jsonl"),

@@ -189,11 +189,10 @@ def iter_ishiwatari(path: str | Path, default_split: str | None = None) -> Itera
         if not p.is_file():
             yield 0, DataError(str(p), None, None, "no such file (an Ishiwatari split needs both .txt and .eg)")
             return
-    split = normalize_split(default_split or "") or split_from_filename(txt)
+    source, split = _ishiwatari_source_split(txt, default_split)
     if split is None:
         yield 0, DataError(str(txt), None, None, "cannot infer the split from the file name (pass --split)")
         return
-    source = ISHIWATARI_SOURCES.get(txt.parent.name.lower(), txt.parent.name)
     with open(txt, encoding="utf-8", errors="surrogateescape") as ft, \
             open(eg, encoding="utf-8", errors="surrogateescape") as fe:
         line = 0
@@ -214,8 +213,31 @@ def iter_ishiwatari(path: str | Path, default_split: str | None = None) -> Itera
             if not term or not definition or not context:
                 yield line, Dropped("empty term, definition or context", line)
             else:
-                yield line, Record(f"{source.lower()}-{split}:{line}", term, context, definition, source, split)
+                yield line, Record(f"{_ishiwatari_prefix(source, split)}:{line}", term, context, definition, source,
+                                   split)
         for extra in (ft, fe):
             if next(extra, None) is not None:
                 yield line + 1, DataError(str(txt), None, None, f"{txt.name} and {eg.name} have different line counts")
                 return
+
+
+def _ishiwatari_source_split(txt: Path, default_split: str | None) -> tuple[str, str | None]:
+    """Source (from the folder name: `wordnet/test.txt` is WordNet) and split of an Ishiwatari file."""
+    split = normalize_split(default_split or "") or split_from_filename(txt)
+    return ISHIWATARI_SOURCES.get(txt.parent.name.lower(), txt.parent.name), split
+
+
+def _ishiwatari_prefix(source: str, split: str) -> str:
+    return f"{source.lower()}-{split}"
+
+
+def id_prefix(path: str | Path, fmt: str, default_split: str | None = None) -> str | None:
+    """The prefix P of the record ids a reader builds for a file (`P:<line>`, `P:<row>:<k>`): the file
+    name for CSV and for JSONL lines without an id, source and split for Ishiwatari files (so
+    `wordnet/test.txt` and `oxford/test.txt` cannot collide). None when the split is unknown (the
+    reader reports that)."""
+    path = Path(path)
+    if fmt != "ishiwatari":
+        return path.stem
+    source, split = _ishiwatari_source_split(path.with_suffix(".txt"), default_split)
+    return _ishiwatari_prefix(source, split) if split else None

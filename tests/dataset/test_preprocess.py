@@ -1,6 +1,7 @@
 """Preprocess stage on the real 3D-EX files and on malformed fixtures."""
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -174,3 +175,62 @@ def test_config_errors(tmp_path, capsys):
     assert f"{cfg}:6: on_bad_rows: unknown key (did you mean on_bad_row?)" in capsys.readouterr().err
     assert run("--output-dir", tmp_path) == 2
     assert "give either input files or builtin" in capsys.readouterr().err
+
+
+def _ishiwatari(folder, records, split="test"):
+    """Write records as an Ishiwatari split (`folder/<split>.txt` + `.eg`, the term as <TRG>)."""
+    folder.mkdir(parents=True)
+    usable = [r for r in records if "%" not in r.term and r.term in r.context][:20]
+    txt = "".join(f"{r.term}%{folder.name}.{i}\tnoun\t{folder.name}\t{r.definition}\t[]\t[]\n"
+                  for i, r in enumerate(usable))
+    eg = "".join(f"{r.term}%{folder.name}.{i}\t{r.context.replace(r.term, '<TRG>', 1)}\n" for i, r in enumerate(usable))
+    (folder / f"{split}.txt").write_text(txt, encoding="utf-8")
+    (folder / f"{split}.eg").write_text(eg, encoding="utf-8")
+    return folder / f"{split}.txt", len(usable)
+
+
+def test_files_sharing_a_name_are_taken_when_their_ids_cannot_collide(data_3dex, wordnet_lexicon, tmp_path):
+    """wordnet/test.txt and slang/test.txt (real WordNet glosses and Urban rows): Ishiwatari ids carry
+    the source, so both are read; JSONL files of one name with ids of their own too."""
+    wordnet, n_wordnet = _ishiwatari(tmp_path / "wordnet", load_records(wordnet_lexicon / "test.jsonl"))
+    urban = [it for _, it in iter_3dex_csv(data_3dex / "Urban_test.csv") if hasattr(it, "term")][:200]
+    slang, n_slang = _ishiwatari(tmp_path / "slang", urban)
+    assert run("--input", wordnet, slang, "--output-dir", tmp_path / "out") == 0
+    records = load_records(tmp_path / "out" / "all.jsonl")
+    assert len(records) == n_wordnet + n_slang and len({r.id for r in records}) == len(records)
+    assert {r.source for r in records} == {"WordNet", "Urban"} and records[0].id == "wordnet-test:1"
+    assert len(load_records(tmp_path / "out" / "urban" / "test.jsonl")) == n_slang
+    for name in ("a", "b"):  # our own JSONL files (ids of their own) in two folders
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "test.jsonl").write_text((tmp_path / "out" / f"{'wordnet' if name == 'a' else 'urban'}"
+                                                     / "test.jsonl").read_text(), encoding="utf-8")
+    assert run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl",
+               "--output-dir", tmp_path / "out2") == 0
+    assert len(load_records(tmp_path / "out2" / "all.jsonl")) == len(records)
+
+
+def test_only_a_real_id_collision_is_refused(data_3dex, tmp_path, capsys):
+    rows = (data_3dex / "Urban_test.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:30]
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "Urban_test.csv").write_text("".join(rows), encoding="utf-8")
+    csvs = [tmp_path / name / "Urban_test.csv" for name in ("a", "b")]
+    assert run("--input", *csvs, "--output-dir", tmp_path / "o1") == 2
+    err = capsys.readouterr().err
+    assert f"{csvs[0]} and {csvs[1]} would give the same record ids (Urban_test:...)" in err
+    assert run("--input", csvs[0], csvs[0], "--output-dir", tmp_path / "o2") == 2
+    assert "given 2 times" in capsys.readouterr().err
+    for name in ("a", "b"):  # the original JSONL format: no ids, so they are built from the file name
+        lines = [json.dumps({"term": r.term, "context": r.context, "definition": r.definition, "source": "Urban"})
+                 + "\n" for _, r in itertools.islice(iter_3dex_csv(csvs[0]), 10)]
+        (tmp_path / name / "test.jsonl").write_text("".join(lines), encoding="utf-8")
+    assert run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl",
+               "--output-dir", tmp_path / "o3") == 1
+    err = capsys.readouterr().err
+    assert (f"{tmp_path / 'b' / 'test.jsonl'}:1: id: 'test:1' has the id prefix 'test:' of "
+            f"{tmp_path / 'a' / 'test.jsonl'}") in err
+    assert not [p for p in (tmp_path / "o3").rglob("*") if p.is_file()]  # nothing half-written
+    urban = [r for _, r in iter_3dex_csv(csvs[0])]
+    wordnet = [_ishiwatari(tmp_path / name / "wordnet", urban)[0] for name in ("a", "b")]
+    assert run("--input", *wordnet, "--output-dir", tmp_path / "o4") == 2
+    assert "would give the same record ids (wordnet-test:...)" in capsys.readouterr().err
