@@ -19,7 +19,7 @@ _ICL_ALIASES = {"topk": "retrieval"}
 RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
                   "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
                   "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
-                  "base_url", "api_key_env", "max_prompt_tokens")
+                  "base_url", "api_key_env", "max_prompt_tokens", "icl_cache_dir")
 
 
 class DecodingConfig(StageConfig):
@@ -64,6 +64,8 @@ class InferConfig(DecodingConfig):
     icl_k: int = Field(0, ge=0, le=128, description="demos per input (paper: 32)")
     icl_examples: str | None = Field(None, description="JSONL of training records the demos come from")
     embedder: str | None = Field(None, description="sentence-transformers model for retrieval (default MiniLM)")
+    icl_cache_dir: str | None = Field(None, description="retrieval: cache of the pool's embeddings, keyed by "
+                                      "embedder and pool texts (default: <asset cache>/icl-embeddings)")
     batch_size: int = Field(16, ge=1, description="prompts per generate call (local)")
     max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt allowed (default: model "
                                           "limit - max_new_tokens); prompts are never truncated")
@@ -103,10 +105,22 @@ class InferConfig(DecodingConfig):
     def _consistent(self) -> InferConfig:
         if self.greedy and self.n_samples > 1:
             raise ValueError("greedy decoding gives N identical samples: set greedy false for n_samples > 1")
+        if self.backend in API_BACKENDS:
+            if self.selection == "likelihood":
+                raise ValueError(f"selection likelihood needs token log-probs, which backend {self.backend} does "
+                                 "not return: use oracle, orm or first (or a local/vllm backend)")
+            if self.greedy and not self.send_sampling:
+                raise ValueError(f"greedy with send_sampling false: backend {self.backend} would sample at the "
+                                 "vendor's default temperature (send_sampling true sends temperature 0)")
+            if self.max_prompt_tokens is not None:
+                raise ValueError(f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
+                                 "prompt tokens with (the vendor refuses over-long prompts itself)")
         if self.selection == "orm" and not self.reward_model:
             raise ValueError("selection orm needs reward_model (a train-reward output folder)")
         if self.selection != "first" and self.task not in ("word_interpretation",):
             raise ValueError(f"selection {self.selection} is defined for word_interpretation only")
+        if self.icl_mode == "none" and self.icl_k > 0:
+            raise ValueError(f"icl_k {self.icl_k} needs icl_mode random or retrieval (with none no demo is shown)")
         if self.icl_mode != "none":
             if self.task != "word_interpretation":
                 raise ValueError("few-shot demos (icl_mode) are defined for word_interpretation only")

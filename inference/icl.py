@@ -9,8 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 
 from dataset.records import Record, load_records
@@ -19,6 +17,7 @@ from prompts.builder import render_question
 from run_config.errors import DataError
 
 QUERY_CHUNK = 512
+BATCH_SIZE = 128
 
 
 def _key(term: str) -> str:
@@ -51,12 +50,6 @@ def random_demos(items: Sequence[Item], pool: Sequence[Record], k: int, seed: in
     return out
 
 
-def embed_texts(model: Any, texts: Sequence[str]) -> np.ndarray:
-    """L2-normalised sentence embeddings (float32) of `texts` with a SentenceTransformer."""
-    return model.encode(list(texts), batch_size=128, normalize_embeddings=True, convert_to_numpy=True,
-                        show_progress_bar=len(texts) > 5000).astype(np.float32)
-
-
 def nearest_demos(query: np.ndarray, keys: np.ndarray, items: Sequence[Item], pool: Sequence[Record],
                   k: int) -> dict[str, list[Demo]]:
     """For each item, the k most similar pool examples with another term, least similar first."""
@@ -81,24 +74,26 @@ def nearest_demos(query: np.ndarray, keys: np.ndarray, items: Sequence[Item], po
 
 
 def retrieval_demos(items: Sequence[Item], pool: Sequence[Record], k: int, embedder: str | Path,
-                    device: str = "cpu") -> dict[str, list[Demo]]:
-    """Retrieval-k: embed the question text (term + context, never a definition) of items and pool."""
-    from sentence_transformers import SentenceTransformer
+                    device: str = "auto", cache_dir: str | Path | None = None) -> dict[str, list[Demo]]:
+    """Retrieval-k: embed the question text (term + context, never a definition) of items and pool on
+    `device`. The pool's embeddings are cached in `cache_dir` (default: the asset cache's
+    `icl-embeddings/`), keyed by embedder and pool texts, so a large pool is embedded once."""
+    from clustering.embed import SentenceEncoder, embed_cached, make_spec
+    from run_config.assets import cache_dir as asset_cache
 
-    model = SentenceTransformer(str(embedder), device=device)
-    keys = embed_texts(model, [render_question(r.term, r.context) for r in pool])
-    query = embed_texts(model, [render_question(i.term, i.context) for i in items])
+    spec = make_spec(str(embedder), "term_context", "word_interpretation", None, None)
+    encoder = SentenceEncoder(spec, device, BATCH_SIZE)
+    cache = Path(cache_dir) if cache_dir else asset_cache() / "icl-embeddings"
+    keys = embed_cached([render_question(r.term, r.context) for r in pool], spec, cache, encoder=encoder)
+    query = encoder.encode([render_question(i.term, i.context) for i in items])
     return nearest_demos(query, keys, items, pool, k)
 
 
 def select_demos(mode: str, items: Sequence[Item], examples: str | Path, k: int, seed: int,
-                 embedder: str | Path | None = None, device: str = "cpu") -> dict[str, list[Demo]]:
+                 embedder: str | Path | None = None, device: str = "auto",
+                 cache_dir: str | Path | None = None) -> dict[str, list[Demo]]:
     """Demos of every item for `mode` (random or retrieval)."""
     pool = load_records(examples)
     if mode == "random":
         return random_demos(items, pool, k, seed)
-    if embedder is None:
-        from run_config.assets import minilm_path
-
-        embedder = minilm_path()
-    return retrieval_demos(items, pool, k, embedder, device)
+    return retrieval_demos(items, pool, k, embedder or "minilm", device, cache_dir)

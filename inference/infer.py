@@ -82,7 +82,7 @@ def build_requests(cfg: InferConfig, backend: Any, pending: list[tuple[Item, tup
         from inference.icl import select_demos
 
         demos = select_demos(cfg.icl_mode, [item for item, _ in pending], cfg.icl_examples, cfg.icl_k, cfg.seed,
-                             cfg.embedder)
+                             cfg.embedder, cfg.device, cfg.icl_cache_dir)
     prompts = [item_prompt(cfg.task, item, backend.bos_token, demos.get(item.id, ())) for item, _ in pending]
     limit = _prompt_limit(cfg, backend)
     lengths = backend.count_tokens(prompts) if limit is not None and hasattr(backend, "count_tokens") else None
@@ -150,6 +150,8 @@ def _fingerprint(cfg: InferConfig) -> list[list]:
 
 def run(cfg: InferConfig) -> dict[str, Any]:
     """Run the stage; return the summary."""
+    if cfg.selection == "orm" and not Path(cfg.reward_model).is_dir():  # checked before hours of sampling
+        raise ConfigError(f"reward_model: {cfg.reward_model}: no such folder (a train-reward output)")
     out = Path(cfg.output_dir)
     stale = inputs_changed(cfg, out)
     if stale:

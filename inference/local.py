@@ -98,7 +98,7 @@ class LocalBackend:
         if (Path(path) / ROUTING_FILE).is_file():
             from training.moe_routing import load_routed_moe
 
-            moe = load_routed_moe(path, policy=None, device=device)
+            moe = load_routed_moe(path, policy=None, device=device, dtype=resolve_dtype(dtype, device))
             return cls(moe.model, moe.tokenizer, name=path, batch_size=batch_size, moe=moe)
         model, tokenizer = load_causal_lm(path, device, dtype)
         return cls(model, tokenizer, name=path, batch_size=batch_size)

@@ -46,6 +46,68 @@ def test_bad_configs(tmp_path, extra, message):
         load_config(write(tmp_path, extra), InferConfig)
 
 
+API = ("openai", "anthropic", "gemini")
+REFUSED = [  # (config, message): settings that cannot work, refused when the config loads (exit 2)
+    *[({"backend": b, "selection": "likelihood", "n_samples": 4}, f"needs token log-probs, which backend {b}")
+      for b in API],
+    *[({"backend": b, "greedy": True, "send_sampling": False}, "vendor's default temperature") for b in API],
+    *[({"backend": b, "max_prompt_tokens": 512}, "no local tokenizer") for b in API],
+    *[({"task": t, "selection": s, "n_samples": 4, "reward_model": "r"}, f"selection {s} is defined for "
+       "word_interpretation only") for t in ("wsd", "context_synthesis", "definition_synthesis")
+      for s in ("likelihood", "oracle", "orm")],
+    *[({"task": t, "icl_mode": "random", "icl_k": 2, "icl_examples": "t"}, "word_interpretation only")
+      for t in ("wsd", "context_synthesis", "definition_synthesis")],
+    *[({"backend": b, "domain_exports": ["d0"]}, "domain_exports is for backend vllm") for b in ("local", *API)],
+    ({"icl_k": 32}, "icl_k 32 needs icl_mode random or retrieval"),
+    ({"greedy": True, "n_samples": 2, "backend": "vllm"}, "identical samples"),
+]
+ACCEPTED = [  # every other combination can work
+    *[{"backend": b, "selection": "likelihood", "n_samples": 4} for b in ("local", "vllm")],
+    *[{"backend": b, "selection": s, "n_samples": 4, "reward_model": "r"} for b in ("local", "vllm", *API)
+      for s in ("first", "oracle", "orm")],
+    *[{"backend": b, "task": t} for b in ("local", "vllm", *API)
+      for t in ("wsd", "context_synthesis", "definition_synthesis")],
+    *[{"backend": b, "icl_mode": m, "icl_k": 4, "icl_examples": "t"} for b in ("local", "vllm", *API)
+      for m in ("random", "retrieval")],
+    *[{"backend": b, "greedy": True} for b in ("local", "vllm", *API)],
+    {"backend": "vllm", "domain_exports": ["d0", "d1"], "selection": "likelihood", "n_samples": 8},
+    {"backend": "local", "max_prompt_tokens": 512, "on_long_prompt": "skip"},
+    {"icl_k": 0, "example_path": "train.jsonl"},
+]
+
+
+@pytest.mark.parametrize("extra,message", REFUSED, ids=lambda x: json.dumps(x) if isinstance(x, dict) else "")
+def test_settings_that_cannot_work_are_refused(tmp_path, extra, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, extra), InferConfig)
+
+
+@pytest.mark.parametrize("extra", ACCEPTED, ids=json.dumps)
+def test_combinations_that_can_work_load(tmp_path, extra):
+    load_config(write(tmp_path, extra), InferConfig)
+
+
+def test_likelihood_with_an_api_exits_2_before_any_work(tmp_path, capsys):
+    from inference.infer import main
+
+    path = write(tmp_path, {"backend": "openai", "selection": "likelihood", "n_samples": 4,
+                            "output_dir": str(tmp_path / "out")})
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "selection likelihood needs token log-probs" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_reward_model_is_refused_before_sampling(tmp_path, capsys):
+    from inference.infer import main
+
+    path = write(tmp_path, {"selection": "orm", "n_samples": 4, "reward_model": str(tmp_path / "orm"),
+                            "output_dir": str(tmp_path / "out")})
+    assert main(["--config", str(path)]) == 2
+    assert f"reward_model: {tmp_path / 'orm'}: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_original_key_and_value_spellings(tmp_path):
     cfg = load_config(write(tmp_path, {"task": "word-interpretation", "max_query": 100, "shot_num": 32,
                                        "retrieval_policy": "topk", "example_path": "train.jsonl",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from inference.icl import nearest_demos, random_demos, retrieval_demos
+from inference.icl import nearest_demos, random_demos, retrieval_demos, select_demos
 from inference.tasks import build_items
 from run_config.errors import DataError
 
@@ -26,9 +26,9 @@ def test_random_k_is_per_item_seeded_and_never_the_same_term(split):
     assert len({tuple(d) for d in demos.values()}) > 1  # not one fixed set for all inputs (bug 31)
 
 
-def test_retrieval_k_finds_neighbours_but_never_the_same_term(split, minilm_dir):
+def test_retrieval_k_finds_neighbours_but_never_the_same_term(split, minilm_dir, tmp_path):
     items, pool = split
-    demos = retrieval_demos(items, pool[:200], 8, minilm_dir)
+    demos = retrieval_demos(items, pool[:200], 8, minilm_dir, "cpu", tmp_path)
     leaked = [i.term for i in items for t, _, _ in demos[i.id] if t.casefold() == i.term.casefold()]
     assert not leaked
     assert all(len(demos[i.id]) == 8 for i in items)
@@ -71,3 +71,36 @@ def test_cli_few_shot_prompts_through_an_api(urban_records, tmp_path, monkeypatc
     assert len(prompts) == 5 and all(p.count("What is the definition of") == 5 for p in prompts)
     preds = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]
     assert all(p["prediction"] == f"a definition of {p['term']}" for p in preds)
+
+
+def test_retrieval_pool_is_embedded_once_on_the_configured_device(split, minilm_dir, tmp_path, monkeypatch):
+    """The pool's embeddings are cached (embedder + pool texts): a second run embeds only the queries;
+    a changed pool file embeds the pool again."""
+    from clustering.embed import SentenceEncoder
+
+    items, records = split
+    pool = tmp_path / "train.jsonl"
+    pool.write_text("".join(r.to_json() + "\n" for r in records[:300]), encoding="utf-8")
+    encoded, devices = [], []
+    original_init, original_encode = SentenceEncoder.__init__, SentenceEncoder.encode
+
+    def init(self, spec, device="auto", batch_size=64):
+        devices.append(device)
+        original_init(self, spec, device, batch_size)
+
+    def encode(self, texts):
+        encoded.append(len(texts))
+        return original_encode(self, texts)
+
+    monkeypatch.setattr(SentenceEncoder, "__init__", init)
+    monkeypatch.setattr(SentenceEncoder, "encode", encode)
+    run = lambda: select_demos("retrieval", items, pool, 8, 42, str(minilm_dir), "cpu", tmp_path / "cache")
+    first = run()
+    assert sum(encoded) == 300 + len(items) and devices == ["cpu"]
+    encoded.clear()
+    assert run() == first and encoded == [len(items)]  # the pool came from the cache
+    encoded.clear()
+    pool.write_text("".join(r.to_json() + "\n" for r in records[:299]), encoding="utf-8")
+    run()
+    assert sum(encoded) == 299 + len(items)
+    assert len(list((tmp_path / "cache").glob("emb-*.npy"))) == 2

@@ -208,3 +208,24 @@ def test_vllm_backend_matches_interface(smollm2_dir, urban_records):
     _, requests = make_requests(backend, urban_records[:3], samples=(0, 1))
     out = list(backend.generate(requests, Sampling(max_new_tokens=8)))
     assert len(out) == 6 and all(g.text is not None and g.logprob <= 0 for g in out)
+
+
+@pytest.mark.parametrize("dtype,expected", [("auto", torch.float32), ("bfloat16", torch.bfloat16),
+                                            ("float16", torch.float16)])
+def test_dtype_is_honoured_for_a_routed_moe_folder(tmp_path_factory, wordnet_lexicon, dtype, expected):
+    """infer's dtype reaches a routed-MoE folder's loader as it does a dense model's (auto: float32 on CPU)."""
+    from dataset.records import load_records
+    from inference.local import LocalBackend
+    from tests.training.moe_helpers import perturbed_copy, pico_llama
+    from training.merge import merge
+    from training.moe_config import MergeConfig
+
+    root = tmp_path_factory.mktemp("moe_dtype")
+    base = pico_llama(root / "base", seed=0)
+    experts = [str(perturbed_copy(base, root / f"e{i}", seed=i, scale=0.2)) for i in range(2)]
+    merge(MergeConfig(experts=experts, output_dir=str(root / "moe"), policy="token", dtype="float32"))
+    backend = LocalBackend.from_path(str(root / "moe"), device="cpu", dtype=dtype, batch_size=2)
+    assert backend.moe is not None and {p.dtype for p in backend.model.parameters()} == {expected}
+    _, requests = make_requests(backend, load_records(wordnet_lexicon / "test.jsonl")[:2])
+    out = list(backend.generate(requests, Sampling(greedy=True, max_new_tokens=3)))
+    assert len(out) == 2 and all(g.error is None for g in out)

@@ -187,3 +187,12 @@ def test_domains_for_uses_the_cluster_assigner(pico_moe, pairs_3dex, minilm_dir,
     moe_dir = _merge(pico_moe["experts"], tmp_path / "moe", cluster_dir=str(tmp_path / "clusters"))
     moe = load_routed_moe(moe_dir)
     assert moe.domains_for(pairs_3dex[:60]) == labels
+
+
+@pytest.mark.parametrize("dtype,expected", [(None, torch.float32), ("auto", torch.float32),
+                                            ("bfloat16", torch.bfloat16), (torch.float16, torch.float16)])
+def test_dtype_reaches_the_loader(pico_moe, dtype, expected):
+    moe = load_routed_moe(pico_moe["moe"], policy="token", dtype=dtype)
+    assert {p.dtype for p in moe.model.parameters()} == {expected}
+    with torch.no_grad():
+        assert moe.forward(input_ids=IDS).logits.dtype == expected
