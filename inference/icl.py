@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+
 import numpy as np
 
 from dataset.records import Record, load_records
