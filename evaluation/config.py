@@ -13,7 +13,7 @@ PROTOCOL_NAMES = ("max", "multi-ref", "per-context", "orig-compat")
 class MetricSettings(StageConfig):
     """Settings of every metric; the defaults are the paper's (GPU-sized models where it names one)."""
 
-    bleu_tokenize: Literal["none", "13a"] = Field("none", description="BLEU tokens: whitespace (Moses) or sacrebleu 13a")
+    bleu_tokenize: Literal["none", "13a"] = Field("none", description="BLEU tokens: split on spaces only (Moses) or sacrebleu 13a")
     bleu_smooth: Literal["moses", "exp"] = Field("moses", description="BLEU smoothing: Moses BLEU+1 or sacrebleu exp")
     rouge_tokenizer: Literal["default", "word"] = Field(
         "default", description="ROUGE-L tokens: rouge_score default (lowercased, alphanumeric) or NLTK word tokens, case kept")
