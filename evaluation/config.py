@@ -19,6 +19,9 @@ class MetricSettings(StageConfig):
         "default", description="ROUGE-L tokens: rouge_score default (lowercased, alphanumeric) or NLTK word tokens, case kept")
     rouge_stemmer: bool = Field(False, description="Porter stemming in ROUGE-L (rouge_score use_stemmer)")
     nist_order: int = Field(5, ge=1, description="NIST maximum n-gram order")
+    nist_short: Literal["lower-orders", "zero"] = Field(
+        "lower-orders", description="NIST of a hypothesis shorter than nist_order: on the orders it has, or 0 "
+        "(the original's: NLTK divides by zero, caught as 0)")
     bertscore_model: str = Field("roberta-large", description="BERTScore model name or local folder")
     bertscore_num_layers: int | None = Field(
         None, ge=1, description="BERTScore layer; unset: bert-score's table (17 for roberta-large); required for a folder")
