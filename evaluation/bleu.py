@@ -1,6 +1,7 @@
 """Sentence BLEU exactly as Moses `mert/sentence-bleu` (used by Huang et al. 2021 and the original code).
 
-Whitespace tokens, case-sensitive, n = 1..4, clipped counts against the maximum count over all
+Tokens split on the space character only, as the program does (a tab or a no-break space stays
+inside its token; `str.split()` would split there too), case-sensitive, n = 1..4, clipped counts against the maximum count over all
 references, brevity penalty from the closest reference length (ties: the shorter one), and BLEU+1
 smoothing (Lin & Och 2004) on every order: p_n = (m_n + 1) / (c_n + 1). An empty hypothesis scores 0.
 Pure Python/NumPy, no binary.
@@ -24,10 +25,16 @@ Tokenize = Literal["none", "13a"]
 Smooth = Literal["moses", "exp"]
 
 
+def moses_tokens(text: str) -> list[str]:
+    """Tokens as Moses `sentence-bleu` reads a line: split on " " only, runs of spaces giving no empty token."""
+    tokens = text.split(" ")
+    return tokens if "" not in tokens else [t for t in tokens if t]
+
+
 def get_tokenizer(kind: Tokenize) -> Callable[[str], list[str]]:
-    """Whitespace tokens ("none", Moses) or sacrebleu's 13a tokens ("13a")."""
+    """Space-separated tokens ("none", Moses) or sacrebleu's 13a tokens ("13a")."""
     if kind == "none":
-        return str.split
+        return moses_tokens
     from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 
     tok13a = Tokenizer13a()

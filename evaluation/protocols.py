@@ -6,7 +6,8 @@
 - `per-context`: only the definitions given for the same (term, context) pair.
 - `orig-compat`: what the original inference code reports (ORIGINAL.md §9), documented as INFLATED:
   periods removed from predictions and references, BLEU = max(multi-reference, max single-reference),
-  ROUGE-L on NLTK word tokens with case kept, averages rounded up to two decimals.
+  ROUGE-L on NLTK word tokens with case kept, NIST 0 for a hypothesis shorter than its n-gram order,
+  averages rounded up to two decimals.
 References are never deduplicated; the first reference of each example is its own gold definition.
 """
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Protocol:
     settings_update: dict = field(default_factory=dict)
 
     def settings(self, base: MetricSettings) -> MetricSettings:
-        """Metric settings under this protocol (orig-compat forces the original ROUGE tokens)."""
+        """Metric settings under this protocol (orig-compat forces the original ROUGE tokens and NIST rule)."""
         return base.model_copy(update=self.settings_update) if self.settings_update else base
 
     def text(self, text: str) -> str:
@@ -53,7 +54,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "multi-ref": Protocol("multi-ref", "term", "multi"),
     "per-context": Protocol("per-context", "context", "max"),
     "orig-compat": Protocol("orig-compat", "term", "best", strip_periods=True, round_up=True,
-                            settings_update={"rouge_tokenizer": "word", "rouge_stemmer": False}),
+                            settings_update={"rouge_tokenizer": "word", "rouge_stemmer": False, "nist_short": "zero"}),
 }
 
 

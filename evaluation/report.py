@@ -19,12 +19,20 @@ import numpy as np
 from pydantic import Field
 
 from run_config.cli import config_from_args, run_main, stage_parser
-from run_config.errors import DataError
+from run_config.errors import ConfigError, DataError
 from run_config.loader import StageConfig
 from run_config.runtime import AtomicFileSet
 
 LABELS = {"bleu": "BLEU", "rougeL": "ROUGE", "meteor": "METEOR", "nist": "NIST", "bertscore": "BERTScore",
           "moverscore": "MoverScore", "mauve": "MAUVE", "sacrebleu": "sacreBLEU"}
+
+
+def shown_metrics(metrics: Sequence[str], report_sacrebleu: bool) -> list[str]:
+    """The metric columns: `metrics`, with standard sacreBLEU right after BLEU when `report_sacrebleu`."""
+    out = list(metrics)
+    if report_sacrebleu and "sacrebleu" not in out:
+        out.insert(out.index("bleu") + 1 if "bleu" in out else len(out), "sacrebleu")
+    return out
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -123,6 +131,8 @@ class ReportConfig(StageConfig):
     output_dir: str = Field(description="writes table2.md, table2.csv, table2.tex")
     datasets: list[str] = Field(default_factory=list, description="column order (default: first seen)")
     metrics: list[str] = Field(default_factory=lambda: ["bleu", "rougeL"], description="metric keys per dataset")
+    report_sacrebleu: bool = Field(False, description="add standard corpus sacreBLEU after the paper's BLEU "
+                                                      "(the runs must be evaluated with metric sacrebleu)")
     digits: int = Field(2, ge=0, description="decimals")
 
 
@@ -133,7 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, ReportConfig)
-    table = table2(results_from_scores(cfg.runs), cfg.datasets or None, cfg.metrics, cfg.digits)
+    results = results_from_scores(cfg.runs)
+    if cfg.report_sacrebleu:
+        missing = [f"{system} on {dataset}" for system, per in results.items() for dataset, seeds in per.items()
+                   if any("sacrebleu" not in s for s in seeds)]
+        if missing:
+            raise ConfigError(f"report_sacrebleu: no sacrebleu score for {', '.join(missing[:3])} (evaluate with "
+                              "metrics including sacrebleu)")
+    table = table2(results, cfg.datasets or None, shown_metrics(cfg.metrics, cfg.report_sacrebleu), cfg.digits)
     with AtomicFileSet() as files:
         paths = table.write(cfg.output_dir, "table2", files)
     print(table.markdown(), end="")

@@ -1,6 +1,8 @@
 """Score predictions (one or several samples per example) with the chosen metrics and protocol.
 
-Per-example metrics run on non-empty predictions only (an empty prediction scores 0 and is counted).
+Per-example metrics run on non-empty predictions only (an empty or failed prediction scores 0 and is
+counted). Corpus metrics see every example's first sample; what one leaves out (MAUVE: empty texts)
+it counts in `excluded`.
 The CPU metrics run side by side in forked worker processes (BLEU and ROUGE-L one task each; METEOR
 and NIST, slow per example in pure Python, in contiguous chunks of examples); neural ones in-process.
 Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
@@ -12,7 +14,7 @@ import gc
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -82,6 +84,7 @@ class SampleScores:
     empty: np.ndarray  # sample -> prediction was empty
     per_sample: dict[str, np.ndarray]
     corpus: dict[str, float]
+    excluded: dict[str, int] = field(default_factory=dict)  # items a corpus metric left out, by count name
 
     def per_example(self, how: str = "mean") -> dict[str, np.ndarray]:
         """Per-example scores: mean over the example's samples, or their max (the oracle)."""
@@ -134,11 +137,14 @@ def _score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str
         for name, values in scores.items():
             per_sample[name][keep] = values
     corpus: dict[str, float] = {}
+    excluded: dict[str, int] = {}
     first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
     for metric in metrics:
         if not metric.per_example:
-            corpus.update(metric.compute(first, list(refs), protocol.reduce))
-    return SampleScores(example_of, empty, per_sample, corpus)
+            values, left_out = metric.corpus_scores(first, list(refs), protocol.reduce)
+            corpus.update(values)
+            excluded.update(left_out)
+    return SampleScores(example_of, empty, per_sample, corpus, excluded)
 
 
 def summarize(scores: SampleScores, protocol: Protocol) -> dict:
@@ -147,6 +153,8 @@ def summarize(scores: SampleScores, protocol: Protocol) -> dict:
     out = {"scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
            "n_examples": int(len(np.unique(scores.example_of))), "n_samples": int(len(scores.example_of)),
            "n_empty": int(scores.empty.sum())}
+    if scores.excluded:
+        out["excluded"] = dict(scores.excluded)
     if out["n_samples"] > out["n_examples"]:
         out["oracle"] = {k: protocol.finish(float(v.mean())) for k, v in scores.per_example("max").items()}
     return out

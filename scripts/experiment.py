@@ -419,6 +419,7 @@ class Experiment:
         name = f"evaluate_{system}_{dataset}"
         _call(name, evaluate_main, ["--config", str(self._config(name, "evaluate", data))])
         result = json.loads((out / "scores.json").read_text(encoding="utf-8"))
+        print(inputs_line(system, dataset, result), flush=True)
         if compare_to:
             result["significance"] = json.loads((out / "significance.json").read_text(encoding="utf-8"))
         return result
@@ -430,6 +431,15 @@ class Experiment:
                                     {seed: self.predict(system, model, dataset, seed, **infer)
                                      for seed, model in models.items()}, compare_to)
                 for dataset in self.test_sets}
+
+
+def inputs_line(system: str, dataset: str, scores: Mapping[str, Any]) -> str:
+    """N scored inputs of one evaluation and its failed or empty predictions (scored 0, never dropped)."""
+    counts = scores["counts"]
+    n = "/".join(str(k) for k in sorted({run["ids"] for run in counts["runs"]}))
+    failed, empty = counts["failed_predictions"], counts["empty_predictions"]
+    return (f"{system} / {dataset}: N = {n} inputs per seed; {failed} failed and {empty - failed} empty "
+            "predictions, each scored 0")
 
 
 def seed_scores(scores: Mapping[str, Any], metrics: tuple[str, ...] = TABLE_METRICS) -> list[dict[str, float]]:

@@ -3,9 +3,11 @@
 The dense and MoE models draw `max_samples` samples per input once (infer n_samples, every sample kept in
 samples.jsonl); the oracle BLEU at N is the mean over inputs of the best of each input's first N samples,
 scored by evaluation.api under the one-to-many protocol (`max`: every definition of the term in the test
-split). Writes tables/fig4.{png,md,csv,tex,json}: one curve per system x dataset on a log2 N axis. The
-paper prints no numbers for Fig. 4, only its finding (consistent gains up to 128 samples on all five
-benchmarks), which is printed beside ours together with whether each of our curves is monotone.
+split). Every input counts: a failed sample is an empty one (BLEU 0), so an input whose samples all failed
+scores 0 at every N; the table prints N inputs and how many of them failed. Writes
+tables/fig4.{png,md,csv,tex,json}: one curve per system x dataset on a log2 N axis. The paper prints no
+numbers for Fig. 4, only its finding (consistent gains up to 128 samples on all five benchmarks), which is
+printed beside ours together with whether each of our curves is monotone.
 """
 from __future__ import annotations
 
@@ -50,18 +52,24 @@ def sample_counts(max_samples: int) -> list[int]:
     return counts + ([max_samples] if max_samples > 1 else [])
 
 
-def read_samples(path: Path, max_samples: int) -> dict[str, list[str]]:
-    """Each input's successful samples in sample_idx order (the first `max_samples`)."""
+def read_samples(path: Path, max_samples: int) -> tuple[dict[str, list[str]], dict[str, int]]:
+    """Each input's first `max_samples` samples in sample_idx order, a failed or missing one as "" (BLEU 0),
+    and the counts: inputs, failed samples, inputs whose samples all failed."""
     from inference.output import read_rows
 
     rows, _ = read_rows(path)
-    by_id: dict[str, list[tuple[int, str]]] = {}
+    by_id: dict[str, dict[int, str | None]] = {}
     for row in rows:
-        if row.get("error") is None and row["sample_idx"] < max_samples:
-            by_id.setdefault(row["id"], []).append((row["sample_idx"], row["prediction"]))
+        if row["sample_idx"] < max_samples:
+            slots = by_id.setdefault(row["id"], {})
+            if row.get("error") is None or row["sample_idx"] not in slots:
+                slots[row["sample_idx"]] = row["prediction"] if row.get("error") is None else None
     if not by_id:
-        raise DataError(str(path), None, "prediction", "no successful samples")
-    return {i: [text for _, text in sorted(samples)] for i, samples in by_id.items()}
+        raise DataError(str(path), None, "id", "no samples")
+    samples = {i: [slots.get(k) for k in range(max_samples)] for i, slots in by_id.items()}
+    counts = {"inputs": len(samples), "failed_samples": sum(s is None for ss in samples.values() for s in ss),
+              "failed_inputs": sum(all(s is None for s in ss) for ss in samples.values())}
+    return {i: [s or "" for s in ss] for i, ss in samples.items()}, counts
 
 
 def oracle_curve(samples: dict[str, list[str]], test_file: Path, counts: Sequence[int], protocol: str) -> list[float]:
@@ -129,26 +137,33 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
     # infer's batch_size counts prompts; each brings max_samples sequences: keep sequences per call as configured
     prompts_per_call = max(1, int(cfg.infer.get("batch_size", 16)) // settings.max_samples)
     curves: dict[str, list[float]] = {}
+    inputs: dict[str, dict[str, int]] = {}
     for system in settings.systems:
         model = exp.dense(seed) if system == "dense" else exp.moe(seed=seed)
         for dataset in datasets:
+            name = f"{LABELS[system]} / {dataset}"
             preds = exp.predict(f"{system}_bon{settings.max_samples}", model, dataset, seed,
                                 n_samples=settings.max_samples, max_items=settings.items, batch_size=prompts_per_call)
-            samples = read_samples(preds.parent / "samples.jsonl", settings.max_samples)
-            curves[f"{LABELS[system]} / {dataset}"] = oracle_curve(samples, exp.test_sets[dataset], counts, protocol)
+            samples, inputs[name] = read_samples(preds.parent / "samples.jsonl", settings.max_samples)
+            curves[name] = oracle_curve(samples, exp.test_sets[dataset], counts, protocol)
     monotone = {name: all(b >= a for a, b in zip(values, values[1:])) for name, values in curves.items()}
     from evaluation.report import Table
 
     rows = [[str(n)] + [f"{values[k]:.2f}" for values in curves.values()] for k, n in enumerate(counts)]
     rows.append([f"gain N=1→{counts[-1]}"] + [f"{values[-1] - values[0]:+.2f}" for values in curves.values()])
     rows.append(["monotone"] + ["yes" if monotone[name] else "no" for name in curves])
+    rows.append(["inputs (all samples failed)"] + [f"{inputs[name]['inputs']} ({inputs[name]['failed_inputs']})"
+                                                   for name in curves])
     label = setting_label(cfg, settings, seed)
     out = Path(cfg.work_dir) / "tables"
     plot(curves, counts, "Fig. 4 — Best-of-N, oracle verifier\n" + textwrap.fill(label, 100), out / "fig4.png")
     print(f"\nFig. 4 — Best-of-N with the oracle verifier, oracle BLEU by N ({label})")
-    result = {"setting": label, "counts": counts, "curves": curves, "monotone": monotone,
+    result = {"setting": label, "counts": counts, "curves": curves, "monotone": monotone, "inputs": inputs,
               "paper": PAPER_FINDING, "png": str(out / "fig4.png")}
     write_table(Table(["N"] + list(curves), rows), out, "fig4", result)
+    for name, n in inputs.items():
+        print(f"{name}: N = {n['inputs']} inputs, {n['failed_inputs']} with every sample failed, "
+              f"{n['failed_samples']} of {n['inputs'] * settings.max_samples} samples failed (failed = BLEU 0)")
     print(PAPER_FINDING)
     print(f"ours: {'monotone' if all(monotone.values()) else 'NOT monotone'} on "
           f"{sum(monotone.values())} of {len(monotone)} curves up to {counts[-1]} samples; plot in {out / 'fig4.png'}")

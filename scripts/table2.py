@@ -39,6 +39,7 @@ METHOD_SUFFIX = {"zero-shot": "", "bon-oracle": " + BoN-Oracle", "bon-orm": " + 
 ICL_SUFFIX = {"random": "Random-ICL", "retrieval": "Retrieval-ICL"}
 PRIOR_WORK = [m for m in TABLE2 if m.endswith(")")]  # "Rerank-T5 (2021)" ... "LlamaDict (2024)"
 SHOWN = ("bleu", "rougeL")
+SUMMARISED = (*TABLE_METRICS, "sacrebleu")
 
 
 class IclModel(StageConfig):
@@ -77,6 +78,8 @@ class Table2Settings(StageConfig):
     icl_max_items: int | None = Field(100, ge=1, description="ICL test inputs per dataset, at most eval_items "
                                                              "(original: 100 random items; null: eval_items)")
     prior_work: bool = Field(True, description="also print the paper's prior-work rows (paper numbers only)")
+    report_sacrebleu: bool = Field(False, description="add a standard corpus sacreBLEU column after the paper's "
+                                                      "BLEU (needs sacrebleu in the experiment's metrics)")
 
 
 def check_api_keys(settings: Table2Settings, source: str) -> None:
@@ -93,6 +96,13 @@ def check_api_keys(settings: Table2Settings, source: str) -> None:
                 problems.append(f"{source}: tables.table2.icl_models.{i} ({m.name}): {e}")
     if problems:
         raise ConfigError(problems + ["or drop those models from tables.table2.icl_models"])
+
+
+def check_sacrebleu(cfg: ExperimentConfig, settings: Table2Settings, source: str) -> None:
+    """Fail before any work when the sacreBLEU column is asked for but never computed."""
+    if settings.report_sacrebleu and "sacrebleu" not in cfg.metrics:
+        raise ConfigError(f"{source}: tables.table2.report_sacrebleu: needs \"sacrebleu\" in metrics "
+                          f"(now {', '.join(cfg.metrics)})")
 
 
 def _slug(name: str) -> str:
@@ -145,9 +155,9 @@ def summarise(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for label, per_dataset in rows.items():
         for dataset, scores in per_dataset.items():
-            per_seed = seed_scores(scores)
+            per_seed = seed_scores(scores, SUMMARISED)
             cell = out.setdefault(label, {}).setdefault(dataset, {})
-            for metric in TABLE_METRICS:
+            for metric in SUMMARISED:
                 values = [s[metric] for s in per_seed if metric in s]
                 if values:
                     mean, std = mean_std(values)
@@ -164,17 +174,20 @@ def _avg(values: Sequence[float | None]) -> float | None:
     return sum(values) / len(values) if values and None not in values else None
 
 
-def build_table(ours: Mapping[str, Mapping[str, Mapping[str, Any]]], datasets: Sequence[str], prior_work: bool) -> Any:
+def build_table(ours: Mapping[str, Mapping[str, Mapping[str, Any]]], datasets: Sequence[str], prior_work: bool,
+                report_sacrebleu: bool = False) -> Any:
     """One `ours` and one `paper` line per row (BLEU / ROUGE-L per dataset, then their mean over the datasets
-    shown), prior-work rows as `paper` lines only."""
-    from evaluation.report import LABELS, Table
+    shown; with `report_sacrebleu`, standard sacreBLEU after BLEU, which the paper never reports), prior-work
+    rows as `paper` lines only."""
+    from evaluation.report import LABELS, Table, shown_metrics
 
-    header = ["Method", "Run"] + [f"{d} {LABELS[m]}" for d in datasets for m in SHOWN]
-    header += [f"Avg. {LABELS[m]}" for m in SHOWN]
+    shown = shown_metrics(SHOWN, report_sacrebleu)
+    header = ["Method", "Run"] + [f"{d} {LABELS[m]}" for d in datasets for m in shown]
+    header += [f"Avg. {LABELS[m]}" for m in shown]
 
     def line(label: str, run: str, cell: Any) -> list[str]:
-        cells = [fmt(*cell(d, m)) for d in datasets for m in SHOWN]
-        return [label, run] + cells + [fmt(_avg([cell(d, m)[0] for d in datasets])) for m in SHOWN]
+        cells = [fmt(*cell(d, m)) for d in datasets for m in shown]
+        return [label, run] + cells + [fmt(_avg([cell(d, m)[0] for d in datasets])) for m in shown]
 
     table_rows = []
     if prior_work:
@@ -209,13 +222,16 @@ def title(cfg: ExperimentConfig, datasets: Sequence[str], settings: Table2Settin
     seeds = ", ".join(map(str, cfg.seeds))
     return (f"Table 2 (ours: {cfg.base_model} on {data}; datasets {', '.join(datasets)}; seeds {seeds}; MoE N={cfg.num_clusters}; BoN N="
             f"{settings.bon_samples}; ICL k={settings.icl_k}). Paper: Llama-3-8B on 3D-EX and its four sources, "
-            "seeds 21/42/84. Avg. = mean over the datasets shown, for ours and the paper alike.")
+            "seeds 21/42/84. Avg. = mean over the datasets shown, for ours and the paper alike."
+            + (" sacreBLEU: standard corpus BLEU (13a tokens, exp smoothing), lower than the paper's BLEU "
+               "(Moses sentence BLEU+1, max over references; docs/metrics.md)." if settings.report_sacrebleu else ""))
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg, source = table_config(args)
     settings = table_settings(cfg, "table2", Table2Settings, source)
     check_api_keys(settings, source)
+    check_sacrebleu(cfg, settings, source)
     exp = Experiment(cfg, source)
     ours = summarise(run_rows(exp, settings))
     datasets = list(exp.test_sets)
@@ -225,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     print(title(cfg, datasets, settings))
     paper = {label: {d: {m: paper_cell(label, d, m) for m in SHOWN} for d in datasets}
              for label in [*(PRIOR_WORK if settings.prior_work else []), *ours]}
-    write_table(build_table(ours, datasets, settings.prior_work), out, "table2",
+    write_table(build_table(ours, datasets, settings.prior_work, settings.report_sacrebleu), out, "table2",
                 {"title": title(cfg, datasets, settings), "settings": settings.model_dump(mode="json"),
                  "datasets": datasets, "ours": ours, "paper": paper})
     print(f"table2: wrote {out}/table2.{{md,csv,tex,json}} and table2_metrics.csv (every metric)")

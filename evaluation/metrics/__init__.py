@@ -47,6 +47,11 @@ class Metric:
         check_inputs(self.name, hyps, refs)
         return {self.name: float(np.mean(self.sentence_scores(hyps, refs, reduce))) if hyps else 0.0}
 
+    def corpus_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]],
+                      reduce: Reduce = "max") -> tuple[dict[str, float], dict[str, int]]:
+        """`compute`'s scores and the counts of items the metric left out (MAUVE's empty texts; none here)."""
+        return self.compute(hyps, refs, reduce), {}
+
     def signature(self) -> dict[str, object]:
         """Settings and package versions that determine this metric's numbers."""
         return {**{k: getattr(self.settings, k) for k in self.settings_used},

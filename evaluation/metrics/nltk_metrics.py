@@ -50,19 +50,24 @@ class Meteor(Metric):
 class Nist(Metric):
     """Sentence NIST (NLTK, orders up to `nist_order`), in NIST's own units (not a percentage).
 
-    Orders longer than the hypothesis contribute 0 instead of NLTK's ZeroDivisionError.
+    A hypothesis with fewer tokens than `nist_order` has no n-grams of the higher orders, where NLTK
+    divides by zero. `nist_short="lower-orders"` (default) scores it on the orders up to its length;
+    `"zero"` scores it 0, as the original did (it caught the error as 0), and is orig-compat's rule.
     """
 
     name = "nist"
     cpu_bound = True
     chunked = True
     packages = ("nltk",)
-    settings_used = ("nist_order",)
+    settings_used = ("nist_order", "nist_short")
 
     def _nist(self, hyp: list[str], refs: list[list[str]]) -> float:
         from nltk.translate.nist_score import sentence_nist
 
-        return sentence_nist(refs, hyp, n=min(self.settings.nist_order, len(hyp))) if hyp else 0.0
+        order = self.settings.nist_order
+        if not hyp or (len(hyp) < order and self.settings.nist_short == "zero"):
+            return 0.0
+        return sentence_nist(refs, hyp, n=min(order, len(hyp)))
 
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         out = []

@@ -28,9 +28,21 @@ def test_reproduces_moses_on_1000_urban_pairs(data_3dex):
     ("the the the", ["the cat"], ((2 / 4) * (1 / 3) * (1 / 2) * 1) ** 0.25),        # clipping, no BP when longer
     ("A Person", ["a person"], (1 / 3 * 1 / 2) ** 0.25),                               # case-sensitive
     ("café noir", ["café noir"], 1.0),                                                 # unicode
+    ("  a   person ", ["a person"], 1.0),                                              # runs of spaces: no empty token
+    # Moses splits on " " only: a no-break space or a tab stays inside the token (one hypothesis token here)
+    ("a\u00a0person", ["a person"], (1 / 2) ** 0.25 * math.exp(1 - 2 / 1)),          # 30.93, not 100
+    ("a\tperson", ["a person"], (1 / 2) ** 0.25 * math.exp(1 - 2 / 1)),
+    ("a\u00a0person", ["a\u00a0person"], 1.0),
 ])
 def test_hand_computed(hyp, refs, expected):
     assert moses_sentence_bleu(hyp, refs) == pytest.approx(expected, rel=1e-9)
+
+
+def test_tokens_split_on_spaces_only():
+    from evaluation.bleu import moses_tokens
+
+    assert moses_tokens(" a  b\tc\u00a0d ") == ["a", "b\tc\u00a0d"]
+    assert moses_tokens("") == [] and moses_tokens("   ") == []
 
 
 def test_rejects_bad_references():

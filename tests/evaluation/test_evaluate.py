@@ -131,3 +131,47 @@ def test_failed_generations_from_infer_score_zero_and_are_counted(urban, refs, t
     rows[0] = {"id": rows[0]["id"], "prediction": None}
     write_jsonl(preds, rows)
     assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "o2") == 1
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "run_config").glob("evaluate*.json"))
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
+def test_empty_and_failed_predictions_score_under_every_shipped_config(config, urban, refs, tmp_path, minilm_dir,
+                                                                       smollm2_dir):
+    """Every metric of every shipped config, the paper-era models swapped for local ones (MAUVE on SmolLM2's
+    GPT-2-style tokens, `last` pooling as gpt2-large): empty, blank and failed rows score 0 and are counted."""
+    rows = gold(urban)[:24]
+    rows[0]["prediction"] = ""
+    rows[1] = {"id": rows[1]["id"], "prediction": None, "error": "HTTP 500 after 4 attempts"}
+    rows[2]["prediction"] = "  "
+    rows[3]["prediction"] = "."  # empty once orig-compat removes periods
+    preds = write_jsonl(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "out"
+    local = ["--bertscore-model", minilm_dir, "--bertscore-num-layers", 6, "--moverscore-model", minilm_dir,
+             "--mauve-model", smollm2_dir, "--mauve-num-buckets", 2, "--device", "cpu", "--batch-size", 16]
+    assert run("--config", config, "--predictions", preds, "--references", refs, "--output-dir", out, *local) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    compat = scores["protocol"] == "orig-compat"
+    assert scores["counts"]["empty_predictions"] == 3 and scores["counts"]["failed_predictions"] == 1
+    (seed,) = scores["systems"][next(iter(scores["systems"]))]["seeds"]
+    assert seed["n_examples"] == 24 and seed["n_empty"] == 3 + compat
+    per_example = [json.loads(line) for line in (out / "per_example.jsonl").open()]
+    metrics = [m for m in seed["scores"] if m not in ("sacrebleu", "mauve")]
+    for row in per_example[:3 + compat]:
+        assert row["empty"] and all(row[m] == 0.0 for m in metrics), row
+    assert all(not row["empty"] for row in per_example[3 + compat:])
+    if "mauve" in seed["scores"]:
+        assert seed["excluded"] == {"mauve_excluded_predictions": 3, "mauve_excluded_references": 0}
+        assert 0 < seed["scores"]["mauve"] <= 100 and "bertscore" in metrics and "moverscore" in metrics
+
+
+def test_rescaling_without_a_baseline_is_refused_before_any_work(refs, tmp_path, minilm_dir, capsys):
+    out = tmp_path / "out"
+    args = ["--predictions", refs, "--references", refs, "--metrics", "bleu,bertscore", "--output-dir", out,
+            "--bertscore-model", minilm_dir, "--bertscore-num-layers", 6, "--bertscore-rescale"]
+    assert run(*args) == 2
+    assert "bertscore_baseline_file: value error, needed with bertscore_rescale" in capsys.readouterr().err
+    assert not out.exists()
+    assert run(*args, "--bertscore-baseline-file", tmp_path / "missing.tsv") == 2
+    assert "missing.tsv: no such file" in capsys.readouterr().err

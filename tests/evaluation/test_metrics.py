@@ -48,9 +48,17 @@ def test_known_scores(metric, hyp, refs, reduce, expected):
 
 
 def test_nist_short_hypothesis_scores_instead_of_dividing_by_zero():
+    from nltk.translate.nist_score import sentence_nist
+
     unit = get_metric("nist", S)
     short, none = unit.sentence_scores(["a b", "x"], [["a b c d e f"], ["a b"]])
     assert short > 0 and none == 0
+    assert short == pytest.approx(sentence_nist([["a", "b", "c", "d", "e", "f"]], ["a", "b"], n=2))
+    with pytest.raises(ZeroDivisionError):  # what NLTK does with n=5, which the original caught as 0
+        sentence_nist([["a", "b", "c", "d", "e", "f"]], ["a", "b"], n=5)
+    original = get_metric("nist", MetricSettings(nist_short="zero"))
+    short0, long0 = original.sentence_scores(["a b", "a b c d e"], [["a b c d e f"]] * 2)
+    assert short0 == 0.0 and long0 == pytest.approx(unit.sentence_scores(["a b c d e"], [["a b c d e f"]])[0])
 
 
 def test_compute_mean_and_input_checks():

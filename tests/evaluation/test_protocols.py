@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from evaluation.api import best_sample, score, score_records
+from evaluation.config import MetricSettings
 from evaluation.bleu import moses_max_single_bleu, moses_sentence_bleu
 from evaluation.protocols import PROTOCOLS, get_protocol, reference_lists
 from evaluation import scoring
@@ -52,6 +53,14 @@ def test_orig_compat_strips_periods_and_rounds_up(by_term, urban):
     assert compat * 100 == int(compat * 100)  # two decimals, rounded up
     finish = get_protocol("orig-compat").finish
     assert finish(12.3401) == 12.35 and finish(10.84) == 10.84 and finish(finish(0.29)) == 0.29
+
+
+def test_orig_compat_scores_short_hypotheses_zero_in_nist(by_term, urban):
+    target = by_term["smock"][1]  # "a excessively large shirt": 4 tokens, fewer than NIST's order 5
+    strict = score([target.definition], [target], ("nist",), "max", pool=urban)["nist"]
+    compat = score([target.definition], [target], ("nist",), "orig-compat", pool=urban)["nist"]
+    assert strict > 0 and compat == 0.0
+    assert get_protocol("orig-compat").settings(MetricSettings()).nist_short == "zero"
 
 
 def test_best_of_n_mean_and_oracle(by_term, urban):

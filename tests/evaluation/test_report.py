@@ -64,3 +64,38 @@ def test_significance_tests():
     assert same["p_value"] > 0.05
     assert paired_ttest(a, a) == {"t": 0.0, "p_value": 1.0}
     assert paired_bootstrap(a, b, samples=300, seed=7) == paired_bootstrap(a, b, samples=300, seed=7)
+
+
+def test_report_sacrebleu_column_beside_the_papers_bleu(urban, tmp_path, capsys):
+    """Real Urban rows, shortened predictions: the standard corpus BLEU column sits after the paper's
+    Moses sentence BLEU+1, and is lower (no +1 floor on unigrams, no max over single references)."""
+    import sacrebleu
+
+    from evaluation.evaluate import main as evaluate_main
+
+    records = urban[:60]
+    refs, preds = tmp_path / "test.jsonl", tmp_path / "p.jsonl"
+    refs.write_text("".join(r.to_json() + "\n" for r in records))
+    hyps = [" ".join(r.definition.split()[:3]) for r in records]
+    preds.write_text("".join(json.dumps({"id": r.id, "prediction": h, "model": "prefix"}) + "\n"
+                             for r, h in zip(records, hyps)))
+    run = tmp_path / "eval"
+    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--metrics", "bleu,rouge,sacrebleu",
+                          "--output-dir", str(run)]) == 0
+    scores = json.loads((run / "scores.json").read_text())
+    out = tmp_path / "tables"
+    assert main(["--runs", str(run), "--output-dir", str(out), "--report-sacrebleu"]) == 0
+    md = (out / "table2.md").read_text()
+    assert md.startswith("| Method | Urban BLEU | Urban sacreBLEU | Urban ROUGE | Avg. BLEU | Avg. sacreBLEU |")
+    assert f"| prefix | {scores['bleu']:.2f} | {scores['sacrebleu']:.2f} | {scores['rougeL']:.2f} |" in md
+    from evaluation.protocols import PROTOCOLS, reference_lists
+
+    lists = reference_lists(records, records, PROTOCOLS["max"])  # each record's own definition first
+    streams = [[rs[k] if k < len(rs) else None for rs in lists] for k in range(max(map(len, lists)))]
+    assert scores["sacrebleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, streams).score)
+    assert scores["sacrebleu"] < scores["bleu"]
+    capsys.readouterr()
+    bare = tmp_path / "bare"
+    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(bare)]) == 0
+    assert main(["--runs", str(bare), "--output-dir", str(out), "--report-sacrebleu"]) == 2
+    assert "report_sacrebleu: no sacrebleu score for prefix on Urban" in capsys.readouterr().err

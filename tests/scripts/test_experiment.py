@@ -12,7 +12,7 @@ from dataset.records import Record
 from run_config.errors import ConfigError, DataError
 from run_config.loader import StageConfig, load_config
 from scripts.experiment import (FULL_CONFIG, TOY_CONFIG, Experiment, ExperimentConfig, check_sections, combine_seeds,
-                                split_by_source, table_config, table_parser, table_settings, variant_name)
+                                inputs_line, split_by_source, table_config, table_parser, table_settings, variant_name)
 
 
 def _records(tmp_path, sources):
@@ -76,6 +76,26 @@ def test_toy_switch_picks_the_toy_config_and_refuses_a_second_config():
     assert source == str(FULL_CONFIG) and cfg.launcher == "deepspeed"
     with pytest.raises(ConfigError, match="--toy and --config"):
         table_config(parser.parse_args(["--toy", "--config", str(FULL_CONFIG)]))
+
+
+def test_inputs_line_counts_failed_rows_in_n(wordnet_lexicon, tmp_path):
+    """Every aggregate script scores through `Experiment.score`, which prints N from evaluate's counts:
+    failed generations are inside N (scored 0), not dropped."""
+    from evaluation.evaluate import main as evaluate_main
+
+    records = [json.loads(line) for line in (wordnet_lexicon / "test.jsonl").read_text().splitlines()[:10]]
+    refs = tmp_path / "test.jsonl"
+    refs.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rows = [{"id": r["id"], "prediction": r["definition"], "model": "dense", "seed": 42} for r in records]
+    rows[0].update(prediction=None, error="HTTP 500")
+    rows[1]["prediction"] = ""
+    preds = tmp_path / "p.jsonl"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(tmp_path / "e")]) == 0
+    scores = json.loads((tmp_path / "e" / "scores.json").read_text())
+    assert inputs_line("dense", "WordNet", scores) == ("dense / WordNet: N = 10 inputs per seed; 1 failed and 1 empty "
+                                                       "predictions, each scored 0")
+    assert scores["bleu"] == pytest.approx(100.0 * 8 / 10)
 
 
 def test_variant_name_adds_only_changed_keys():

@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from run_config.loader import load_config
 from scripts.experiment import TOY_CONFIG, ExperimentConfig, table_settings
-from scripts.fig4 import Fig4Settings, main, sample_counts
+from scripts.fig4 import Fig4Settings, main, oracle_curve, read_samples, sample_counts
 
 
 def _config(tiny_paper, tmp_path, fig4):
@@ -20,6 +22,30 @@ def _config(tiny_paper, tmp_path, fig4):
 def test_sample_counts_double_up_to_the_maximum():
     assert sample_counts(128) == [1, 2, 4, 8, 16, 32, 64, 128]
     assert sample_counts(6) == [1, 2, 4, 6] and sample_counts(1) == [1]
+
+
+def test_inputs_whose_samples_all_failed_count_as_zero(wordnet_lexicon, tmp_path):
+    """Real WordNet test rows, 4 samples each: the gold definition, a wrong one, failures. An input whose
+    samples all failed stays in the mean with BLEU 0 (it used to be dropped: a survivors-only mean)."""
+    from dataset.records import load_records
+    from inference.output import make_row, write_rows
+
+    test_file = wordnet_lexicon / "test.jsonl"
+    records = load_records(test_file)[:6]
+    rows = []
+    for k, r in enumerate(records):
+        for idx in range(4):
+            failed = k < 2 or (idx == 0 and k < 4)  # inputs 0, 1: every sample failed; 2, 3: the first one
+            text = None if failed else (r.definition if idx == 3 else "zzz qqq")
+            rows.append(make_row(r.id, r.term, r.context, prediction=text, model="m", seed=42, sample_idx=idx,
+                                 latency_s=0.0, error="HTTP 500" if failed else None))
+    write_rows(tmp_path / "samples.jsonl", rows)
+    samples, counts = read_samples(tmp_path / "samples.jsonl", 4)
+    assert counts == {"inputs": 6, "failed_samples": 2 * 4 + 2, "failed_inputs": 2}
+    assert samples[records[0].id] == [""] * 4 and len(samples[records[2].id]) == 4
+    curve = oracle_curve(samples, test_file, [1, 2, 4], "max")
+    assert curve[-1] == pytest.approx(100.0 * 4 / 6)  # the gold sample of 4 inputs of 6, not of the 4 survivors
+    assert curve[0] < curve[1] < curve[2]
 
 
 def test_toy_config_shrinks_the_sweep():

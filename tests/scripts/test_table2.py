@@ -12,7 +12,7 @@ import pytest
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
 from scripts.paper_numbers import TABLE2
-from scripts.table2 import PRIOR_WORK, Table2Settings, main
+from scripts.table2 import PRIOR_WORK, Table2Settings, build_table, main
 from tests.conftest import REPO_ROOT
 
 ROWS = ["tiny Random-ICL", "tiny Retrieval-ICL", "LM-Lexicon-Dense", "LM-Lexicon-Dense + BoN-Oracle",
@@ -80,6 +80,25 @@ def test_missing_api_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
     assert "tables.table2.icl_models.0 (GPT-4-Turbo): backend openai: set the API key in the environment " \
            "variable OPENAI_API_KEY" in err
     assert "GEMINI_API_KEY" in err and "ANTHROPIC" not in err and not work.exists()
+
+
+def test_sacrebleu_column_needs_the_metric_and_fails_before_any_work(tmp_path, capsys):
+    work = tmp_path / "work"
+    assert main(["--toy", "--work-dir", str(work), "--set", "tables.table2.report_sacrebleu=true"]) == 2
+    err = capsys.readouterr().err
+    assert 'tables.table2.report_sacrebleu: needs "sacrebleu" in metrics (now bleu, rouge, meteor' in err
+    assert not work.exists()
+
+
+def test_sacrebleu_column_after_bleu_blank_for_the_paper():
+    ours = {"LM-Lexicon-Dense": {"WordNet": {"bleu": {"mean": 40.0, "std": 0.5}, "rougeL": {"mean": 41.0, "std": 0.0},
+                                             "sacrebleu": {"mean": 12.5, "std": 0.25}}}}
+    table = build_table(ours, ["WordNet"], prior_work=False, report_sacrebleu=True)
+    assert table.header == ["Method", "Run", "WordNet BLEU", "WordNet sacreBLEU", "WordNet ROUGE", "Avg. BLEU",
+                            "Avg. sacreBLEU", "Avg. ROUGE"]
+    assert table.rows[0] == ["LM-Lexicon-Dense", "ours", "40.00±0.50", "12.50±0.25", "41.00", "40.00", "12.50", "41.00"]
+    assert table.rows[1][2:5] == ["36.99±0.59", "–", "37.83±0.45"]  # the paper reports no standard BLEU
+    assert build_table(ours, ["WordNet"], prior_work=False).header[2:4] == ["WordNet BLEU", "WordNet ROUGE"]
 
 
 def test_shipped_configs_hold_valid_table2_settings():
