@@ -1,12 +1,14 @@
 """Typed config of the inference stage."""
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from inference.backend import Sampling
-from run_config.loader import StageConfig
+from run_config.loader import SECRET_ERROR, StageConfig
 
 Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
 Backend = Literal["local", "vllm", "openai", "anthropic", "gemini"]
@@ -15,6 +17,9 @@ API_BACKENDS = ("openai", "anthropic", "gemini")
 _TASK_ALIASES = {"word-interpretation": "word_interpretation", "synthesize-context": "context_synthesis",
                  "synthesize-definition": "definition_synthesis", "word-sense-disambiguation": "wsd"}
 _ICL_ALIASES = {"topk": "retrieval"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# OpenAI and Anthropic keys (sk-..., sk-ant-...) fail the name pattern on their "-"; Google's need a look.
+_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_-]{20}")
 # Keys that do not change what is generated: a resumed run may differ in them.
 RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
                   "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
@@ -98,6 +103,15 @@ class InferConfig(DecodingConfig):
     @classmethod
     def _icl_alias(cls, value: Any) -> Any:
         return _ICL_ALIASES.get(value, value)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name_not_key(cls, value: str | None) -> str | None:
+        if value is not None and (not _ENV_NAME.fullmatch(value) or _GOOGLE_KEY.match(value)):
+            raise PydanticCustomError(SECRET_ERROR, "takes the name of the environment variable that holds the "
+                                      "API key (letters, digits, _), not the key itself; the value is not shown "
+                                      "or saved: put the key in e.g. OPENAI_API_KEY and pass that name")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> InferConfig:
