@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from inference.backend import Sampling
@@ -25,6 +25,18 @@ RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_secon
                   "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
                   "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
                   "base_url", "api_key_env", "max_prompt_tokens")
+
+
+def _env_name_not_key(value: str | None) -> str | None:
+    if value is not None and (not _ENV_NAME.fullmatch(value) or _GOOGLE_KEY.match(value)):
+        raise PydanticCustomError(SECRET_ERROR, "takes the name of the environment variable that holds the "
+                                  "API key (letters, digits, _), not the key itself; the value is not shown "
+                                  "or saved: put the key in e.g. OPENAI_API_KEY and pass that name")
+    return value
+
+
+# The name of the environment variable holding an API key; a key given in its place is refused unseen.
+KeyEnvName = Annotated[str | None, AfterValidator(_env_name_not_key)]
 
 
 class DecodingConfig(StageConfig):
@@ -81,7 +93,7 @@ class InferConfig(DecodingConfig):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm GPU memory fraction")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm tensor parallel size")
     base_url: str | None = Field(None, description="API base URL (default: the vendor's)")
-    api_key_env: str | None = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
+    api_key_env: KeyEnvName = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
                                     "ANTHROPIC_API_KEY, GEMINI_API_KEY)")
     system_prompt: bool = Field(True, description="APIs: send prompts/api_system.txt as system instruction")
     send_sampling: bool = Field(True, description="APIs: send temperature/top-p/top-k (off for models that "
@@ -103,15 +115,6 @@ class InferConfig(DecodingConfig):
     @classmethod
     def _icl_alias(cls, value: Any) -> Any:
         return _ICL_ALIASES.get(value, value)
-
-    @field_validator("api_key_env")
-    @classmethod
-    def _env_name_not_key(cls, value: str | None) -> str | None:
-        if value is not None and (not _ENV_NAME.fullmatch(value) or _GOOGLE_KEY.match(value)):
-            raise PydanticCustomError(SECRET_ERROR, "takes the name of the environment variable that holds the "
-                                      "API key (letters, digits, _), not the key itself; the value is not shown "
-                                      "or saved: put the key in e.g. OPENAI_API_KEY and pass that name")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> InferConfig:
