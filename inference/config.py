@@ -100,10 +100,12 @@ class InferConfig(DecodingConfig):
                                 "reject them, e.g. recent Claude models)")
     concurrency: int = Field(8, ge=1, description="API requests in flight")
     requests_per_second: float | None = Field(None, gt=0, description="API rate limit (null: none)")
-    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors")
+    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors, "
+                             "broken replies")
     retry_base_delay_s: float = Field(1.0, ge=0, description="first backoff delay; doubles per retry")
     retry_max_delay_s: float = Field(60.0, ge=0, description="backoff cap")
-    timeout_s: float = Field(60.0, gt=0, description="API request timeout")
+    timeout_s: float = Field(60.0, gt=0, description="API: seconds for a whole request attempt, first to last "
+                             "byte (then retried)")
     force: bool = Field(False, description="discard existing outputs and start over")
 
     @field_validator("task", mode="before")
