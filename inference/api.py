@@ -1,25 +1,38 @@
-"""API backends through the vendors' official SDKs, with concurrency, a rate limit and retries.
+"""API backends through the vendors' official async SDKs, with concurrency, a rate limit and retries.
 
 Keys come from environment variables only. The SDKs' own retries are switched off: `ApiBackend`
-retries 429, 5xx, timeouts and connection errors with capped exponential backoff (honouring
-`Retry-After`), and a request that still fails becomes an error row, never an empty prediction.
+retries 429, 5xx, timeouts, connection errors and broken replies (a 200 whose body is not JSON or has
+no text) with capped exponential backoff (honouring `Retry-After`), and a request that still fails
+becomes an error row, never an empty prediction and never a crash of the run. `timeout_s` bounds each
+attempt as a whole (the SDKs' timeouts bound each read only, so a reply trickled in slowly would pass).
 """
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import random
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
+
+import pydantic
 
 from inference.backend import Generation, Request, Sampling, derived_seed
 from run_config.errors import ConfigError
 
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class MalformedReply(Exception):
+    """A reply without a usable answer: not JSON, no choices or text parts, or a text that is no string."""
+
+
+# What the SDKs raise on a body they cannot parse; with MalformedReply, a broken reply.
+UNPARSABLE = (json.JSONDecodeError, pydantic.ValidationError)
+BROKEN_REPLY = (MalformedReply, *UNPARSABLE)
 
 
 @dataclass(frozen=True)
@@ -38,22 +51,20 @@ class RetryPolicy:
 
 
 class RateLimiter:
-    """Spaces request starts at least 1/rate seconds apart across threads (None: no limit)."""
+    """Spaces request starts at least 1/rate seconds apart across the tasks of one event loop (None: no limit)."""
 
     def __init__(self, per_second: float | None) -> None:
         self.interval = 1.0 / per_second if per_second else 0.0
         self._next = 0.0
-        self._lock = threading.Lock()
 
-    def acquire(self) -> None:
+    async def acquire(self) -> None:
         if not self.interval:
             return
-        with self._lock:
-            now = time.monotonic()
-            start = max(now, self._next)
-            self._next = start + self.interval
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + self.interval
         if start > now:
-            time.sleep(start - now)
+            await asyncio.sleep(start - now)
 
 
 def _status(exc: BaseException) -> int | None:
@@ -75,6 +86,12 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _text(value: Any, vendor: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise MalformedReply(f"{vendor} reply: {what} is {type(value).__name__}, not text")
+    return value
+
+
 class _OpenAIClient:
     vendor = "openai"
 
@@ -82,20 +99,26 @@ class _OpenAIClient:
         self.send_sampling = send_sampling
         import openai
 
-        self.client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self.errors: tuple[type[BaseException], ...] = (openai.OpenAIError,)
         self.transient: tuple[type[BaseException], ...] = (openai.APITimeoutError, openai.APIConnectionError)
 
-    def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
         extra: dict[str, Any] = {}
         if self.send_sampling:
             extra["temperature"] = 0.0 if sampling.greedy else sampling.temperature
             if not sampling.greedy and sampling.top_p is not None:
                 extra["top_p"] = sampling.top_p
-        response = self.client.chat.completions.create(
+        response = await self.client.chat.completions.create(
             model=model, messages=messages, max_completion_tokens=sampling.max_new_tokens, seed=seed, n=1, **extra)
-        return response.choices[0].message.content or ""
+        choices = getattr(response, "choices", None)  # the SDK does not validate replies: check them here
+        if not isinstance(choices, list) or not choices:
+            raise MalformedReply("openai reply: no choices")
+        return _text(getattr(getattr(choices[0], "message", None), "content", None), self.vendor, "message content")
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 class _AnthropicClient:
@@ -105,11 +128,11 @@ class _AnthropicClient:
         self.send_sampling = send_sampling
         import anthropic
 
-        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
+        self.client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=0)
         self.errors = (anthropic.AnthropicError,)
         self.transient = (anthropic.APITimeoutError, anthropic.APIConnectionError)
 
-    def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
         # This SDK no longer types sampling parameters and recent models reject them (and reject
         # temperature together with top_p): temperature and top-k go in the body only when asked for.
         body: dict[str, Any] = {}
@@ -117,10 +140,18 @@ class _AnthropicClient:
             body["temperature"] = 0.0 if sampling.greedy else sampling.temperature
             if not sampling.greedy and sampling.top_k is not None:
                 body["top_k"] = sampling.top_k
-        message = self.client.messages.create(
+        message = await self.client.messages.create(
             model=model, max_tokens=sampling.max_new_tokens, messages=[{"role": "user", "content": prompt}],
             **({"system": system} if system else {}), extra_body=body or None)
-        return "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
+        blocks = getattr(message, "content", None)  # not validated by the SDK either
+        texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", "") == "text"] \
+            if isinstance(blocks, list) else []
+        if not texts:
+            raise MalformedReply("anthropic reply: no text block")
+        return "".join(_text(t, self.vendor, "text block") for t in texts)
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 class _GeminiClient:
@@ -139,7 +170,7 @@ class _GeminiClient:
         self.errors = (errors.APIError, httpx2.TransportError)
         self.transient = (httpx2.TransportError,)
 
-    def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
         knobs: dict[str, Any] = {}
         if self.send_sampling:
             knobs = {"temperature": 0.0 if sampling.greedy else sampling.temperature,
@@ -147,8 +178,12 @@ class _GeminiClient:
                      "top_k": None if sampling.greedy else sampling.top_k}
         config = self.types.GenerateContentConfig(system_instruction=system, max_output_tokens=sampling.max_new_tokens,
                                                   seed=seed, **knobs)
-        response = self.client.models.generate_content(model=model, contents=prompt, config=config)
-        return response.text or ""
+        response = await self.client.aio.models.generate_content(model=model, contents=prompt, config=config)
+        # The SDK validates types; `text` is None without candidates or text parts.
+        return _text(response.text, self.vendor, "the text of the first candidate")
+
+    async def close(self) -> None:
+        await self.client.aio.aclose()
 
 
 CLIENTS = {"openai": _OpenAIClient, "anthropic": _AnthropicClient, "gemini": _GeminiClient}
@@ -163,8 +198,22 @@ def api_key_from_env(vendor: str, env_name: str | None = None) -> str:
     return key
 
 
+def _reason(exc: BaseException, timeout_s: float) -> str:
+    """One line saying why an attempt failed."""
+    if isinstance(exc, TimeoutError):
+        return f"TimeoutError: no complete reply within timeout_s {timeout_s:g}"
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    return f"MalformedReply: {text}" if isinstance(exc, UNPARSABLE) else text
+
+
+async def _cancel(tasks: set[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class ApiBackend:
-    """Runs requests on a thread pool; yields each sample as it completes."""
+    """Runs `concurrency` requests at a time on one event loop; yields each sample as it completes."""
 
     bos_token = ""
 
@@ -173,49 +222,50 @@ class ApiBackend:
                  retry: RetryPolicy = RetryPolicy(), timeout_s: float = 60.0, send_sampling: bool = True) -> None:
         if vendor not in CLIENTS:
             raise ConfigError(f"unknown API backend {vendor!r}; choose from {sorted(CLIENTS)}")
-        self.client = CLIENTS[vendor](api_key, base_url, timeout_s, send_sampling)
-        self.name, self.system_prompt = model, system_prompt
-        self.concurrency, self.retry = concurrency, retry
-        self.limiter = RateLimiter(requests_per_second)
+        self.vendor, self.name, self.system_prompt = vendor, model, system_prompt
+        self._client_args = (api_key, base_url, timeout_s, send_sampling)
+        self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
+        self.requests_per_second = requests_per_second
 
-    def _is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, self.client.transient) or _status(exc) in RETRY_STATUS
-
-    def _one(self, request: Request, sample_idx: int, sampling: Sampling) -> Generation:
+    async def _one(self, client: Any, limiter: RateLimiter, request: Request, sample_idx: int,
+                   sampling: Sampling) -> Generation:
         seed = derived_seed(sampling.seed, request.item_id, sample_idx)
         rng = random.Random(seed)
         for attempt in range(self.retry.max_retries + 1):
-            self.limiter.acquire()
+            await limiter.acquire()
             start = time.monotonic()
             try:
-                text = self.client.complete(self.name, request.prompt, self.system_prompt, sampling, seed)
-            except self.client.errors as exc:
-                if self._is_transient(exc) and attempt < self.retry.max_retries:
-                    time.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
+                text = await asyncio.wait_for(
+                    client.complete(self.name, request.prompt, self.system_prompt, sampling, seed), self.timeout_s)
+            except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
+                transient = (isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError))
+                             or _status(exc) in RETRY_STATUS)
+                if transient and attempt < self.retry.max_retries:
+                    await asyncio.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
                     continue
-                reason = f"{type(exc).__name__}: {exc}"[:500]
                 tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                return Generation(request.item_id, sample_idx, None, time.monotonic() - start, reason + tries)
+                return Generation(request.item_id, sample_idx, None, time.monotonic() - start,
+                                  _reason(exc, self.timeout_s)[:500] + tries)
             return Generation(request.item_id, sample_idx, text, time.monotonic() - start)
         raise AssertionError("unreachable: the last attempt returns")
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
         jobs = iter([(r, i) for r in requests for i in r.sample_indices])
-        window = self.concurrency * 2
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"{self.client.vendor}-api") as pool:
-            pending: set[Future] = set()
+        with asyncio.Runner() as runner:
+            loop = runner.get_loop()
+            # A fresh SDK client per call: async clients belong to the event loop they first ran on.
+            client = CLIENTS[self.vendor](*self._client_args)
+            limiter = RateLimiter(self.requests_per_second)
+            pending: set[asyncio.Task] = set()
             try:
                 while True:
-                    while len(pending) < window:
-                        job = next(jobs, None)
-                        if job is None:
-                            break
-                        pending.add(pool.submit(self._one, job[0], job[1], sampling))
+                    while len(pending) < self.concurrency and (job := next(jobs, None)) is not None:
+                        pending.add(loop.create_task(self._one(client, limiter, job[0], job[1], sampling)))
                     if not pending:
                         return
-                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        yield future.result()
+                    finished, pending = runner.run(asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED))
+                    for task in finished:
+                        yield task.result()
             finally:
-                for future in pending:
-                    future.cancel()
+                runner.run(_cancel(pending))
+                runner.run(client.close())

@@ -1,12 +1,14 @@
 """Typed config of the inference stage."""
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import re
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from inference.backend import Sampling
-from run_config.loader import StageConfig
+from run_config.loader import SECRET_ERROR, StageConfig
 
 Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
 Backend = Literal["local", "vllm", "openai", "anthropic", "gemini"]
@@ -15,11 +17,26 @@ API_BACKENDS = ("openai", "anthropic", "gemini")
 _TASK_ALIASES = {"word-interpretation": "word_interpretation", "synthesize-context": "context_synthesis",
                  "synthesize-definition": "definition_synthesis", "word-sense-disambiguation": "wsd"}
 _ICL_ALIASES = {"topk": "retrieval"}
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# OpenAI and Anthropic keys (sk-..., sk-ant-...) fail the name pattern on their "-"; Google's need a look.
+_GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_-]{20}")
 # Keys that do not change what is generated: a resumed run may differ in them.
 RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
                   "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
                   "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
                   "base_url", "api_key_env", "max_prompt_tokens", "icl_cache_dir")
+
+
+def _env_name_not_key(value: str | None) -> str | None:
+    if value is not None and (not _ENV_NAME.fullmatch(value) or _GOOGLE_KEY.match(value)):
+        raise PydanticCustomError(SECRET_ERROR, "takes the name of the environment variable that holds the "
+                                  "API key (letters, digits, _), not the key itself; the value is not shown "
+                                  "or saved: put the key in e.g. OPENAI_API_KEY and pass that name")
+    return value
+
+
+# The name of the environment variable holding an API key; a key given in its place is refused unseen.
+KeyEnvName = Annotated[str | None, AfterValidator(_env_name_not_key)]
 
 
 class DecodingConfig(StageConfig):
@@ -78,17 +95,19 @@ class InferConfig(DecodingConfig):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm GPU memory fraction")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm tensor parallel size")
     base_url: str | None = Field(None, description="API base URL (default: the vendor's)")
-    api_key_env: str | None = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
+    api_key_env: KeyEnvName = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
                                     "ANTHROPIC_API_KEY, GEMINI_API_KEY)")
     system_prompt: bool = Field(True, description="APIs: send prompts/api_system.txt as system instruction")
     send_sampling: bool = Field(True, description="APIs: send temperature/top-p/top-k (off for models that "
                                 "reject them, e.g. recent Claude models)")
     concurrency: int = Field(8, ge=1, description="API requests in flight")
     requests_per_second: float | None = Field(None, gt=0, description="API rate limit (null: none)")
-    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors")
+    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors, "
+                             "broken replies")
     retry_base_delay_s: float = Field(1.0, ge=0, description="first backoff delay; doubles per retry")
     retry_max_delay_s: float = Field(60.0, ge=0, description="backoff cap")
-    timeout_s: float = Field(60.0, gt=0, description="API request timeout")
+    timeout_s: float = Field(60.0, gt=0, description="API: seconds for a whole request attempt, first to last "
+                             "byte (then retried)")
     force: bool = Field(False, description="discard existing outputs and start over")
 
     @field_validator("task", mode="before")

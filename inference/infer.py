@@ -24,7 +24,7 @@ from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
 from inference.output import ResumableJsonl, make_row, read_rows, write_rows
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
-from run_config.errors import ConfigError, DataError
+from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import read_json_config
 from run_config.runtime import fingerprint, set_seed, write_json, write_manifest
 
@@ -207,8 +207,12 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(cfg.output_dir)
     print(f"infer: {summary['predictions']} predictions ({summary['failed_predictions']} failed) -> "
           f"{out / PREDICTIONS}; samples in {out / SAMPLES}")
+    reasons = json.dumps(summary["failure_reasons"])
+    if summary["predictions"] and summary["failed_predictions"] == summary["predictions"]:
+        raise LexiconError(f"every one of the {summary['predictions']} inputs failed ({reasons}); error rows in "
+                           f"{out / PREDICTIONS}, counts in {out / SUMMARY}")
     if summary["failed_predictions"]:
-        print(f"infer: {summary['failed_predictions']} inputs failed ({json.dumps(summary['failure_reasons'])}); "
+        print(f"infer: {summary['failed_predictions']} inputs failed ({reasons}); "
               "rerun the same command to retry only those", file=sys.stderr)
     return 0
 

@@ -1,9 +1,12 @@
 """Local stub servers on 127.0.0.1 speaking the OpenAI, Anthropic and Gemini wire formats (tests, benchmarks).
 
 Each answers with a chatty definition of the term found in the prompt, after `latency_s`. Faults are
-scripted: `statuses` is consumed one entry per request (an int HTTP status, or "stall" to answer only
-after `stall_s`, so that the client times out); `fail_on` makes every prompt containing that text
-fail with HTTP 500.
+scripted: `statuses` is consumed one entry per request: an int HTTP status, "stall" (answer only after
+`stall_s`, so that the client's read times out), "trickle" (send the reply in small pieces spread over
+`trickle_s`, so that no single read times out) or a broken 200 reply: "bad_json" (a cut-off body),
+"html" (an HTML page, as proxies send), "empty" (no choices / content blocks / candidates), "no_text"
+(no text in the answer) or "wrong_type" (a number where the text belongs). `fail_on` gives every prompt containing that text the fault
+`fail_with` (HTTP 500 by default).
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+BROKEN = ("bad_json", "html", "empty", "no_text", "wrong_type")
+FAULTS = ("stall", "trickle", *BROKEN)
 TERM = re.compile(r'What is the definition of "(.+?)"\?')
 
 
@@ -53,6 +58,38 @@ def _success(vendor: str, text: str, model: str) -> dict[str, Any]:
             "modelVersion": model}
 
 
+def _broken(vendor: str, fault: str, payload: dict[str, Any]) -> bytes:
+    """A 200 body with `fault` (see the module docstring) in place of the answer of `payload`."""
+    if fault == "bad_json":
+        return json.dumps(payload).encode()[:-9]
+    if fault == "html":
+        return b"<html><body><h1>502 Bad Gateway</h1></body></html>"
+    if vendor == "openai":
+        answer = payload["choices"][0]["message"]
+        if fault == "empty":
+            payload["choices"] = []
+        elif fault == "no_text":
+            del answer["content"]
+        else:
+            answer["content"] = 42
+    elif vendor == "anthropic":
+        if fault == "empty":
+            payload["content"] = []
+        elif fault == "no_text":
+            payload["content"] = [{"type": "tool_use", "id": "toolu_stub", "name": "f", "input": {}}]
+        else:
+            payload["content"][0]["text"] = 42
+    else:
+        parts = payload["candidates"][0]["content"]["parts"]
+        if fault == "empty":
+            payload["candidates"] = []
+        elif fault == "no_text":
+            parts.clear()
+        else:
+            parts[0]["text"] = 42
+    return json.dumps(payload).encode()
+
+
 def _failure(vendor: str, status: int) -> dict[str, Any]:
     message = f"stub error {status}"
     if vendor == "openai":
@@ -70,11 +107,16 @@ class StubServer:
     `max_in_flight` the most requests it held at once."""
 
     def __init__(self, vendor: str, *, latency_s: float = 0.0, statuses: Iterable[int | str] = (),
-                 fail_on: str | None = None, stall_s: float = 5.0) -> None:
+                 fail_on: str | None = None, fail_with: int | str = 500, stall_s: float = 5.0,
+                 trickle_s: float = 3.0) -> None:
         if vendor not in ("openai", "anthropic", "gemini"):
             raise ValueError(f"unknown vendor {vendor!r}")
-        self.vendor, self.latency_s, self.fail_on, self.stall_s = vendor, latency_s, fail_on, stall_s
         self.statuses = deque(statuses)
+        unknown = {s for s in (*self.statuses, fail_with) if not isinstance(s, int) and s not in FAULTS}
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS} or an HTTP status")
+        self.vendor, self.latency_s, self.stall_s, self.trickle_s = vendor, latency_s, stall_s, trickle_s
+        self.fail_on, self.fail_with = fail_on, fail_with
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
         self.in_flight = self.max_in_flight = 0
@@ -93,7 +135,7 @@ class StubServer:
         with self._lock:
             status: int | str = self.statuses.popleft() if self.statuses else 200
             if self.fail_on and self.fail_on in prompt:
-                status = 500
+                status = self.fail_with
             self.responses.append(status)
             return status
 
@@ -119,21 +161,34 @@ class StubServer:
                 time.sleep(stub.stall_s if status == "stall" else stub.latency_s)
                 with stub._lock:
                     stub.in_flight -= 1
-                code = 200 if status == "stall" else int(status)
+                code = status if isinstance(status, int) else 200
                 model = body.get("model") or self.path.split("/models/")[-1].split(":")[0]
-                payload = (_success(stub.vendor, stub_answer(prompt), model) if code == 200
-                           else _failure(stub.vendor, code))
-                data = json.dumps(payload).encode()
+                if code != 200:
+                    data = json.dumps(_failure(stub.vendor, code)).encode()
+                elif status in BROKEN:
+                    data = _broken(stub.vendor, str(status), _success(stub.vendor, stub_answer(prompt), model))
+                else:
+                    data = json.dumps(_success(stub.vendor, stub_answer(prompt), model)).encode()
                 try:
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", "text/html" if status == "html" else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     if code == 429:
                         self.send_header("Retry-After", "0")
                     self.end_headers()
-                    self.wfile.write(data)
+                    if status == "trickle":
+                        self._trickle(data)
+                    else:
+                        self.wfile.write(data)
                 except (BrokenPipeError, ConnectionResetError):
                     return
+
+            def _trickle(self, data: bytes, pieces: int = 20) -> None:
+                step = -(-len(data) // pieces)
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    self.wfile.flush()
+                    time.sleep(stub.trickle_s / pieces)
 
         return Handler
 

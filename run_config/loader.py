@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from run_config.errors import ConfigError
 
 COMMENT_KEY = "_comment"
+# Error type of a validator whose value may be a credential: the message never shows the value.
+SECRET_ERROR = "secret_value"
 _TRUE_FALSE = {"True": True, "False": False, "true": True, "false": False}
 
 
@@ -89,6 +91,8 @@ def _format_error(err: dict, model: type[BaseModel], source: str, text: str | No
         return f"{where}: {dotted}: unknown key{hint}"
     if kind == "missing":
         return f"{where}: {dotted}: missing required key"
+    if kind == SECRET_ERROR:
+        return f"{where}: {dotted}: {err['msg']}"
     return f"{where}: {dotted}: {err['msg'].lower()}, got {_describe(err.get('input'))}"
 
 

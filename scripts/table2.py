@@ -25,6 +25,7 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from inference.config import KeyEnvName  # noqa: E402
 from run_config.assets import resolve_asset  # noqa: E402
 from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError  # noqa: E402
@@ -48,7 +49,7 @@ class IclModel(StageConfig):
     name: str = Field(description="row label; the paper's are GPT-4-Turbo, Claude-3-Opus, Gemini-1.5-Pro")
     backend: Literal["local", "vllm", "openai", "anthropic", "gemini"] = Field(description="infer backend")
     model: str = Field(description="API model name, or HF folder / asset:smollm2 for local and vllm")
-    api_key_env: str | None = Field(None, description="env var of the API key (default: the vendor's, e.g. "
+    api_key_env: KeyEnvName = Field(None, description="env var of the API key (default: the vendor's, e.g. "
                                                       "OPENAI_API_KEY)")
     base_url: str | None = Field(None, description="API base URL (null: the vendor's)")
 

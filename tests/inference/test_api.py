@@ -1,6 +1,7 @@
 """API backends: the vendors' real SDK clients against local stub servers (retries, error rows, resume)."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ from inference.api import ApiBackend, RateLimiter, RetryPolicy, api_key_from_env
 from inference.backend import Request, Sampling
 from inference.infer import main
 from inference.output import read_rows
-from inference.stub_server import StubServer
+from inference.stub_server import BROKEN, StubServer
 from run_config.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,6 +61,37 @@ def test_timeout_is_retried(vendor):
     assert out[0].error is None and len(stub.requests) == 2
 
 
+@pytest.mark.parametrize("fault", BROKEN)
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_broken_reply_is_retried_then_an_error_row(vendor, fault):
+    """A 200 that is not JSON, has no choices / text part, or a number for the text is a failed attempt."""
+    with StubServer(vendor, statuses=[fault], fail_on='"victim"', fail_with=fault) as stub:
+        out = list(backend(vendor, stub, concurrency=1).generate([request("bank"), request("victim")], Sampling()))
+    assert stub.responses == [fault, 200] + [fault] * (FAST_RETRY.max_retries + 1)
+    ok, failed = out
+    assert ok.error is None and 'a definition of bank"' in ok.text
+    assert failed.text is None and failed.error.startswith("MalformedReply: ")
+    assert "after 4 attempts" in failed.error and "\n" not in failed.error
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_timeout_bounds_the_whole_reply(vendor):
+    """A reply trickled in over 1.5 s, each piece well within the 0.5 s read timeout, still times out."""
+    with StubServer(vendor, statuses=["trickle"], trickle_s=1.5) as stub:
+        retried, = backend(vendor, stub, timeout_s=0.5).generate([request("bank")], Sampling())
+        stub.statuses.extend(["trickle"] * 2)
+        failed, = backend(vendor, stub, timeout_s=0.5, retry=RetryPolicy(1, 0.01, 0.01)).generate(
+            [request("oak")], Sampling())
+        stub.statuses.append("trickle")
+        slow_ok, = backend(vendor, stub, timeout_s=5.0).generate([request("elm")], Sampling())
+    assert stub.responses == ["trickle", 200, "trickle", "trickle", "trickle"]
+    assert retried.error is None and 'a definition of bank"' in retried.text  # a timeout is retried
+    assert failed.text is None and failed.error == "TimeoutError: no complete reply within timeout_s 0.5 " \
+        "(after 2 attempts)"
+    assert failed.latency_s < stub.trickle_s  # the last attempt was cut off, not waited for
+    assert slow_ok.error is None and 'a definition of elm"' in slow_ok.text  # the trickled reply is valid
+
+
 def test_client_errors_are_not_retried():
     with StubServer("openai", statuses=[400]) as stub:
         out = list(backend("openai", stub).generate([request()], Sampling()))
@@ -72,9 +104,11 @@ def test_concurrency_and_rate_limit():
     assert len(out) == 16 and all(g.error is None for g in out)
     assert 2 <= stub.max_in_flight <= 8  # requests overlap, never above the limit (speed: scripts/bench_api.py)
     limiter = RateLimiter(50.0)
+
+    async def six_starts() -> None:
+        await asyncio.gather(*(limiter.acquire() for _ in range(6)))
     began = time.monotonic()
-    for _ in range(6):
-        limiter.acquire()
+    asyncio.run(six_starts())
     assert time.monotonic() - began >= 5 / 50 - 1e-3
 
 

@@ -148,3 +148,75 @@ def test_seeded_samples_survive_batch_size_order_and_a_killed_run(monkeypatch, s
     assert summary["resumed_samples"] == len(kept) and summary["pending_samples"] == 18 - len(kept)
     predictions = lambda out: [(p["id"], p["prediction"]) for p in read_rows(out / "predictions.jsonl")[0]]
     assert predictions(killed) == predictions(tmp_path / "full")
+
+
+def _api_argv(vendor: str, rows, out, stub, *extra: str) -> list[str]:
+    return ["--backend", vendor, "--model", "model-x", "--input", str(rows), "--output-dir", str(out),
+            "--base-url", stub.base_url, "--max-retries", "1", "--retry-base-delay-s", "0.01", "--concurrency", "4",
+            *extra]
+
+
+@pytest.mark.parametrize("vendor,fault,reason", [
+    ("openai", "bad_json", "MalformedReply"), ("openai", "trickle", "TimeoutError"),
+    ("anthropic", "html", "MalformedReply"), ("anthropic", "no_text", "MalformedReply"),
+    ("gemini", "wrong_type", "MalformedReply"), ("gemini", "empty", "MalformedReply")])
+def test_broken_replies_are_error_rows_of_a_finished_run(vendor, fault, reason, wordnet_rows, tmp_path, monkeypatch):
+    from inference.stub_server import StubServer
+
+    monkeypatch.setenv("STUB_KEY", "test-key")
+    rows = [json.loads(line) for line in wordnet_rows.read_text().splitlines()]
+    victim = rows[2]
+    with StubServer(vendor, fail_on=victim["context"], fail_with=fault, trickle_s=1.5) as stub:
+        assert infer.main(_api_argv(vendor, wordnet_rows, tmp_path, stub, "--api-key-env", "STUB_KEY",
+                                    "--timeout-s", "0.5")) == 0
+    assert stub.responses.count(fault) == 2  # the victim was retried once, then given up
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    assert [p["id"] for p in preds] == [r["id"] for r in rows]
+    for pred in preds:
+        if pred["id"] == victim["id"]:
+            assert pred["prediction"] is None and pred["error"].startswith(f"{reason}: ")
+        else:
+            assert pred["error"] is None and pred["prediction"] == f"a definition of {pred['term']}"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["generated"] == len(rows) - 1 and summary["failed"] == summary["failed_predictions"] == 1
+    assert summary["failure_reasons"] == {reason: 1}
+
+
+@pytest.mark.parametrize("vendor,error", [("openai", "AuthenticationError"), ("anthropic", "AuthenticationError"),
+                                          ("gemini", "ClientError")])
+def test_every_request_failing_exits_1_with_every_row_written(vendor, error, wordnet_rows, tmp_path, monkeypatch,
+                                                              capsys):
+    from inference.stub_server import StubServer
+
+    monkeypatch.setenv(f"{vendor.upper()}_API_KEY", "a-revoked-key")
+    n = len(wordnet_rows.read_text().splitlines())
+    with StubServer(vendor, statuses=[401] * n) as stub:
+        assert infer.main(_api_argv(vendor, wordnet_rows, tmp_path, stub)) == 1
+    assert stub.responses == [401] * n  # an auth error is not retried
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"infer: error: every one of the {n} inputs failed ({json.dumps({error: n})}); error rows in "
+                   f"{tmp_path / 'predictions.jsonl'}, counts in {tmp_path / 'summary.json'}"]
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    assert len(preds) == n and all(p["prediction"] is None and "401" in p["error"] for p in preds)
+    assert json.loads((tmp_path / "summary.json").read_text())["failed_predictions"] == n
+
+
+@pytest.mark.parametrize("key", ["sk-proj-Zq3vN8xWc2LmT5rYb7KdE1fGh4JpS6uA9oI0eXnM", "sk-ant-api03-Xy8Wv2Qp5Rt7-Lm3Nb",
+                                 "AIzaSyDq4Lm8Xv2Np6Rt0Wb3Jk7Hc5Fg9Ys1Ze", "my secret key"])
+def test_an_api_key_in_place_of_its_env_name_is_refused_unseen(key, wordnet_rows, tmp_path, capsys, caplog):
+    from inference.stub_server import StubServer
+
+    config = tmp_path / "infer.json"
+    config.write_text(json.dumps({"backend": "openai", "model": "model-x", "input": str(wordnet_rows),
+                                  "output_dir": str(tmp_path / "from_file"), "api_key_env": key}, indent=1))
+    with StubServer("openai") as stub:
+        assert infer.main(_api_argv("openai", wordnet_rows, tmp_path / "out", stub, "--api-key-env", key)) == 2
+        assert infer.main(["--config", str(config), "--base-url", stub.base_url]) == 2
+    assert stub.requests == []
+    err = capsys.readouterr().err.splitlines()
+    message = ("api_key_env: takes the name of the environment variable that holds the API key (letters, digits, "
+               "_), not the key itself; the value is not shown or saved: put the key in e.g. OPENAI_API_KEY and "
+               "pass that name")
+    assert err == [f"infer: error: command line: {message}", f"infer: error: {config}:6: {message}"]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "from_file").exists()  # no config.json anywhere
+    assert key[:8] not in caplog.text

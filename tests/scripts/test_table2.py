@@ -69,6 +69,16 @@ def test_unknown_table2_key_names_the_file(tiny_paper, tmp_path, capsys):
     assert f"{path}: tables.table2.bon_sample: unknown key" in capsys.readouterr().err
 
 
+def test_an_api_key_in_place_of_its_env_name_is_refused_unseen(tiny_paper, tmp_path, capsys):
+    key = "sk-proj-Zq3vN8xWc2LmT5rYb7KdE1fGh4JpS6uA9oI0eXnM"
+    path = _with_table2(tiny_paper, tmp_path, {"icl_models": [{"name": "GPT", "backend": "openai", "model": "m",
+                                                               "api_key_env": key}]})
+    assert main(["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "tables.table2.icl_models.0.api_key_env: takes the name of the environment variable" in err
+    assert key[:8] not in err
+
+
 def test_missing_api_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
     for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"):
         monkeypatch.delenv(name, raising=False)
