@@ -55,10 +55,27 @@ def build_backend(cfg: InferConfig) -> Backend:
     return LocalBackend.from_path(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
 
 
+def has_samples(out: Path) -> bool:
+    """True when `out` holds a generated sample: a run that failed to start, or whose every request failed
+    (rows that a rerun redoes anyway), leaves none."""
+    path = out / SAMPLES
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("error") is None:
+                return True
+    return False
+
+
 def check_resumable(cfg: InferConfig, out: Path) -> None:
     """Refuse to mix samples of a different generation setup into an existing output folder."""
     path = out / CONFIG
-    if cfg.force or not path.is_file():
+    if cfg.force or not path.is_file() or not has_samples(out):
         return
     old, _ = read_json_config(path)
     new = cfg.model_dump(mode="json")
@@ -153,7 +170,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     if cfg.selection == "orm" and not Path(cfg.reward_model).is_dir():  # checked before hours of sampling
         raise ConfigError(f"reward_model: {cfg.reward_model}: no such folder (a train-reward output)")
     out = Path(cfg.output_dir)
-    stale = inputs_changed(cfg, out)
+    stale = has_samples(out) and inputs_changed(cfg, out)
     if stale:
         log.warning("%s: the input, model or ICL examples changed since these samples were made: starting over", out)
     if cfg.force or stale:

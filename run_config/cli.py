@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -12,8 +14,11 @@ from pydantic import BaseModel
 
 from run_config.errors import DataError, LexiconError
 from run_config.loader import StageConfig, is_literal, load_config, parse_set_option, scalar_type
+from run_config.locks import held_folders, output_lock
 
 log = logging.getLogger("lmlexicon")
+OUTPUT_KEYS = ("output_dir", "work_dir")  # the config key naming the folder a stage writes
+_runs: list[contextlib.ExitStack] = []  # one per run_main in progress (pipeline steps nest)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig],
@@ -59,7 +64,11 @@ def stage_parser(prog: str, doc: str | None, model: type[StageConfig],
 
 
 def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra: Any) -> StageConfig:
-    """Build the stage config: JSON file, then flags, then `--set` items, then `extra`."""
+    """Build the stage config: JSON file, then flags, then `--set` items, then `extra`.
+
+    Inside `run_main`, the folder the config writes (`output_dir` or `work_dir`) is then locked for the
+    rest of that run: a second process on the same folder is refused.
+    """
     overrides: dict[str, Any] = {}
     for name in model.model_fields:
         value = getattr(args, name, None)
@@ -69,7 +78,11 @@ def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra
         key, value = parse_set_option(item)
         overrides[key] = value
     overrides.update({k: v for k, v in extra.items() if v is not None})
-    return load_config(getattr(args, "config", None), model, overrides)
+    cfg = load_config(getattr(args, "config", None), model, overrides)
+    key = next((k for k in OUTPUT_KEYS if isinstance(getattr(cfg, k, None), str)), None)
+    if _runs and key and os.environ.get("RANK", "0") == "0":  # under a launcher, rank 0 holds it for all
+        _runs[-1].enter_context(output_lock(getattr(cfg, key), key))
+    return cfg
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -79,7 +92,8 @@ def setup_logging(verbose: bool = False) -> None:
 
 def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
              argv: list[str] | None) -> int:
-    """Parse `argv`, call `run`, and turn toolkit errors into one stderr line and an exit code."""
+    """Parse `argv`, call `run`, and turn toolkit and operating-system errors into one stderr line and an
+    exit code; output folders locked during the run are released on every way out."""
     args, unknown = parser.parse_known_args(argv)
     # The deepspeed launcher appends --local_rank=N (or --local-rank=N); accept exactly that.
     rest = [a for a in unknown if not a.startswith(("--local_rank", "--local-rank"))]
@@ -87,14 +101,33 @@ def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace]
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     setup_logging(getattr(args, "verbose", False))
     try:
-        code = run(args)
+        with contextlib.ExitStack() as stack:
+            _runs.append(stack)
+            try:
+                code = run(args)
+            except OSError as e:
+                raise LexiconError(_os_error(e)) from e  # while the folders it names are still held
+            finally:
+                _runs.pop()
     except LexiconError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        print(f"{parser.prog}: error: {_os_error(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
     return 0 if code is None else code
+
+
+def _os_error(e: OSError) -> str:
+    """One line for an operating-system error: the file(s) it names, else the folders being written."""
+    names = " -> ".join(str(n) for n in (e.filename, e.filename2) if n is not None)
+    if names:
+        return f"{names}: {e.strerror or e}"
+    folders = ", ".join(map(str, held_folders()))
+    return f"{e.strerror or e}" + (f" (writing in {folders})" if folders else "")
 
 
 def skip_finished(prog: str, cfg: Any, finished: Callable[[Any], bool]) -> bool:

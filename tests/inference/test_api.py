@@ -161,10 +161,12 @@ def test_kill_midway_then_resume(wordnet_rows, tmp_path, monkeypatch):
             time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == proc.pid  # the killed run's lock: stale
         before = len(read_rows(samples)[0])
         assert 8 <= before < 2 * n
         assert not (tmp_path / "predictions.jsonl").exists()
         assert main(argv) == 0
+        assert not (tmp_path / ".lock").exists()
     rows, cut = read_rows(samples)
     keys = [(r["id"], r["sample_idx"]) for r in rows]
     assert not cut and len(keys) == len(set(keys)) == 2 * n

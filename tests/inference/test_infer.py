@@ -220,3 +220,53 @@ def test_an_api_key_in_place_of_its_env_name_is_refused_unseen(key, wordnet_rows
     assert err == [f"infer: error: command line: {message}", f"infer: error: {config}:6: {message}"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "from_file").exists()  # no config.json anywhere
     assert key[:8] not in caplog.text
+
+
+def test_two_runs_racing_on_one_folder_one_refuses(wordnet_rows, tmp_path):
+    """Two real `infer` processes started together on one folder: one writes every sample once, the other
+    refuses in one line naming the folder and the winner's pid (both used to append: 92 rows for 60 ids)."""
+    import os
+    import subprocess
+    import sys
+
+    from inference.stub_server import StubServer
+    from tests.conftest import REPO_ROOT
+
+    n = len(wordnet_rows.read_text().splitlines())
+    out = tmp_path / "out"
+    env = {**os.environ, "OPENAI_API_KEY": "test-key", "PYTHONPATH": str(REPO_ROOT)}
+    with StubServer("openai", latency_s=0.05) as stub:
+        argv = [sys.executable, "main.py", "infer", "--backend", "openai", "--model", "model-x", "--input",
+                str(wordnet_rows), "--output-dir", str(out), "--base-url", stub.base_url, "--concurrency", "2"]
+        procs = [subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+        results = [(p.pid, p.wait(timeout=300), p.stderr.read()) for p in procs]
+    (winner, _, _), = [r for r in results if r[1] == 0]
+    (_, code, err), = [r for r in results if r[1] != 0]
+    assert code == 1
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"infer: error: {out} is in use by another run (pid {winner} on host ")
+    assert line.endswith(f"lock file {out / '.lock'}); wait for it to end or stop it")
+    rows, _ = read_rows(out / "samples.jsonl")
+    assert sorted(r["id"] for r in rows) == sorted(json.loads(line)["id"] for line in wordnet_rows.read_text().splitlines())
+    assert len(stub.requests) == n and len(read_rows(out / "predictions.jsonl")[0]) == n
+
+
+def test_a_failed_start_does_not_block_the_corrected_rerun(wordnet_rows, tmp_path, monkeypatch, capsys):
+    """A missing API key stops the run before any sample; the rerun with another temperature and the key
+    set is no 'other setup' (there are no samples to mix with)."""
+    from inference.stub_server import StubServer
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "out"
+    with StubServer("openai") as stub:
+        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir", str(out),
+                "--base-url", stub.base_url, "--max-items", "3"]
+        assert infer.main(argv + ["--temperature", "1.3"]) == 2
+        assert "set the API key in the environment variable OPENAI_API_KEY" in capsys.readouterr().err
+        assert not (out / ".lock").exists()
+        monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+        assert infer.main(argv + ["--temperature", "0.7"]) == 0
+    assert len(read_rows(out / "predictions.jsonl")[0]) == 3
+    assert json.loads((out / "config.json").read_text())["temperature"] == 0.7
+    assert {r["body"]["temperature"] for r in stub.requests} == {0.7}
