@@ -37,6 +37,22 @@ def _line_of(text: str, key: str) -> int | None:
     return text.count("\n", 0, m.start()) + 1 if m else None
 
 
+def _repeat_at(path: Path, text: str, key: str) -> str:
+    """`path:line` of the second `"key":` when the text has exactly two (else which one repeats is unclear)."""
+    matches = list(re.finditer(r'"' + re.escape(key) + r'"\s*:', text))
+    return f"{path}:{text.count(chr(10), 0, matches[1].start()) + 1}" if len(matches) == 2 else str(path)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], duplicates: list[str]) -> dict[str, Any]:
+    """A JSON object as a dict; keys that occur twice are added to `duplicates`."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out and key not in duplicates:
+            duplicates.append(key)
+        out[key] = value
+    return out
+
+
 def _field_annotation(model: type[BaseModel], name: str) -> Any:
     field = model.model_fields.get(name)
     return field.annotation if field else None
@@ -97,16 +113,26 @@ def _format_error(err: dict, model: type[BaseModel], source: str, text: str | No
 
 
 def read_json_config(path: str | Path) -> tuple[dict[str, Any], str]:
-    """Read a JSON object from `path`; errors name the file and line."""
+    """Read a JSON object from `path`; errors (not UTF-8, invalid JSON, a key given twice in one object)
+    name the file and line."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from e
     try:
-        data = json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{p}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})") from None
+    duplicates: list[str] = []
+    try:
+        data = json.loads(text, object_pairs_hook=lambda pairs: _unique_keys(pairs, duplicates))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from e
+    if duplicates:
+        raise ConfigError([f"{_repeat_at(p, text, key)}: {key}: key given twice in one object (JSON would keep "
+                           "only the last)" for key in duplicates])
     if not isinstance(data, dict):
         raise ConfigError(f"{p}:1: a run config must be a JSON object, got {type(data).__name__}")
     data.pop(COMMENT_KEY, None)
@@ -129,6 +155,18 @@ def load_config(path: str | Path | None, model: type[T], overrides: dict[str, An
     except ValidationError as e:
         from_cli = {k.split(".")[0] for k in overrides}
         raise ConfigError([_format_error(err, model, source, text, from_cli) for err in e.errors()]) from None
+
+
+def section_problems(model: type[StageConfig], data: dict[str, Any], source: str) -> list[str]:
+    """Check the keys of `data` alone (a section that others complete later): each problem as load_config
+    words it, unknown keys and wrong types included, but none for required keys that `data` leaves out."""
+    data, _ = _translate_legacy(model, data)
+    try:
+        model.model_validate(data)
+    except ValidationError as e:
+        return [_format_error(err, model, source, None, set()) for err in e.errors()
+                if not (err["type"] == "missing" and len(err["loc"]) == 1)]
+    return []
 
 
 def ignored_legacy_keys(path: str | Path, model: type[StageConfig]) -> list[str]:

@@ -56,7 +56,8 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:
-        f.close()
+        with contextlib.suppress(OSError):  # a full disk fails the close too: the temp file goes regardless
+            f.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
@@ -91,6 +92,14 @@ class AtomicFileSet:
         return list(self._files)
 
     def commit(self) -> None:
+        """Flush and sync every file, then rename them all in (a write error, a full disk say, renames none)."""
+        try:
+            for f in self._files.values():
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            self.discard()
+            raise
         self._committed = True
         self._stack.close()
 
@@ -115,14 +124,12 @@ def _deferred(path: Path, owner: AtomicFileSet) -> Iterator[IO]:
     try:
         yield f
     finally:
-        ok = owner._committed
-        if ok:
-            f.flush()
-            os.fsync(f.fileno())
-        f.close()
-        if ok:
+        if owner._committed:  # flushed and synced by commit()
+            f.close()
             os.replace(tmp, path)
         else:
+            with contextlib.suppress(OSError):
+                f.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 

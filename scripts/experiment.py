@@ -13,7 +13,6 @@ can be rerun by hand. Layout of `work_dir`:
 from __future__ import annotations
 
 import argparse
-import difflib
 import inspect
 import json
 import random
@@ -30,7 +29,7 @@ from dataset.records import SPLITS, load_records
 from run_config.assets import resolve_asset
 from run_config.cli import config_from_args, stage_parser
 from run_config.errors import ConfigError, DataError, LexiconError
-from run_config.loader import StageConfig, load_config
+from run_config.loader import StageConfig, load_config, section_problems
 from run_config.runtime import AtomicFileSet, atomic_open, read_manifest, write_json, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,15 +103,10 @@ def stage_models() -> dict[str, type[StageConfig]]:
 
 
 def check_sections(cfg: ExperimentConfig, source: str) -> None:
-    """Fail before any work when a stage section names a key its stage does not have."""
-    problems = []
-    for section, model in stage_models().items():
-        valid = set(model.model_fields) | set(model.legacy_keys)
-        for key in getattr(cfg, section):
-            if key not in valid:
-                close = difflib.get_close_matches(key, sorted(valid), n=1)
-                hint = f" (did you mean {close[0]}?)" if close else ""
-                problems.append(f"{source}: {section}.{key}: unknown key{hint}")
+    """Fail before any work when a stage section names a key its stage does not have or gives a key a value
+    it rejects (a wrong type, say); the keys each step adds (input, output_dir) are its own to check."""
+    problems = [f"{source}: {section}.{p.split(': ', 1)[1]}" for section, model in stage_models().items()
+                for p in section_problems(model, getattr(cfg, section), source)]
     if problems:
         raise ConfigError(problems)
 

@@ -91,3 +91,19 @@ def test_cli_error_says_command_line(tmp_path):
     with pytest.raises(ConfigError) as e:
         config_from_args(args, DemoConfig)
     assert "command line: num_train_epochs:" in str(e.value)
+
+
+def test_duplicate_keys_are_errors_at_any_depth(tmp_path):
+    p = tmp_path / "dup.json"
+    p.write_text('{\n "model_name_or_path": "m",\n "tags": [{"a": 1, "a": 2}],\n "mode": "a",\n "mode": "b"\n}\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p, DemoConfig)
+    assert e.value.problems == [f"{p}:3: a: key given twice in one object (JSON would keep only the last)",
+                                f"{p}:5: mode: key given twice in one object (JSON would keep only the last)"]
+    p.write_text('{"model_name_or_path": "m", "x": {"mode": 1, "mode": 2}, "mode": "b"}')
+    with pytest.raises(ConfigError, match=f"^{p}: mode: key given twice"):  # which of the three: no line guessed
+        load_config(p, DemoConfig)
+    p.write_text('{"model_name_or_path": "m", "x": {"mode": 1}, "mode": "b"}')  # once per object is fine
+    with pytest.raises(ConfigError, match="x: unknown key"):
+        load_config(p, DemoConfig)
+

@@ -166,3 +166,12 @@ def test_no_step_validates_or_inits_routers_on_the_test_split(tiny_paper):
     summaries = [json.loads((experts / f"expert-{k}" / "train_summary.json").read_text()) for k in range(2)]
     assert all(s["warnings"] == [] for s in summaries)
     assert checked >= 3 and {"train_dense_seed42.json", "reward_dense_seed42.json"} <= set(configs)
+
+
+def test_section_values_are_type_checked_without_the_keys_each_step_adds():
+    cfg = load_config(TOY_CONFIG, ExperimentConfig, {"cluster": {"num_clusters": "4"}, "train": {"learning_rate": 1e-4},
+                                                     "infer": {"max_new_tokens": 0}})
+    with pytest.raises(ConfigError) as e:
+        check_sections(cfg, "x.json")
+    assert e.value.problems == ['x.json: cluster.num_clusters: input should be a valid integer, got "4"',
+                                "x.json: infer.max_new_tokens: input should be greater than or equal to 1, got 0"]

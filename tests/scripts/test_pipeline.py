@@ -44,6 +44,21 @@ def test_section_errors_name_the_pipeline_file(tmp_path, capsys):
     assert f"{path}: cluster.num_clusterz: unknown key (did you mean num_clusters?)" in err
 
 
+def test_a_wrong_type_in_a_late_section_fails_before_the_first_step(tmp_path, capsys):
+    cfg = json.loads(TOY.read_text())
+    cfg["work_dir"] = str(tmp_path / "w")
+    cfg["cluster"] = {**cfg.get("cluster", {}), "batch_size": "64"}
+    cfg["evaluate"] = {"bootstrap_samples": 1.5}
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(cfg))
+    assert main(["--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert f"{path}: cluster.batch_size: input should be a valid integer, got \"64\"" in err
+    assert "evaluate.bootstrap_samples: input should be a valid integer, got 1.5" in err
+    assert len(err.strip().splitlines()) == 1 and "[experiment]" not in out
+    assert not (tmp_path / "w").exists()  # no step ran: nothing preprocessed, nothing trained
+
+
 def test_pipeline_config_rejects_unknown_top_level_key(tmp_path, capsys):
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"work_dir": "w", "num_expert": 4}))
