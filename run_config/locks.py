@@ -33,8 +33,8 @@ def held_folders() -> list[Path]:
 
 @contextlib.contextmanager
 def output_lock(folder: str | Path, key: str = "output_dir") -> Iterator[Path]:
-    """Hold `folder` for this process until the block ends (re-entrant); a folder it had to create is
-    removed again when the run left it empty.
+    """Hold `folder` for this process until the block ends (re-entrant); the folders it had to create
+    are removed again when the run left them empty.
 
     Raises ConfigError when the folder cannot be made or written (`key` names the setting) and
     FolderLockedError, naming the holder, when another live process holds it.
@@ -44,7 +44,7 @@ def output_lock(folder: str | Path, key: str = "output_dir") -> Iterator[Path]:
     if resolved in _held:
         yield folder
         return
-    created = not folder.exists()
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # leaf first
     fd = _acquire(folder, key)
     _held[resolved] = folder
     try:
@@ -52,9 +52,9 @@ def output_lock(folder: str | Path, key: str = "output_dir") -> Iterator[Path]:
     finally:
         del _held[resolved]
         _release(folder / LOCK_FILE, fd)
-        if created:  # a run that wrote nothing (a failed start) leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        with contextlib.suppress(OSError):  # a run that wrote nothing (a failed start) leaves no empty folders
+            for made in created:
+                made.rmdir()
 
 
 def _acquire(folder: Path, key: str) -> int:
