@@ -123,11 +123,14 @@ def preprocess(cfg: PreprocessConfig) -> dict:
     for p in cfg.input:
         if not Path(p).is_file():
             raise DataError(p, None, None, "no such file")
+        if Path(p).stat().st_size == 0:
+            raise DataError(p, None, None, "empty file (0 bytes)")
     claims = claim_id_prefixes(cfg)
     jsonl_prefixes = {p: Path(p).stem + ":" for p in cfg.input if resolved_format(Path(p), cfg.format) == "jsonl"}
     out = Path(cfg.output_dir)
     summaries: list[FileSummary] = []
     counts: Counter = Counter()
+    ids: set[str] = set()
     with AtomicFileSet() as files:
         all_file = files.get(out / "all.jsonl")  # exists even when every row was dropped
         targets: dict[tuple[str, str], tuple] = {}
@@ -140,6 +143,10 @@ def preprocess(cfg: PreprocessConfig) -> dict:
                     if prefix and item.id.startswith(prefix) and claims.setdefault(prefix, name) != name:
                         raise DataError(name, line, "id", f"{item.id!r} has the id prefix {prefix!r} of "
                                         f"{claims[prefix]} too; rename one of the files")
+                    if item.id in ids:
+                        item = DataError(name, line, "id", f"duplicate record id {item.id!r} (an earlier row has it)")
+                if isinstance(item, Record):
+                    ids.add(item.id)
                     key = (item.source, item.split)
                     if key not in targets:
                         targets[key] = (files.get(out / f"{item.split}.jsonl"),

@@ -1,7 +1,8 @@
 """Streaming readers: 3D-EX CSV and Ishiwatari et al. (2019) `.txt`/`.eg` files into Records.
 
 Every reader yields `(line, item)` where item is a Record, a Dropped row (filtered, with its reason)
-or a DataError (malformed row). The caller decides whether a DataError stops the run or is skipped.
+or a DataError (malformed row). The caller decides whether a DataError stops the run or is skipped; a
+file that cannot be read at all (no header, a column named twice) raises instead.
 """
 from __future__ import annotations
 
@@ -102,10 +103,14 @@ def iter_3dex_csv(path: str | Path, default_split: str | None = None,
         try:
             header = [h.strip().upper() for h in next(reader)]
         except StopIteration:
-            return
+            raise DataError(name, None, None, "empty file: no header row") from None
         except csv.Error as e:
             yield 1, DataError(name, 1, None, f"malformed CSV header: {e}")
             return
+        repeated = sorted({h for h in header if header.count(h) > 1})
+        if repeated:  # a dict of columns would silently keep the last one
+            raise DataError(name, 1, repeated[0], f"column given {header.count(repeated[0])} times in the header "
+                                                  f"({', '.join(header)})")
         col = {h: i for i, h in enumerate(header)}
         term_col = "WORD" if "WORD" in col else "TERM"
         for needed in (term_col, "DEFINITION"):

@@ -108,14 +108,24 @@ def iter_jsonl(path: str | Path, default_source: str | None = None,
                 yield lineno, e
 
 
-def read_records(path: str | Path) -> Iterator[Record]:
-    """Stream the records of a preprocessed JSONL file; the first bad line raises DataError."""
-    for _, item in iter_jsonl(path):
+def iter_records(path: str | Path) -> Iterator[tuple[int, Record]]:
+    """Stream (line number, record) of a preprocessed JSONL file; the first bad line or repeated id raises."""
+    first_line: dict[str, int] = {}
+    for lineno, item in iter_jsonl(path):
         if isinstance(item, DataError):
             raise item
         if isinstance(item, Dropped):
             raise DataError(str(path), item.line, None, item.reason)
-        yield item
+        if item.id in first_line:
+            raise DataError(str(path), lineno, "id", f"duplicate record id {item.id!r} (first on line "
+                                                     f"{first_line[item.id]})")
+        first_line[item.id] = lineno
+        yield lineno, item
+
+
+def read_records(path: str | Path) -> Iterator[Record]:
+    """Stream the records of a preprocessed JSONL file; the first bad line or repeated id raises DataError."""
+    return (record for _, record in iter_records(path))
 
 
 def load_records(path: str | Path) -> list[Record]:

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.records import Dropped, Record, iter_jsonl
+from dataset.records import Record, iter_records
 from prompts.builder import OPTION_LETTERS, build_task_prompt
 from prompts.parse import parse_choice, parse_definition, parse_list
 from run_config.errors import DataError
@@ -32,16 +32,8 @@ def load_inputs(path: str | Path) -> tuple[list[Record], list[int]]:
     """Read the input JSONL (first bad line or duplicate id raises); return records and their line numbers."""
     records: list[Record] = []
     lines: list[int] = []
-    seen: dict[str, int] = {}
-    for lineno, item in iter_jsonl(path):
-        if isinstance(item, DataError):
-            raise item
-        if isinstance(item, Dropped):
-            raise DataError(str(path), lineno, None, item.reason)
-        if item.id in seen:
-            raise DataError(str(path), lineno, "id", f"duplicate id {item.id!r} (first on line {seen[item.id]})")
-        seen[item.id] = lineno
-        records.append(item)
+    for lineno, record in iter_records(path):
+        records.append(record)
         lines.append(lineno)
     if not records:
         raise DataError(str(path), None, None, "no records")

@@ -234,3 +234,68 @@ def test_only_a_real_id_collision_is_refused(data_3dex, tmp_path, capsys):
     wordnet = [_ishiwatari(tmp_path / name / "wordnet", urban)[0] for name in ("a", "b")]
     assert run("--input", *wordnet, "--output-dir", tmp_path / "o4") == 2
     assert "would give the same record ids (wordnet-test:...)" in capsys.readouterr().err
+
+
+def _urban_lines(data_3dex, n: int) -> list[str]:
+    """The header and the first `n` rows of the real Urban test file."""
+    return (data_3dex / "Urban_test.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:n + 1]
+
+
+def test_csv_column_named_twice_is_refused(data_3dex, tmp_path, capsys):
+    import csv
+    import io
+
+    rows = list(csv.reader(io.StringIO("".join(_urban_lines(data_3dex, 5)))))
+    rows = [rows[0] + ["DEFINITION"]] + [row + [f"another definition {i}"] for i, row in enumerate(rows[1:])]
+    src = tmp_path / "Urban_test.csv"
+    with open(src, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    out = tmp_path / "out"
+    for on_bad_row in ("error", "skip"):  # not a bad row: the whole file is ambiguous
+        assert run("--input", src, "--output-dir", out, "--on-bad-row", on_bad_row) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"preprocess: error: {src}:1: DEFINITION: column given 2 times in the header "
+                       "(WORD, DEFINITION, EXAMPLE, DATASET_NAME, SPLIT_TYPE, DEFINITION)"]
+        assert not out.exists()
+    assert run("--stats", src) == 1
+
+
+def test_duplicate_record_ids_are_refused(data_3dex, tmp_path, capsys):
+    urban = tmp_path / "Urban_test.csv"
+    urban.write_text("".join(_urban_lines(data_3dex, 3)), encoding="utf-8")
+    assert run("--input", urban, "--output-dir", tmp_path / "first") == 0
+    records = (tmp_path / "first" / "all.jsonl").read_text().splitlines()
+    again = tmp_path / "mine.jsonl"  # the same record twice: ids come with the rows
+    again.write_text("\n".join([records[0], records[1], records[0]]) + "\n")
+    out = tmp_path / "out"
+    assert run("--input", again, "--output-dir", out) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"preprocess: error: {again}:3: id: duplicate record id 'Urban_test:1:0' (an earlier row has it)"]
+    assert not any(p.is_file() for p in out.rglob("*"))
+    assert run("--input", urban, again, "--output-dir", out) == 1  # across files too
+    assert f"{again}:1: id: duplicate record id 'Urban_test:1:0'" in capsys.readouterr().err
+    assert run("--input", again, "--output-dir", out, "--on-bad-row", "skip") == 0  # skipped only when asked, counted
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["records"] == 2 and summary["bad_rows_skipped"] == 1
+    assert "duplicate record id 'Urban_test:1:0'" in summary["files"][0]["errors"][0]
+
+
+@pytest.mark.parametrize("name", ["Urban_test.csv", "test.jsonl", "test.txt"])
+def test_empty_input_file_is_refused(tmp_path, capsys, name):
+    src = tmp_path / name
+    src.write_bytes(b"")
+    if name.endswith(".txt"):
+        (tmp_path / "test.eg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert run("--input", src, "--output-dir", out) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"preprocess: error: {src}: empty file (0 bytes)"]
+    assert not out.exists()
+
+
+def test_csv_without_a_header_row_is_refused_by_the_reader(tmp_path):
+    from run_config.errors import DataError
+
+    src = tmp_path / "Urban_test.csv"
+    src.write_text("\ufeff", encoding="utf-8")  # only a byte-order mark: not 0 bytes, still no header
+    with pytest.raises(DataError, match=f"{src}: empty file: no header row"):
+        list(iter_3dex_csv(src))
