@@ -248,7 +248,8 @@ def test_two_runs_racing_on_one_folder_one_refuses(wordnet_rows, tmp_path):
     assert line.startswith(f"infer: error: {out} is in use by another run (pid {winner} on host ")
     assert line.endswith(f"lock file {out / '.lock'}); wait for it to end or stop it")
     rows, _ = read_rows(out / "samples.jsonl")
-    assert sorted(r["id"] for r in rows) == sorted(json.loads(line)["id"] for line in wordnet_rows.read_text().splitlines())
+    ids = [json.loads(line)["id"] for line in wordnet_rows.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == sorted(ids)  # each once: the refused run appended nothing
     assert len(stub.requests) == n and len(read_rows(out / "predictions.jsonl")[0]) == n
 
 
