@@ -7,6 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from run_config.runtime import staged_dir
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,16 +45,13 @@ def nltk_data_dir() -> Path:
     if not (target / "lexnames").is_file():
         if not (WORDNET_SRC / "data.noun").is_file():
             raise AssetError(f"WordNet not found in {WORDNET_SRC}: apt-get install wordnet-base wordnet-sense-index")
-        tmp = target.with_name("wordnet.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for f in WORDNET_SRC.iterdir():
-            if f.is_file():
-                shutil.copy(f, tmp / f.name)
-        pos = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-        (tmp / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{pos[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES)))
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)
+        with staged_dir(target) as tmp:
+            for f in WORDNET_SRC.iterdir():
+                if f.is_file():
+                    shutil.copy(f, tmp / f.name)
+            pos = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+            (tmp / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{pos[n.split('.')[0]]}\n"
+                                                  for i, n in enumerate(_LEXNAMES)))
     return root
 
 
@@ -92,12 +91,9 @@ def smollm2_path() -> Path:
     plain = AutoModelForCausalLM.from_config(type(gguf_model.config).from_dict(cfg), dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
     plain.generation_config = gguf_model.generation_config
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    plain.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
     return out
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import platform
 import random
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from importlib import metadata
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 def set_seed(seed: int) -> int:
@@ -45,7 +49,7 @@ def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8
     """Open a temp file beside `path`; on success fsync and rename it onto `path`, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     f = os.fdopen(fd, mode, **({} if binary else {"encoding": encoding, "newline": "\n"}))
     try:
@@ -119,7 +123,7 @@ class AtomicFileSet:
 @contextlib.contextmanager
 def _deferred(path: Path, owner: AtomicFileSet) -> Iterator[IO]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     f = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
     try:
         yield f
@@ -189,3 +193,108 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     """Return the manifest of `out_dir`, or None when there is none."""
     path = Path(out_dir) / MANIFEST
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _aside(path: Path) -> Path:
+    return path.with_name(f".{path.name}.old")
+
+
+def temp_prefix(path: str | Path) -> str:
+    """Prefix of a temp file/folder beside `path` (`.NAME.<pid>.`); temps of `path` whose process is gone
+    (a killed run) are removed first."""
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]+\.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(path.parent):
+            m = pattern.fullmatch(entry.name)
+            if m and not _pid_alive(int(m.group(1))):
+                log.info("removing %s, left by a killed run", entry.path)
+                _remove(Path(entry.path))
+    return f".{path.name}.{os.getpid()}."
+
+
+def clear_leftovers(path: str | Path) -> None:
+    """Settle what a killed swap of `path` left: the old folder moved aside is deleted when the new one came
+    in, else moved back; dead temps beside `path` are removed."""
+    path = Path(path)
+    old = _aside(path)
+    if os.path.lexists(old):
+        if os.path.lexists(path):
+            log.info("removing %s, the old %s a killed run had moved aside", old, path.name)
+            _remove(old)
+        else:
+            log.info("restoring %s: a killed run moved it aside and the new one never came in", path)
+            os.replace(old, path)
+    temp_prefix(path)
+
+
+def swap_in(new: str | Path, out: str | Path) -> None:
+    """Replace `out` by `new` (same folder): the old one is moved aside, the new one renamed in, then the old
+    one deleted, so a kill at any point leaves one of them whole at `out` or aside (see clear_leftovers)."""
+    new, out = Path(new), Path(out)
+    clear_leftovers(out)
+    old = _aside(out)
+    had_old = os.path.lexists(out)
+    if had_old:
+        os.replace(out, old)
+    try:
+        os.replace(new, out)
+    except BaseException:
+        if had_old:
+            os.replace(old, out)
+        raise
+    _fsync_dir(out.parent)
+    if had_old:
+        _remove(old)
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `out`; on success it is swapped in for `out` (swap_in), on error deleted."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    clear_leftovers(out)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def clear_manifest(out_dir: str | Path) -> None:
+    """Remove `out_dir`'s manifest before a stage changes the folder in place: until the new one is written
+    last, the folder records no finished run."""
+    (Path(out_dir) / MANIFEST).unlink(missing_ok=True)
+
+
+def file_sizes(folder: str | Path) -> dict[str, int]:
+    """Size of every file under `folder` by relative path (its manifest left out)."""
+    root = Path(folder)
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).as_posix() != MANIFEST}
+
+
+def files_intact(folder: str | Path, sizes: dict[str, int] | None) -> bool:
+    """True when every file recorded in `sizes` is under `folder` with that size."""
+    root = Path(folder)
+    return sizes is not None and all((root / name).is_file() and (root / name).stat().st_size == size
+                                     for name, size in sizes.items())

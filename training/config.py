@@ -73,8 +73,8 @@ class TrainConfig(StageConfig):
     dataloader_num_workers: int = Field(0, ge=0, description="data-loader worker processes")
 
     deepspeed: str | None = Field(None, description="DeepSpeed JSON (run_config/ds_zero{2,3}[_offload].json)")
-    resume_from_checkpoint: str | None = Field(None, description="checkpoint folder, or 'last' for the newest in "
-                                               "output_dir")
+    resume_from_checkpoint: str | None = Field(None, description="checkpoint folder, or 'last' for the newest "
+                                               "complete one in output_dir")
 
     use_lora: bool = Field(False, description="train LoRA adapters instead of all weights")
     lora_r: int = Field(8, ge=1, description="LoRA rank")

@@ -22,10 +22,9 @@ from tqdm import tqdm
 from dataset.records import Record, load_records
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
+from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_json, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
 from training.moe_config import FinetuneRouterConfig
-from training.staging import staged_dir
 from training.moe_routing import CLASSIFIER_FILE, ROUTING_FILE, DomainClassifier, RoutedMoE, load_routed_moe
 
 log = logging.getLogger(__name__)

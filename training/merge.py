@@ -18,13 +18,14 @@ from tqdm import tqdm
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import is_finished, write_json, write_manifest
+from run_config.runtime import (file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_json,
+                                write_manifest)
 from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
                                  open_dense, plan_merge)
 from training.moe_config import MergeConfig
+from training.moe_export import export_all_dense, exports_complete
 from training.router_init import centroid_groups, mean_router_inputs, random_router, read_pairs, router_from_means
 from training.safetensors_stream import ShardedWriter
-from training.staging import staged_dir
 
 log = logging.getLogger(__name__)
 ROUTING_FILE = "routing.json"
@@ -41,8 +42,12 @@ def _fingerprint(cfg: MergeConfig) -> list:
 
 
 def is_up_to_date(cfg: MergeConfig) -> bool:
-    """True when output_dir holds a finished merge of this config and these expert files."""
-    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg))
+    """True when output_dir holds a finished merge of this config and these expert files, every file it wrote
+    whole, and so do the dense exports when asked for."""
+    if not is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)):
+        return False
+    return (files_intact(cfg.output_dir, read_manifest(cfg.output_dir).get("files"))
+            and (cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir)))
 
 
 def check_cluster_dir(cfg: MergeConfig) -> int | None:
@@ -147,10 +152,8 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         write_json(tmp / ROUTING_FILE, routing_metadata(cfg, experts[0].config, num_clusters))
         summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),
                    "bytes": sum(p.info.nbytes for p in plan)}
-        write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), **summary)
+        write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), files=file_sizes(tmp), **summary)
     if cfg.dense_export_dir:
-        from training.moe_export import export_all_dense
-
         summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir)]
     return summary
 

@@ -1,15 +1,15 @@
 """Per-domain dense export: expert e of a merged MoE -> a plain Llama checkpoint any engine (vLLM) can serve."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
 from run_config.errors import DataError
-from run_config.runtime import write_json
+from run_config.runtime import MANIFEST, file_sizes, files_intact, staged_dir, write_json
 from training.merge_plan import dense_ffn_key, parse_moe_key
 from training.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
-from training.staging import staged_dir
 
 EXPORT_INDEX = "experts.json"
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -50,11 +50,33 @@ def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shar
     return out
 
 
+def _source(moe_dir: str | Path) -> str | None:
+    """Digest of the MoE folder's manifest: ties an export to the merge it was cut from."""
+    path = Path(moe_dir) / MANIFEST
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+
+
 def export_all_dense(moe_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Export every expert to `out_dir/expert_<e>` and write `experts.json` (expert id -> folder, cluster map)."""
+    """Export every expert to `out_dir/expert_<e>`, then write `experts.json` (expert id -> folder, cluster map,
+    the size of every exported file and the MoE it came from)."""
     routing = json.loads((Path(moe_dir) / "routing.json").read_text(encoding="utf-8"))
     paths = [export_dense(moe_dir, e, Path(out_dir) / f"expert_{e}") for e in range(routing["num_experts"])]
     write_json(Path(out_dir) / EXPORT_INDEX, {"moe_dir": str(Path(moe_dir).resolve()),
                                               "experts": {str(e): p.name for e, p in enumerate(paths)},
-                                              "cluster_to_expert": routing["cluster_to_expert"]})
+                                              "cluster_to_expert": routing["cluster_to_expert"],
+                                              "source": _source(moe_dir),
+                                              "files": {p.name: file_sizes(p) for p in paths}})
     return paths
+
+
+def exports_complete(moe_dir: str | Path, out_dir: str | Path) -> bool:
+    """True when `out_dir` holds every dense export of `moe_dir` as written (index, folders, file sizes)."""
+    path = Path(out_dir) / EXPORT_INDEX
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    files = index.get("files") or {}
+    return (index.get("moe_dir") == str(Path(moe_dir).resolve()) and index.get("source") == _source(moe_dir)
+            and sorted(files) == sorted(index.get("experts", {}).values())
+            and all(files_intact(Path(out_dir) / name, sizes) for name, sizes in files.items()))

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import random
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from dataset.records import Record, load_records
 from inference.output import write_rows
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import fingerprint, is_finished, set_seed, write_json, write_manifest
+from run_config.runtime import (clear_manifest, fingerprint, is_finished, set_seed, staged_dir, write_json,
+                                write_manifest)
 from training.reward_config import RewardConfig
 from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
                                    load_reward_model, mine_negatives, pairwise_accuracy)
@@ -113,14 +113,12 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
 
     out = Path(cfg.output_dir)
     device = resolve_device(cfg.device)
+    clear_manifest(out)
     train, valid = mine_pairs(cfg, out)
     model, tokenizer, metrics = train_reward_model(cfg, train, valid, device)
-    final, tmp = out / "model", out / ".model.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with staged_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     write_json(out / "metrics.json", metrics)
     write_manifest(out, "train-reward", cfg, inputs=_fingerprint(cfg), valid_accuracy=metrics["valid_accuracy"])
     return metrics

@@ -6,6 +6,7 @@ train with validation BLEU, early stopping and best-checkpoint reload -> export 
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -21,7 +22,8 @@ import torch
 from dataset.records import Record, load_records
 from evaluation.references import term_references
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import config_hash, fingerprint, read_manifest, set_seed, write_json, write_manifest
+from run_config.runtime import (atomic_open, clear_manifest, config_hash, fingerprint, read_manifest, set_seed,
+                                swap_in, write_json, write_manifest)
 from run_config.runtime import is_finished as is_finished_run
 from training.config import TrainConfig
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
@@ -33,6 +35,9 @@ log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "train_summary.json"
 RUN_CONFIG_FILE = "run_config.json"
+LOSS_SUM_FILE = "train_loss_sum.json"
+TRAINER_STATE = "trainer_state.json"
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors", "pytorch_model.bin")
 ADAPTER_DIR = "adapter"
 BEST_METRIC = "bleu"
 
@@ -157,13 +162,34 @@ def _make_trainer_class() -> type:
     from transformers import Trainer
 
     class DefinitionTrainer(Trainer):
-        """Trainer whose validation adds BLEU of greedy generated definitions (metric `eval_bleu`)."""
+        """Trainer whose validation adds BLEU of greedy generated definitions (metric `eval_bleu`) and whose
+        train_loss is the whole run's across resumes (each checkpoint keeps the loss sum up to its step)."""
 
         def __init__(self, *args: Any, bleu_records: list[Record], references: dict[str, list[str]],
-                     gen_tokenizer: Any, max_new_tokens: int, **kwargs: Any) -> None:
+                     gen_tokenizer: Any, max_new_tokens: int, loss_sum_before: float = 0.0, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.bleu_records, self.references = bleu_records, references
             self.gen_tokenizer, self.max_new_tokens = gen_tokenizer, max_new_tokens
+            self.loss_sum_before = loss_sum_before  # summed step losses up to the resumed checkpoint
+
+        def _loss_sum(self) -> float:
+            from transformers.trainer_pt_utils import nested_gather
+
+            pending = nested_gather(self._tr_loss, self.args.parallel_mode).mean().item()  # not logged yet
+            return self.loss_sum_before + self._total_loss_scalar + pending
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            # Written before HF's files, so a checkpoint with trainer_state.json (written last) has it too.
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            loss_sum = self._loss_sum()
+            if self.args.should_save:
+                write_json(folder / LOSS_SUM_FILE, {"global_step": self.state.global_step, "loss_sum": loss_sum})
+            super()._save_checkpoint(model, trial)
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "train_loss" in logs:  # HF's final value covers only the steps of this process
+                logs["train_loss"] = (self.loss_sum_before + self._total_loss_scalar) / max(self.state.global_step, 1)
+            super().log(logs, *args, **kwargs)
 
         def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
             output = super().evaluation_loop(*args, **kwargs)
@@ -216,23 +242,76 @@ def is_finished(cfg: TrainConfig) -> bool:
                 and is_finished_run(cfg.output_dir, cfg, lambda: data_fingerprint(cfg)))
 
 
-def last_checkpoint(output_dir: str | Path) -> Path | None:
-    """Newest `checkpoint-N` folder of a run, or None."""
-    ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(ckpts, key=lambda p: int(p.name.split("-")[-1])) if ckpts else None
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why `folder` is no complete checkpoint, or None. The Trainer writes the weights (DeepSpeed: a
+    `global_step*` folder, then `latest` once every rank is done), optimizer, scheduler and RNG states, then
+    trainer_state.json last; train_loss_sum.json comes first. A kill during a save leaves one of them out."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / TRAINER_STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {TRAINER_STATE}"
+    except (OSError, ValueError):
+        return f"unreadable {TRAINER_STATE}"
+    step = state.get("global_step") if isinstance(state, dict) else None
+    named = folder.name.split("-")[-1]
+    if not isinstance(step, int) or (folder.name.startswith("checkpoint-") and named.isdigit() and int(named) != step):
+        return f"{TRAINER_STATE} is not of step {named}"
+    try:
+        if json.loads((folder / LOSS_SUM_FILE).read_text(encoding="utf-8"))["global_step"] != step:
+            return f"{LOSS_SUM_FILE} is not of step {step}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no readable {LOSS_SUM_FILE}"
+    if not any(folder.glob("rng_state*.pth")):
+        return "no RNG state"
+    if (folder / "latest").is_file() or any(folder.glob("global_step*")):
+        tag = (folder / "latest").read_text(encoding="utf-8").strip() if (folder / "latest").is_file() else None
+        if tag is None or not any((folder / tag).glob("*model_states.pt")):
+            return "no complete DeepSpeed checkpoint (`latest` and its model states)"
+        return None
+    weights = next((folder / n for n in _WEIGHTS if (folder / n).is_file()), None)
+    if weights is None:
+        return "no model weights"
+    if weights.name.endswith(".index.json"):
+        shards = set(json.loads(weights.read_text(encoding="utf-8"))["weight_map"].values())
+        if not all((folder / shard).is_file() for shard in shards):
+            return "a weight shard is missing"
+    missing = [n for n in ("optimizer.pt", "scheduler.pt") if not (folder / n).is_file()]
+    return f"no {missing[0]}" if missing else None
 
 
-def resume_point(cfg: TrainConfig) -> str | None:
-    """Checkpoint to resume from: explicit, 'last', or automatically the newest of an interrupted run of
-    the same config (a different config in the same folder is an error, not a silent mix)."""
+def last_checkpoint(output_dir: str | Path, remove_incomplete: bool = False) -> Path | None:
+    """Newest complete `checkpoint-N` folder of a run, or None; incomplete ones are logged (and removed)."""
+    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    found = None
+    for ckpt in ckpts:
+        problem = checkpoint_problem(ckpt)
+        if problem is None:
+            found = found or ckpt
+            continue
+        log.warning("%s is incomplete (%s), left by an interrupted save: %s", ckpt, problem,
+                    "removing it" if remove_incomplete else "ignoring it")
+        if remove_incomplete:
+            shutil.rmtree(ckpt, ignore_errors=True)
+    return found
+
+
+def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
+    """Checkpoint to resume from: explicit, 'last', or automatically the newest complete one of an interrupted
+    run of the same config (a different config in the same folder is an error, not a silent mix). The main
+    rank removes incomplete checkpoints."""
     if cfg.resume_from_checkpoint not in (None, "last"):
         if not Path(cfg.resume_from_checkpoint).is_dir():
             raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: no such folder")
+        problem = checkpoint_problem(cfg.resume_from_checkpoint)
+        if problem is not None:
+            raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: incomplete checkpoint ({problem})")
         return cfg.resume_from_checkpoint
-    ckpt = last_checkpoint(cfg.output_dir)
+    ckpt = last_checkpoint(cfg.output_dir, remove_incomplete=main_rank)
     if ckpt is None:
         if cfg.resume_from_checkpoint == "last":
-            raise ConfigError(f"resume_from_checkpoint: no checkpoint-* folder in {cfg.output_dir}")
+            raise ConfigError(f"resume_from_checkpoint: no complete checkpoint-* folder in {cfg.output_dir}")
         return None
     saved = Path(cfg.output_dir) / RUN_CONFIG_FILE
     if saved.is_file() and json.loads(saved.read_text(encoding="utf-8")).get("config_hash") != _resume_hash(cfg):
@@ -243,6 +322,33 @@ def resume_point(cfg: TrainConfig) -> str | None:
 
 def _resume_hash(cfg: TrainConfig) -> str:
     return config_hash(cfg.model_copy(update={"resume_from_checkpoint": None, "report_to": "none"}))
+
+
+def resumed_loss_sum(resume: str | None) -> tuple[int, float]:
+    """(step, summed step losses up to it) of the checkpoint resumed from; (0, 0.0) for a fresh run."""
+    if resume is None:
+        return 0, 0.0
+    saved = json.loads((Path(resume) / LOSS_SUM_FILE).read_text(encoding="utf-8"))
+    return int(saved["global_step"]), float(saved["loss_sum"])
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep the rows of the JSON-lines log `path` up to `step`, those a run resumed there does not log again
+    (a fresh run, step 0, starts it empty); a final summary row and a torn last line go too."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = []
+    for line in lines:
+        with contextlib.suppress(ValueError):
+            row = json.loads(line)
+            if isinstance(row, dict) and row.get("step", 0) <= step and "train_runtime" not in row:
+                kept.append(line)
+    if len(kept) < len(lines):
+        log.info("%s: dropping %d rows past step %d, logged before the interruption", path, len(lines) - len(kept),
+                 step)
+    with atomic_open(path) as f:
+        f.write("".join(line + "\n" for line in kept))
 
 
 def _export(trainer: Any, cfg: TrainConfig, tokenizer: Any) -> None:
@@ -262,10 +368,10 @@ def _export(trainer: Any, cfg: TrainConfig, tokenizer: Any) -> None:
     if main_rank:
         tokenizer.save_pretrained(str(tmp))
         for item in tmp.iterdir():
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
+            if item.is_dir():
+                swap_in(item, out / item.name)
+            else:
+                os.replace(item, out / item.name)
         tmp.rmdir()
     trainer.accelerator.wait_for_everyone()
 
@@ -302,15 +408,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     plan = plan_steps(cfg, len(train_set.examples), world_size)
     log.info("plan: %s", plan)
     args = build_training_args(cfg, plan, ds_config)
+    resume = resume_point(cfg, main_rank=args.process_index == 0)
+    resumed_step, loss_sum_before = resumed_loss_sum(resume)
+    if args.process_index == 0:
+        clear_manifest(out)
+        trim_log(out / LOG_FILE, resumed_step)
+        write_json(out / RUN_CONFIG_FILE, {"config_hash": _resume_hash(cfg), "config": cfg.model_dump(mode="json")})
     if ds_config is not None and zero_stage(ds_config) == 3:
         import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
     model = load_model(cfg)
 
-    resume = resume_point(cfg)
-    if args.process_index == 0:
-        write_json(out / RUN_CONFIG_FILE, {"config_hash": _resume_hash(cfg), "config": cfg.model_dump(mode="json")})
     from transformers import EarlyStoppingCallback
 
     callbacks = [_json_log_callback(out / LOG_FILE)]
@@ -321,14 +430,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         eval_dataset=valid_set.examples if cfg.do_validation else None,
         data_collator=functools.partial(pad_batch, pad_token_id=pad_token_id(tokenizer)), callbacks=callbacks,
         bleu_records=sample_records(valid_set.records, cfg.eval_samples, cfg.seed),
-        references=term_references(valid_records), gen_tokenizer=tokenizer, max_new_tokens=cfg.eval_max_new_tokens)
-    result = trainer.train(resume_from_checkpoint=resume)
+        references=term_references(valid_records), gen_tokenizer=tokenizer, max_new_tokens=cfg.eval_max_new_tokens,
+        loss_sum_before=loss_sum_before)
+    result = trainer.train(resume_from_checkpoint=resume)  # metrics["train_loss"]: the whole run's (log())
     _export(trainer, cfg, tokenizer)
 
     history = trainer.state.log_history
     summary = {"train": train_set.summary(), "valid": valid_set.summary() if cfg.do_validation else None,
                "plan": plan.__dict__, "global_step": trainer.state.global_step,
-               "train_loss": result.training_loss, "best_bleu": trainer.state.best_metric,
+               "train_loss": result.metrics["train_loss"], "best_bleu": trainer.state.best_metric,
                "best_checkpoint": trainer.state.best_model_checkpoint,
                "losses": [h["loss"] for h in history if "loss" in h],
                "valid_bleu": [h["eval_bleu"] for h in history if "eval_bleu" in h],

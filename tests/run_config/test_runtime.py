@@ -64,3 +64,135 @@ def test_fingerprint_follows_model_folders_and_names(tmp_path):
     write_manifest(model, "train", {"a": 1})  # a finished (re)training writes its manifest last
     assert fingerprint([model])[0][1] == (model / "manifest.json").stat().st_size
     assert fingerprint([model]) != first[:1]
+
+
+# --- folder swaps and leftovers of killed runs ---
+
+_KILL_AT = """
+import os, shutil, signal, sys
+from pathlib import Path
+from run_config import runtime
+
+out, kill_at = Path(sys.argv[1]), int(sys.argv[2])
+calls = [0]
+
+def dying(fn):
+    def wrapped(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return fn(*args, **kwargs)
+    return wrapped
+
+os.replace, shutil.rmtree = dying(os.replace), dying(shutil.rmtree)  # the swap: out aside, new in, old deleted
+with runtime.staged_dir(out) as tmp:
+    (tmp / "weights.bin").write_text("new")
+    if kill_at == 0:
+        os.kill(os.getpid(), signal.SIGKILL)  # killed while building the new folder
+    (tmp / "manifest.json").write_text("new")
+"""
+
+
+def _folder(path, tag):
+    path.mkdir(exist_ok=True)
+    for name in ("weights.bin", "manifest.json"):
+        (path / name).write_text(tag)
+
+
+def _holds(path):
+    """'old' or 'new' when `path` is a complete folder of that version, else None."""
+    texts = {(path / n).read_text() if (path / n).is_file() else None for n in ("weights.bin", "manifest.json")}
+    return texts.pop() if len(texts) == 1 else None
+
+
+@pytest.mark.parametrize("kill_at,expected", [(0, "old"), (1, "old"), (2, "old"), (3, "new")])
+def test_swap_killed_at_each_step_leaves_one_whole_folder(tmp_path, kill_at, expected):
+    import subprocess
+    import sys
+
+    from run_config.runtime import clear_leftovers
+    from tests.conftest import REPO_ROOT
+
+    out = tmp_path / "model"
+    _folder(out, "old")
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT, str(out), str(kill_at)], cwd=REPO_ROOT)
+    assert proc.returncode == -9
+    aside = tmp_path / ".model.old"
+    assert _holds(out) in ("old", "new") or (not out.exists() and _holds(aside) == "old")  # never a torn folder
+    left = [p.name for p in tmp_path.iterdir() if p.name != "model"]  # the new one half-built or unswapped, the old aside
+    assert left and all(n == ".model.old" or (n.startswith(".model.") and n.endswith(".tmp")) for n in left)
+    clear_leftovers(out)
+    assert _holds(out) == expected and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+@pytest.mark.parametrize("fail_at,expected", [(1, "old"), (2, "old"), (3, "new")])
+def test_swap_failing_at_each_step_keeps_old_or_new(tmp_path, monkeypatch, fail_at, expected):
+    import os
+    import shutil
+
+    from run_config import runtime
+
+    out = tmp_path / "model"
+    _folder(out, "old")
+    calls = [0]
+
+    def failing(fn):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == fail_at:
+                raise OSError("injected")
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(runtime.os, "replace", failing(os.replace))
+    monkeypatch.setattr(runtime.shutil, "rmtree", failing(shutil.rmtree))
+    with pytest.raises(OSError, match="injected"):
+        with runtime.staged_dir(out) as tmp:
+            _folder(tmp, "new")
+    monkeypatch.undo()
+    assert _holds(out) == expected
+    runtime.clear_leftovers(out)
+    assert _holds(out) == expected and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_swap_over_nothing_and_restore_of_a_folder_moved_aside(tmp_path):
+    from run_config.runtime import clear_leftovers, staged_dir
+
+    with staged_dir(tmp_path / "a" / "model") as tmp:
+        _folder(tmp, "new")
+    assert _holds(tmp_path / "a" / "model") == "new"
+    _folder(tmp_path / ".m.old", "old")  # killed after moving m aside, before the new one came in
+    clear_leftovers(tmp_path / "m")
+    assert _holds(tmp_path / "m") == "old" and not (tmp_path / ".m.old").exists()
+
+
+def test_dead_runs_temps_are_removed_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale = tmp_path / f".out.json.{dead}.k3j_x9ab.tmp"
+    stale_dir = tmp_path / f".out.json.{dead}.q1w2e3r4.tmp"
+    live = tmp_path / f".out.json.{os.getpid()}.abcd1234.tmp"
+    other = tmp_path / f".out.json.bak.{dead}.abcd1234.tmp"  # a temp of another file, out.json.bak
+    for p in (stale, live, other):
+        p.write_text("partial")
+    stale_dir.mkdir()
+    (stale_dir / "x").write_text("partial")
+    with atomic_open(tmp_path / "out.json") as f:
+        f.write("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "out.json"])
+
+
+def test_file_sizes_and_intact(tmp_path):
+    from run_config.runtime import file_sizes, files_intact
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.bin").write_bytes(b"12345")
+    write_manifest(tmp_path, "demo", {"k": 1})
+    sizes = file_sizes(tmp_path)
+    assert sizes == {"sub/a.bin": 5} and files_intact(tmp_path, sizes)
+    (tmp_path / "sub" / "a.bin").write_bytes(b"123")
+    assert not files_intact(tmp_path, sizes) and not files_intact(tmp_path, None)

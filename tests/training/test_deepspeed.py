@@ -13,6 +13,7 @@ import torch
 from tests.conftest import REPO_ROOT
 from tests.training.train_helpers import tiny_args, tiny_llama, urban_splits  # noqa: F401
 from training.deepspeed_config import free_port
+from training.trainer import checkpoint_problem
 
 DEEPSPEED = Path(sys.executable).parent / "deepspeed"
 
@@ -41,7 +42,7 @@ def test_zero_through_launcher(stage, tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / f"zero{stage}"
     cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(free_port()), "training/train.py",
-           *tiny_args(tiny_llama, train, valid, out, "--max-steps", "2", "--eval-times", "1",
+           *tiny_args(tiny_llama, train, valid, out, "--max-steps", "2", "--eval-times", "1", "--keep-checkpoints",
                       "--deepspeed", f"run_config/ds_zero{stage}.json")]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -49,6 +50,10 @@ def test_zero_through_launcher(stage, tiny_llama, urban_splits, tmp_path):
     assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 2
     assert summary["learning_rate"]["peak"] == pytest.approx(1e-3)  # the run config's schedule, not DeepSpeed's
     assert len(summary["valid_bleu"]) == 1
+    ckpt = out / "checkpoint-2"
+    assert checkpoint_problem(ckpt) is None  # a complete DeepSpeed checkpoint: `latest` names its states
+    (ckpt / "latest").unlink()  # as when a rank was killed before the save was committed
+    assert checkpoint_problem(ckpt).startswith("no complete DeepSpeed checkpoint")
 
 
 @pytest.mark.skipif(not DEEPSPEED.is_file(), reason="deepspeed launcher not installed")

@@ -117,6 +117,44 @@ def test_bfloat16_output_and_rerun_skips(pico, tmp_path, capsys):
     assert "up to date" in capsys.readouterr().out
 
 
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:100])
+
+
+@pytest.mark.parametrize("damage", [
+    lambda moe, dense: _truncate(dense / "expert_1" / "model.safetensors"),
+    lambda moe, dense: (dense / "expert_0" / "config.json").unlink(),
+    lambda moe, dense: (dense / "experts.json").unlink(),  # the merge was killed while exporting
+    lambda moe, dense: shutil.rmtree(dense / "expert_1"),
+    lambda moe, dense: _truncate(moe / "model.safetensors"),
+    lambda moe, dense: (moe / "tokenizer.json").unlink()],
+    ids=["truncated-export", "export-file-missing", "no-export-index", "export-missing", "truncated-moe", "moe-file-missing"])
+def test_up_to_date_only_when_every_output_is_whole_dense_exports_included(pico, tmp_path, capsys, damage):
+    moe, dense = tmp_path / "moe", tmp_path / "dense"
+    args = ["merge", "--experts", str(pico["e0"]), str(pico["e1"]), "--output-dir", str(moe),
+            "--dense-export-dir", str(dense)]
+    assert toolkit_main.main(args) == 0
+    whole = {p: p.read_bytes() for p in [*moe.rglob("*"), *dense.rglob("*")] if p.is_file()}
+    assert toolkit_main.main(args) == 0 and "up to date" in capsys.readouterr().out
+    damage(moe, dense)
+    assert toolkit_main.main(args) == 0 and "up to date" not in capsys.readouterr().out  # redone
+    assert {p: p.read_bytes() for p in [*moe.rglob("*"), *dense.rglob("*")] if p.is_file()}.keys() == whole.keys()
+    assert all(p.read_bytes() == data for p, data in whole.items() if p.suffix == ".safetensors")
+    assert toolkit_main.main(args) == 0 and "up to date" in capsys.readouterr().out
+
+
+def test_an_export_of_an_earlier_merge_is_not_up_to_date(pico, tmp_path, capsys):
+    moe, dense = tmp_path / "moe", tmp_path / "dense"
+    args = ["merge", "--experts", str(pico["e0"]), str(pico["e1"]), "--output-dir", str(moe),
+            "--dense-export-dir", str(dense)]
+    assert toolkit_main.main([*args, "--seed", "1"]) == 0
+    index = (dense / "experts.json").read_bytes()
+    assert toolkit_main.main(args) == 0  # another router seed: a new merge, killed before its export was indexed
+    (dense / "experts.json").write_bytes(index)
+    capsys.readouterr()
+    assert toolkit_main.main(args) == 0 and "up to date" not in capsys.readouterr().out
+
+
 def _vocab_mismatch(pico, root):
     return pico_llama(root / "v", seed=2, vocab_size=80)
 

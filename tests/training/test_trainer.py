@@ -212,3 +212,75 @@ def test_hold_out_terms_is_seeded_and_keeps_whole_terms(data_3dex):
     one_term = [r for r in records if r.term == records[0].term]
     with pytest.raises(ValueError, match="at least 2 terms"):
         hold_out_terms(one_term, 0.1, seed=42)
+
+
+def _log_rows(out: Path) -> list[dict]:
+    """train_log.jsonl without its wall-clock values."""
+    rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if not k.endswith(("_runtime", "_per_second"))} for row in rows]
+
+
+def test_resume_skips_a_checkpoint_torn_by_a_kill_during_its_save(tiny_llama, urban_splits, tmp_path, monkeypatch,
+                                                                   caplog):
+    import transformers
+
+    train, valid = urban_splits
+    steps = ("--max-steps", "6", "--eval-times", "3")  # checkpoints at steps 2, 4, 6
+    assert main(tiny_args(tiny_llama, train, valid, tmp_path / "ref", *steps)) == 0
+    original = transformers.Trainer._save_checkpoint
+
+    def killed_during_the_save_of_checkpoint_4(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if self.state.global_step == 4:  # trainer_state.json, the last file of a save, never came
+            (Path(self.args.output_dir) / "checkpoint-4" / "trainer_state.json").unlink()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", killed_during_the_save_of_checkpoint_4)
+    out = tmp_path / "run"
+    assert main(tiny_args(tiny_llama, train, valid, out, *steps)) == 130
+    assert max(row["step"] for row in _log_rows(out)) == 4  # steps 3 and 4 were logged before the kill
+    monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", original)
+    assert main(tiny_args(tiny_llama, train, valid, out, *steps)) == 0
+    assert "checkpoint-4 is incomplete (no trainer_state.json), left by an interrupted save: removing it" in caplog.text
+    summary, ref = (json.loads((d / "train_summary.json").read_text()) for d in (out, tmp_path / "ref"))
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 6
+    assert _log_rows(out) == _log_rows(tmp_path / "ref")  # no repeated step, the same values
+    assert summary["losses"] == ref["losses"] and len(summary["losses"]) == 6
+    assert summary["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-9)  # the whole run's, not steps 3-6
+    assert summary["train_loss"] == pytest.approx(sum(ref["losses"]) / 6, rel=1e-9)
+    final, expected = load_file(out / "model.safetensors"), load_file(tmp_path / "ref" / "model.safetensors")
+    assert all(torch.equal(final[k], expected[k]) for k in expected)
+
+
+def test_kill_9_mid_run_then_the_rerun_completes_without_repeated_steps(tiny_llama, urban_splits, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    train, valid = urban_splits
+    out = tmp_path / "run"
+    args = tiny_args(tiny_llama, train, valid, out, "--max-steps", "40", "--eval-times", "4")  # saves every 10
+    proc = subprocess.Popen([sys.executable, "main.py", "train", *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    log, deadline = out / "train_log.jsonl", time.monotonic() + 300
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if (out / "checkpoint-10" / "trainer_state.json").is_file() and log.is_file() and any(
+                    json.loads(line)["step"] > 11 for line in log.read_text().splitlines()[-3:] if line.endswith("}")):
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+    finally:
+        if proc.poll() is None and time.monotonic() >= deadline:
+            proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "manifest.json").exists()
+    assert main(args) == 0
+    rows = _log_rows(out)
+    assert [r["step"] for r in rows if "loss" in r] == list(range(1, 41))
+    assert [r["step"] for r in rows if "eval_loss" in r] == [10, 20, 30, 40]
+    assert [r["step"] for r in rows if "train_loss" in r] == [40]
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] is not None and summary["global_step"] == 40
+    assert summary["train_loss"] == pytest.approx(sum(summary["losses"]) / 40, rel=1e-9)

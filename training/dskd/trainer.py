@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import random
-import shutil
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,8 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.runtime import atomic_open, fingerprint, is_finished, write_json, write_manifest
+from run_config.runtime import (atomic_open, clear_manifest, fingerprint, is_finished, staged_dir, write_json,
+                                write_manifest)
 from training.data import IGNORE_INDEX, encode_example, pad_batch
 from run_config.assets import resolve_asset
 from training.dskd.config import DSKDConfig, input_path
@@ -170,14 +170,11 @@ def train_loop(cfg: DSKDConfig, student: Any, teacher: Any, projection: torch.nn
 
 def save_student(out_dir: Path, student: Any, tokenizer: Any, projection: torch.nn.Module | None) -> None:
     """Write the student (HF folder, plus the projection when there is one) atomically as `out_dir`."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    student.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if projection is not None:
-        save_file({"weight": projection.weight.detach().cpu().contiguous()}, str(tmp / PROJECTION_FILE))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_dir(out_dir) as tmp:
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if projection is not None:
+            save_file({"weight": projection.weight.detach().cpu().contiguous()}, str(tmp / PROJECTION_FILE))
 
 
 def input_fingerprint(cfg: DSKDConfig) -> list[list]:
@@ -208,6 +205,7 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     out = Path(cfg.output_dir)
     train_path = input_path(cfg.data_path_train)
     valid_path = input_path(cfg.data_path_valid) if cfg.data_path_valid else None
+    clear_manifest(out)
     device = resolve_device(cfg.device)
     teacher_path = resolve_asset(cfg.teacher_model)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
