@@ -195,8 +195,8 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
     failed = [r for r in selected.values() if r["error"] is not None]
     by_id = {item.id: item for item in items}
-    changed = sum(r["prediction"] != parse_answer(cfg.task, by_id[i], r.get("raw") or "", chatty=False)
-                  for i, r in selected.items() if r["error"] is None)
+    changed = sum((r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
+                  for i, r in selected.items() if r.get("raw") is not None)  # incl. answers parsed to nothing
     summary: dict[str, Any] = {
         "items": len(items), "n_samples": cfg.n_samples, "selection": cfg.selection,
         "samples_ok": sum(1 for r in rows if r["id"] in wanted and r["error"] is None),
