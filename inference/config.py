@@ -108,7 +108,15 @@ class InferConfig(DecodingConfig):
     retry_max_delay_s: float = Field(60.0, ge=0, description="backoff cap")
     timeout_s: float = Field(60.0, gt=0, description="API: seconds for a whole request attempt, first to last "
                              "byte (then retried)")
+    parse_answer: Literal["auto", "always", "never"] = Field(
+        "auto", description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
+        "`raw`): auto = for API backends only; never scores the text as generated (whitespace collapsed)")
     force: bool = Field(False, description="discard existing outputs and start over")
+
+    @property
+    def parses_answers(self) -> bool:
+        """Whether answers go through the chatty-answer parser (`parse_answer`)."""
+        return self.parse_answer == "always" or (self.parse_answer == "auto" and self.backend in API_BACKENDS)
 
     @field_validator("task", mode="before")
     @classmethod

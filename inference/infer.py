@@ -134,12 +134,12 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
         item = by_id[gen.item_id]
         prediction, error = None, gen.error
         if error is None:
-            prediction = parse_answer(cfg.task, item, gen.text or "")
+            prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
             if not prediction:
                 prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
         store.append(make_row(item.id, item.term, item.context, prediction=prediction, model=cfg.model,
                               seed=cfg.seed, sample_idx=gen.sample_idx, latency_s=gen.latency_s, error=error,
-                              logprob=gen.logprob))
+                              logprob=gen.logprob, raw=gen.text))
         counts["generated" if error is None else "failed"] += 1
     return dict(counts)
 
@@ -194,12 +194,16 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     selected = select_all(grouped, cfg.selection, references=references, reward=load_reward(cfg))
     write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
     failed = [r for r in selected.values() if r["error"] is not None]
+    by_id = {item.id: item for item in items}
+    changed = sum((r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
+                  for i, r in selected.items() if r.get("raw") is not None)  # incl. answers parsed to nothing
     summary: dict[str, Any] = {
         "items": len(items), "n_samples": cfg.n_samples, "selection": cfg.selection,
         "samples_ok": sum(1 for r in rows if r["id"] in wanted and r["error"] is None),
         "samples_failed": sum(1 for r in rows if r["id"] in wanted and r["error"] is not None),
         "resumed_samples": resumed, **counts,
-        "predictions": len(selected), "failed_predictions": len(failed),
+        "predictions": len(selected), "failed_predictions": len(failed), "parse_answer": cfg.parses_answers,
+        "parser_changed": changed,
         "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10))}
     if cfg.task == "wsd":
         gold = {item.id: item.definition for item in items}

@@ -1,7 +1,7 @@
 """Local stub servers on 127.0.0.1 speaking the OpenAI, Anthropic and Gemini wire formats (tests, benchmarks).
 
-Each answers with a chatty definition of the term found in the prompt, after `latency_s`. Faults are
-scripted: `statuses` is consumed one entry per request: an int HTTP status, "stall" (answer only after
+Each answers with a chatty definition of the term found in the prompt (or with `answer(prompt)`),
+after `latency_s`. Faults are scripted: `statuses` is consumed one entry per request: an int HTTP status, "stall" (answer only after
 `stall_s`, so that the client's read times out), "trickle" (send the reply in small pieces spread over
 `trickle_s`, so that no single read times out) or a broken 200 reply: "bad_json" (a cut-off body),
 "html" (an HTML page, as proxies send), "empty" (no choices / content blocks / candidates), "no_text"
@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -108,7 +108,7 @@ class StubServer:
 
     def __init__(self, vendor: str, *, latency_s: float = 0.0, statuses: Iterable[int | str] = (),
                  fail_on: str | None = None, fail_with: int | str = 500, stall_s: float = 5.0,
-                 trickle_s: float = 3.0) -> None:
+                 trickle_s: float = 3.0, answer: Callable[[str], str] = stub_answer) -> None:
         if vendor not in ("openai", "anthropic", "gemini"):
             raise ValueError(f"unknown vendor {vendor!r}")
         self.statuses = deque(statuses)
@@ -116,7 +116,7 @@ class StubServer:
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS} or an HTTP status")
         self.vendor, self.latency_s, self.stall_s, self.trickle_s = vendor, latency_s, stall_s, trickle_s
-        self.fail_on, self.fail_with = fail_on, fail_with
+        self.fail_on, self.fail_with, self.answer = fail_on, fail_with, answer
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
         self.in_flight = self.max_in_flight = 0
@@ -166,9 +166,9 @@ class StubServer:
                 if code != 200:
                     data = json.dumps(_failure(stub.vendor, code)).encode()
                 elif status in BROKEN:
-                    data = _broken(stub.vendor, str(status), _success(stub.vendor, stub_answer(prompt), model))
+                    data = _broken(stub.vendor, str(status), _success(stub.vendor, stub.answer(prompt), model))
                 else:
-                    data = json.dumps(_success(stub.vendor, stub_answer(prompt), model)).encode()
+                    data = json.dumps(_success(stub.vendor, stub.answer(prompt), model)).encode()
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "text/html" if status == "html" else "application/json")

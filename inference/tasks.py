@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dataset.records import Record, iter_records
+from dataset.records import Record, iter_records, normalize_space
 from prompts.builder import OPTION_LETTERS, build_task_prompt
-from prompts.parse import parse_choice, parse_definition, parse_list
+from prompts.parse import parse_choice, parse_definition, parse_list, split_list
 from run_config.errors import DataError
 
 Demo = tuple[str, str, str]
@@ -86,14 +86,15 @@ def item_prompt(task: str, item: Item, bos_token: str, demos: Sequence[Demo] = (
                              bos_token=bos_token, demos=demos)
 
 
-def parse_answer(task: str, item: Item, raw: str) -> str:
+def parse_answer(task: str, item: Item, raw: str, chatty: bool = True) -> str:
     """The prediction text of a raw answer ("" when nothing usable is in it).
 
-    Synthesis tasks give one item per line; WSD gives the chosen option's definition.
+    Synthesis tasks give one item per line; WSD gives the chosen option's definition. With `chatty` off the
+    text is kept as generated, whitespace collapsed (as training-time validation reads it).
     """
     if task == "word_interpretation":
-        return parse_definition(raw, item.term)
+        return parse_definition(raw, item.term) if chatty else normalize_space(raw)
     if task == "wsd":
         choice = parse_choice(raw)
         return item.options[choice] if choice is not None else ""
-    return "\n".join(parse_list(raw))
+    return "\n".join(parse_list(raw) if chatty else split_list(raw))

@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from dataset.records import Record, normalize_space
 from inference.backend import Backend, Request, Sampling
 from prompts.builder import build_prompt, build_training_text
-from prompts.parse import parse_definition
 
 Triple = tuple[str, str, str]  # (term, context, definition)
 
@@ -112,10 +111,9 @@ def mine_negatives(backend: Backend, records: Sequence[Record], sampling: Sampli
     """Sample `samples_per_prompt` answers per record; keep the `keep` most likely distinct non-gold ones."""
     requests = [Request(r.id, r.term, r.context, build_prompt(r.term, r.context, bos_token=backend.bos_token),
                         tuple(range(samples_per_prompt))) for r in records]
-    by_id = {r.id: r for r in records}
     samples: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for gen in backend.generate(requests, sampling):
-        text = parse_definition(gen.text or "", by_id[gen.item_id].term)
+        text = normalize_space(gen.text or "")  # the policy's own text, read as validation and `infer` read it
         if gen.error is None and text:
             samples[gen.item_id].append((gen.logprob if gen.logprob is not None else float("-inf"), text))
     pairs = []

@@ -114,3 +114,16 @@ def test_original_key_and_value_spellings(tmp_path):
                                        "num_return_sequences": 1, "max_tokens": 64}), InferConfig)
     assert (cfg.task, cfg.max_items, cfg.icl_k, cfg.icl_mode, cfg.icl_examples) == \
         ("word_interpretation", 100, 32, "retrieval", "train.jsonl")
+
+
+@pytest.mark.parametrize("backend", ["local", "vllm", "openai", "anthropic", "gemini"])
+def test_the_answer_parser_runs_for_api_backends_unless_told(backend):
+    cfg = {"input": "x", "output_dir": "y", "model": "m", "backend": backend}
+    assert InferConfig(**cfg).parses_answers is (backend in ("openai", "anthropic", "gemini"))
+    assert InferConfig(**cfg, parse_answer="always").parses_answers is True
+    assert InferConfig(**cfg, parse_answer="never").parses_answers is False
+
+
+def test_parse_answer_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="parse_answer"):
+        load_config(write(tmp_path, {"parse_answer": "sometimes"}), InferConfig)

@@ -271,3 +271,57 @@ def test_a_failed_start_does_not_block_the_corrected_rerun(wordnet_rows, tmp_pat
     assert len(read_rows(out / "predictions.jsonl")[0]) == 3
     assert json.loads((out / "config.json").read_text())["temperature"] == 0.7
     assert {r["body"]["temperature"] for r in stub.requests} == {0.7}
+
+
+def test_api_rows_keep_the_raw_answer_and_count_what_the_parser_changed(urban_rows, tmp_path, monkeypatch):
+    from evaluation.predictions import read_predictions
+    from inference.stub_server import StubServer, stub_answer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    records = load_records(urban_rows)
+    argv = ["--backend", "openai", "--model", "gpt-x", "--input", str(urban_rows)]
+    with StubServer("openai") as stub:
+        assert infer.main(argv + ["--output-dir", str(tmp_path / "auto"), "--base-url", stub.base_url]) == 0
+        assert infer.main(argv + ["--output-dir", str(tmp_path / "never"), "--base-url", stub.base_url,
+                                  "--parse-answer", "never"]) == 0
+    prompts = {r.id: infer.item_prompt("word_interpretation", i, "")
+               for r, i in zip(records, build_items("word_interpretation", records, range(1, 7), 42))}
+    for mode, parsed in (("auto", True), ("never", False)):
+        preds, _ = read_rows(tmp_path / mode / "predictions.jsonl")
+        summary = json.loads((tmp_path / mode / "summary.json").read_text())
+        assert summary["parse_answer"] is parsed and summary["parser_changed"] == (6 if parsed else 0)
+        for pred in preds:
+            assert pred["raw"] == stub_answer(prompts[pred["id"]])  # the answer as the API sent it
+            as_written = " ".join(pred["raw"].split())
+            assert pred["prediction"] == (f"a definition of {pred['term']}" if parsed else as_written)
+        assert len(read_predictions(tmp_path / mode / "predictions.jsonl")) == 6  # evaluate reads the new rows
+
+
+def test_local_answers_are_scored_as_generated_unless_asked(local, urban_rows, tmp_path):
+    from prompts.parse import parse_definition
+
+    assert local(urban_rows, tmp_path / "auto", "--greedy") == 0
+    assert local(urban_rows, tmp_path / "always", "--greedy", "--parse-answer", "always") == 0
+    auto, _ = read_rows(tmp_path / "auto" / "predictions.jsonl")
+    always, _ = read_rows(tmp_path / "always" / "predictions.jsonl")
+    assert [r["raw"] for r in auto] == [r["raw"] for r in always]
+    assert all(r["prediction"] == " ".join(r["raw"].split()) for r in auto)
+    assert all(r["prediction"] == parse_definition(r["raw"], r["term"]) for r in always)
+    summaries = [json.loads((tmp_path / m / "summary.json").read_text()) for m in ("auto", "always")]
+    assert summaries[0]["parser_changed"] == 0 and summaries[0]["parse_answer"] is False
+    assert summaries[1]["parser_changed"] == sum(a["prediction"] != b["prediction"] for a, b in zip(auto, always))
+
+
+def test_validation_and_evaluation_read_the_same_text(local, smol_backend, urban_rows, tmp_path):
+    """Training-time validation BLEU and `infer` + `evaluate` score the same text for the same model output
+    (validation decodes greedily without a repetition penalty: so does this run)."""
+    from prompts.parse import parse_definition
+    from training.validation import generate_definitions
+
+    records = load_records(urban_rows)
+    assert local(urban_rows, tmp_path, "--greedy", "--repetition-penalty", "1.0") == 0
+    preds = {r["id"]: r["prediction"] for r in read_rows(tmp_path / "predictions.jsonl")[0]}
+    valid = generate_definitions(smol_backend.model, smol_backend.tokenizer, records, batch_size=1, max_new_tokens=8)
+    assert valid == [preds[r.id] for r in records]
+    # ... and the chatty-answer parser would have changed some of them.
+    assert any(parse_definition(text, r.term) != text for text, r in zip(valid, records))

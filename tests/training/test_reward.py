@@ -67,3 +67,21 @@ def test_mined_negatives_do_not_depend_on_the_generate_batch_size(smollm2_dir, w
     mined = [sorted((p.id, p.rejected) for p in mine_negatives(backend, records, sampling, 3, 2))
              for backend in (one, five)]
     assert len(mined[0]) >= 6 and mined[0] == mined[1]
+
+
+def test_negatives_are_the_policys_text_as_generated(smollm2_dir, wordnet_lexicon):
+    """Mined negatives are never run through the chatty-answer parser (the policy is a local model)."""
+    backend = LocalBackend.from_path(str(smollm2_dir), device="cpu", batch_size=4)
+    texts: list[str] = []
+    generate = backend.generate
+
+    def recording(requests, sampling):
+        for gen in generate(requests, sampling):
+            texts.append(" ".join((gen.text or "").split()))
+            yield gen
+
+    backend.generate = recording
+    records = load_records(wordnet_lexicon / "valid.jsonl")[:4]
+    pairs = mine_negatives(backend, records, Sampling(max_new_tokens=12, seed=3), samples_per_prompt=3, keep=3)
+    assert pairs and all(p.rejected in texts for p in pairs)
+    assert {p.rejected for p in pairs} == {t for t in texts if t} - {r.definition for r in records}
