@@ -148,7 +148,7 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
     if cfg.selection != "orm":
         return None
     from inference.local import resolve_device
-    from training.reward_model import RewardScorer
+    from inference.reward.model import RewardScorer
 
     scorer = RewardScorer.load(cfg.reward_model, device=resolve_device(cfg.device))
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])

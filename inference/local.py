@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
+from training.moe.checkpoint import is_moe_folder
 
 log = logging.getLogger(__name__)
-ROUTING_FILE = "routing.json"
 DOMAIN_POLICIES = ("domain", "learned-domain")  # one expert per input, chosen before generating
 
 
@@ -95,8 +94,8 @@ class LocalBackend:
     def from_path(cls, path: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> LocalBackend:
         """Load a causal LM, or a routed MoE when `path` holds `routing.json`."""
         device = resolve_device(device)
-        if (Path(path) / ROUTING_FILE).is_file():
-            from training.moe_routing import load_routed_moe
+        if is_moe_folder(path):
+            from training.moe.routing import load_routed_moe
 
             moe = load_routed_moe(path, policy=None, device=device, dtype=resolve_dtype(dtype, device))
             return cls(moe.model, moe.tokenizer, name=path, batch_size=batch_size, moe=moe)

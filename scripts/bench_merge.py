@@ -1,7 +1,7 @@
 """Benchmark the MoE merge's memory: streamed merge vs a naive merge that loads every expert at once.
 
 Four SmolLM2-135M experts (the model + 3 copies with perturbed FFNs) are merged twice, each in a fresh
-child process that reports its own peak RSS: by `training.merge` (safe_open one tensor at a time,
+child process that reports its own peak RSS: by `training.moe.merge` (safe_open one tensor at a time,
 planned shards written tensor by tensor) and naively (from_pretrained x4, merged state dict in memory,
 one save), like the original code. A third child only imports the same libraries (interpreter baseline).
 The goal: streamed peak RSS <= 1.5 x one expert's weights.
@@ -23,7 +23,7 @@ GOAL = 1.5
 # VmHWM (peak RSS of this process image); ru_maxrss would carry the parent's peak across exec.
 _REPORT = "print('RSS', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
 _BASELINE = "import torch, transformers, safetensors, numpy\nfrom transformers import AutoModelForCausalLM\n" + _REPORT
-_STREAM = ("import sys\nfrom training.merge import main\nrc = main(sys.argv[1:])\n" + _REPORT + "\nsys.exit(rc)")
+_STREAM = ("import sys\nfrom training.moe.merge import main\nrc = main(sys.argv[1:])\n" + _REPORT + "\nsys.exit(rc)")
 _NAIVE = """import sys, torch
 from transformers import AutoModelForCausalLM
 from safetensors.torch import save_file
@@ -50,14 +50,31 @@ def child(code: str, *args: str) -> tuple[float, float]:
     return time.perf_counter() - t0, rss / 1024
 
 
+def perturbed_copy(src: Path, dst: Path, seed: int, scale: float = 0.01) -> Path:
+    """Copy a dense checkpoint, adding seeded noise to every FFN weight (a distinct 'expert')."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    gen = torch.Generator().manual_seed(seed)
+    for f in dst.glob("*.safetensors"):
+        tensors = load_file(f)
+        for k, v in tensors.items():
+            if ".mlp." in k:
+                tensors[k] = v + scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
+        save_file(tensors, f, metadata={"format": "pt"})
+    return dst
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--experts", type=int, default=4)
     parser.add_argument("--shard-mb", type=int, default=2000, help="max_shard_size_mb of the streamed merge")
     args = parser.parse_args()
     from run_config.assets import smollm2_path
-    from tests.training.moe_helpers import perturbed_copy
-    from training.safetensors_stream import CheckpointReader
+    from training.moe.safetensors_stream import CheckpointReader
 
     smol = smollm2_path()
     expert_mib = CheckpointReader(smol).nbytes / 2**20

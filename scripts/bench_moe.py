@@ -32,9 +32,9 @@ def main() -> int:
     from dataset.records import load_records
     from prompts.builder import build_prompt
     from run_config.assets import smollm2_path, wordnet_lexicon_dir
-    from training.merge import merge
-    from training.moe_config import MergeConfig
-    from training.moe_routing import load_routed_moe
+    from training.moe.merge import merge
+    from training.moe.config import MergeConfig
+    from training.moe.routing import load_routed_moe
 
     smol = smollm2_path()
     records = load_records(wordnet_lexicon_dir() / "test.jsonl")[:: 97][: args.prompts]

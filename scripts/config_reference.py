@@ -40,10 +40,10 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
     from scripts.table3 import Table3Settings
     from scripts.table4 import Table4Settings
     from scripts.table7_8 import Table78Settings
-    from training.config import TrainConfig
+    from training.sft.config import TrainConfig
     from training.dskd.config import DSKDConfig
-    from training.moe_config import FinetuneRouterConfig, MergeConfig
-    from training.reward_config import RewardConfig
+    from training.moe.config import FinetuneRouterConfig, MergeConfig
+    from inference.reward.config import RewardConfig
 
     return [("preprocess", PreprocessConfig), ("cluster", ClusterConfig), ("python -m clustering.assign", AssignConfig),
             ("train", TrainConfig), ("`train --objective dskd` (`dskd` section)", DSKDConfig), ("merge", MergeConfig),

@@ -93,9 +93,9 @@ def stage_models() -> dict[str, type[StageConfig]]:
     from clustering.config import ClusterConfig
     from evaluation.config import EvaluateConfig
     from inference.config import InferConfig
-    from training.config import TrainConfig
-    from training.moe_config import FinetuneRouterConfig, MergeConfig
-    from training.reward_config import RewardConfig
+    from training.sft.config import TrainConfig
+    from training.moe.config import FinetuneRouterConfig, MergeConfig
+    from inference.reward.config import RewardConfig
 
     return {"cluster": ClusterConfig, "train": TrainConfig, "merge": MergeConfig,
             "finetune_router": FinetuneRouterConfig, "reward": RewardConfig, "infer": InferConfig,
@@ -307,8 +307,8 @@ class Experiment:
             _launch(step, ["deepspeed", "--num_gpus", str(self.cfg.num_gpus), "training/train.py", "--config",
                            str(path)])
             return
-        from training.config import TrainConfig
-        from training.experts import launcher_commands
+        from training.sft.config import TrainConfig
+        from training.sft.experts import launcher_commands
 
         for command in launcher_commands(load_config(path, TrainConfig), experts_from, str(path), self.cfg.num_gpus):
             _launch(step, shlex.split(command))
@@ -338,7 +338,7 @@ class Experiment:
     @once
     def moe(self, partition: str = "semantic", n: int | None = None, seed: int = 42) -> Path:
         """The experts merged into a domain-routed MoE (N = 1: the single expert itself)."""
-        from training.merge import main as merge_main
+        from training.moe.merge import main as merge_main
 
         n = self.cfg.num_clusters if n is None else n
         experts = self.experts(partition, n, seed)
@@ -356,7 +356,7 @@ class Experiment:
     def router(self, policy: str, top_k: int | None = None, partition: str = "semantic", n: int | None = None,
                seed: int = 42) -> Path:
         """The merged MoE with its router finetuned for `policy` (token policies: `top_k` experts per token)."""
-        from training.finetune_router import main as router_main
+        from training.moe.finetune_router import main as router_main
 
         moe = self.moe(partition, n, seed)
         label = policy + (f"-top{top_k}" if top_k else "")
@@ -371,7 +371,7 @@ class Experiment:
     @once
     def reward_model(self, system: str, policy_model: Path, seed: int = 42) -> Path:
         """An outcome reward model: gold definitions preferred over `policy_model`'s samples."""
-        from training.reward import main as reward_main
+        from inference.reward.train import main as reward_main
 
         out = self.w / "orm" / system / f"seed{seed}"
         data = {"train": str(self.data / "train.jsonl"), "valid": str(self.data / "valid.jsonl"),

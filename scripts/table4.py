@@ -78,7 +78,7 @@ def p_cell(p: float | None) -> str:
 def policy_model(exp: Experiment, row: str, seed: int) -> Path:
     """The checkpoint of one row: the merged MoE (domain) or its router finetuned for the row's policy;
     its routing.json must name the policy it will be run with."""
-    from training.moe_routing import read_routing
+    from training.moe.checkpoint import read_routing
 
     _, policy, top_k, _ = ROWS[row]
     model = exp.moe(seed=seed) if policy is None else exp.router(policy, top_k=top_k, seed=seed)

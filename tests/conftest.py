@@ -14,6 +14,7 @@ for _var, _val in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATAS
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_3DEX = REPO_ROOT.parent / "shared" / "data" / "3d-ex"
 sys.path.insert(0, str(REPO_ROOT))
+pytest_plugins = ["tests.helpers.train"]  # the pico-model and Urban-split fixtures, for every test folder
 
 
 @pytest.fixture(scope="session")

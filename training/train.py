@@ -13,14 +13,13 @@ if __package__ in (None, ""):  # run as a script by the deepspeed launcher: make
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
-import importlib
 import logging
 import os
 
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, read_json_config
-from training.config import TrainConfig
+from training.sft.config import TrainConfig
 
 log = logging.getLogger("training.train")
 
@@ -65,16 +64,10 @@ def strip_objective(argv: list[str]) -> list[str]:
 
 
 def run_dskd(argv: list[str]) -> int:
-    """Delegate to training.dskd.cli.main (imported only when asked for)."""
-    try:
-        dskd_cli = importlib.import_module("training.dskd.cli")
-    except ModuleNotFoundError as e:
-        if e.name not in ("training.dskd", "training.dskd.cli"):
-            raise
-        print("train: error: objective dskd needs the training.dskd package, which is not installed in this "
-              "checkout", file=sys.stderr)
-        return 2
-    return dskd_cli.main(strip_objective(argv))
+    """Delegate to the `distill` stage (training.dskd.cli), imported only when asked for."""
+    from training.dskd import cli
+
+    return cli.main(strip_objective(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -85,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
             log.info("%s: original keys without effect here: %s", args.config, ", ".join(ignored))
     if cfg.report_to == "wandb" and not os.environ.get("WANDB_API_KEY"):
         os.environ.setdefault("WANDB_MODE", "offline")
-    from training import experts, trainer
+    from training.sft import experts, trainer
 
     if args.experts:
         if args.print_commands:

@@ -9,7 +9,7 @@ import pytest
 from inference.config import InferConfig
 from run_config.errors import ConfigError
 from run_config.loader import load_config
-from training.reward_config import RewardConfig
+from inference.reward.config import RewardConfig
 
 RUN_CONFIG = Path(__file__).resolve().parents[2] / "run_config"
 SHIPPED = sorted(RUN_CONFIG.glob("infer_*.json")) + sorted(RUN_CONFIG.glob("train_reward*.json"))

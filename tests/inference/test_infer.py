@@ -316,7 +316,7 @@ def test_validation_and_evaluation_read_the_same_text(local, smol_backend, urban
     """Training-time validation BLEU and `infer` + `evaluate` score the same text for the same model output
     (validation decodes greedily without a repetition penalty: so does this run)."""
     from prompts.parse import parse_definition
-    from training.validation import generate_definitions
+    from training.sft.validation import generate_definitions
 
     records = load_records(urban_rows)
     assert local(urban_rows, tmp_path, "--greedy", "--repetition-penalty", "1.0") == 0

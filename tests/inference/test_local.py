@@ -99,7 +99,7 @@ def test_sample_logprobs_stop_at_eos_and_skip_pads():
 
 
 class DomainRouter:
-    """A routed-MoE stand-in with the `training.moe_routing.RoutedMoE` interface over one real model."""
+    """A routed-MoE stand-in with the `training.moe.routing.RoutedMoE` interface over one real model."""
 
     policy = "domain"
 
@@ -144,7 +144,7 @@ def test_domain_grouping_does_not_change_samples(smol_backend, urban_records):
 
 
 def test_routed_moe_interface():
-    moe_routing = pytest.importorskip("training.moe_routing")
+    moe_routing = pytest.importorskip("training.moe.routing")
     params = inspect.signature(moe_routing.load_routed_moe).parameters
     assert {"policy", "device"} <= set(params)
     assert all(hasattr(moe_routing.RoutedMoE, name) for name in ("domains_for", "only_expert", "generate", "policy"))
@@ -153,10 +153,10 @@ def test_routed_moe_interface():
 @pytest.fixture(scope="module")
 def token_router_moe(tmp_path_factory, wordnet_lexicon):
     """A 3-expert pico MoE whose router was finetuned for top-1 token routing (routing.json policy token)."""
-    from tests.training.moe_helpers import perturbed_copy, pico_llama
-    from training.finetune_router import finetune_router
-    from training.merge import merge
-    from training.moe_config import FinetuneRouterConfig, MergeConfig
+    from tests.helpers.pico import perturbed_copy, pico_llama
+    from training.moe.finetune_router import finetune_router
+    from training.moe.merge import merge
+    from training.moe.config import FinetuneRouterConfig, MergeConfig
 
     root = tmp_path_factory.mktemp("token_moe")
     base = pico_llama(root / "base", seed=0)
@@ -216,9 +216,9 @@ def test_dtype_is_honoured_for_a_routed_moe_folder(tmp_path_factory, wordnet_lex
     """infer's dtype reaches a routed-MoE folder's loader as it does a dense model's (auto: float32 on CPU)."""
     from dataset.records import load_records
     from inference.local import LocalBackend
-    from tests.training.moe_helpers import perturbed_copy, pico_llama
-    from training.merge import merge
-    from training.moe_config import MergeConfig
+    from tests.helpers.pico import perturbed_copy, pico_llama
+    from training.moe.merge import merge
+    from training.moe.config import MergeConfig
 
     root = tmp_path_factory.mktemp("moe_dtype")
     base = pico_llama(root / "base", seed=0)

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from scripts.experiment import TOY_CONFIG
-from tests.training.train_helpers import tiny_llama  # noqa: F401  (a fixture used by tiny_paper)
 
 
 @pytest.fixture(scope="session")
-def tiny_paper(tiny_llama: Path, wordnet_lexicon: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def tiny_paper(tiny_llama: Path, wordnet_lexicon: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """run_config/paper_toy.json shrunk for tests: a tiny random Llama, 2 clusters of 60 WordNet records,
     1 step per model, 4 test inputs, BLEU + ROUGE. One work_dir serves every paper-script test, so they
     reuse each other's artefacts as the real scripts do."""

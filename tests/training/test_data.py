@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from prompts.builder import build_prompt
-from tests.training.train_helpers import urban_records
+from tests.helpers.train import urban_records
 from training.data import IGNORE_INDEX, encode_prompts, encode_records, left_pad, pad_batch, pad_token_id
 
 

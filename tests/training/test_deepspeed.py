@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
-from tests.training.train_helpers import tiny_args, tiny_llama, urban_splits  # noqa: F401
+from tests.helpers.train import tiny_args
 from training.deepspeed_config import free_port
-from training.trainer import checkpoint_problem
+from training.sft.trainer import checkpoint_problem
 
 DEEPSPEED = Path(sys.executable).parent / "deepspeed"
 

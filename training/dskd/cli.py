@@ -1,4 +1,4 @@
-"""Entry point of the DSKD objective (`python main.py train --objective dskd --config run_config/dskd_*.json`).
+"""The `distill` stage, DSKD (`python main.py distill --config run_config/dskd_*.json`; `train --objective dskd` is the same).
 
 Builds the sense dictionary and lexical relations (objective dskd), trains the student, evaluates its
 perplexity on the valid split and writes `<output_dir>/{student/, metrics.json, train_log.jsonl,
@@ -16,7 +16,7 @@ from training.dskd.config import DSKDConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = stage_parser("train --objective dskd", __doc__, DSKDConfig)
+    parser = stage_parser("distill", __doc__, DSKDConfig)
     parser.add_argument("--senses-only", action="store_true",
                         help="only build the sense dictionary and relations, then stop")
     return parser
@@ -26,12 +26,12 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, DSKDConfig)
     from training.dskd.trainer import is_up_to_date, run
 
-    if not args.senses_only and skip_finished("train (dskd)", cfg, is_up_to_date):
+    if not args.senses_only and skip_finished("distill", cfg, is_up_to_date):
         return 0
     set_seed(cfg.seed)
     result = run(cfg, senses_only=args.senses_only)
     print(json.dumps(result, indent=2))
-    print(f"train (dskd): outputs in {cfg.output_dir}" + ("" if args.senses_only else "/student"))
+    print(f"distill: outputs in {cfg.output_dir}" + ("" if args.senses_only else "/student"))
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from run_config.errors import DataError
-from training.config import TrainConfig
+from training.sft.config import TrainConfig
 
 CLUSTER_DIR = re.compile(r"cluster-(\d+)$")
 HOLDOUT_FRACTION = 0.1  # share of an expert's train rows held out when its cluster has no valid rows

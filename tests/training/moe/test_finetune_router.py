@@ -1,4 +1,4 @@
-"""training/finetune_router.py: only router tensors change; trainable count asserted; CLI and errors."""
+"""training/moe/finetune_router.py: only router tensors change; trainable count asserted; CLI and errors."""
 from __future__ import annotations
 
 import json
@@ -9,12 +9,12 @@ import torch
 
 import main as toolkit_main
 from run_config.errors import ConfigError
-from tests.training.moe_helpers import perturbed_copy, pico_llama, write_minilm_clusters
-from training.finetune_router import freeze_all_but_router
-from training.merge import merge
-from training.moe_config import MergeConfig
-from training.moe_routing import load_routed_moe
-from training.safetensors_stream import CheckpointReader
+from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
+from training.moe.finetune_router import freeze_all_but_router
+from training.moe.merge import merge
+from training.moe.config import MergeConfig
+from training.moe.routing import load_routed_moe
+from training.moe.safetensors_stream import CheckpointReader
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""training/merge.py: streamed Llama -> Mixtral merge of pico experts, checks before writing, configs."""
+"""training/moe/merge.py: streamed Llama -> Mixtral merge of pico experts, checks before writing, configs."""
 from __future__ import annotations
 
 import json
@@ -14,11 +14,11 @@ import main as toolkit_main
 from run_config.errors import ConfigError, DataError
 from run_config.loader import load_config
 from tests.conftest import REPO_ROOT
-from tests.training.moe_helpers import perturbed_copy, pico_llama, tiny_tokenizer
-from training.merge import merge
-from training.merge_plan import expert_key, router_key
-from training.moe_config import FinetuneRouterConfig, MergeConfig
-from training.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
+from tests.helpers.pico import perturbed_copy, pico_llama, tiny_tokenizer
+from training.moe.merge import merge
+from training.moe.plan import expert_key, router_key
+from training.moe.config import FinetuneRouterConfig, MergeConfig
+from training.moe.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
 
 LAYERS, HIDDEN, INTER = 2, 32, 64
 

@@ -25,11 +25,11 @@ from run_config.errors import ConfigError, DataError
 from run_config.runtime import (atomic_open, clear_manifest, config_hash, fingerprint, read_manifest, set_seed,
                                 swap_in, write_json, write_manifest)
 from run_config.runtime import is_finished as is_finished_run
-from training.config import TrainConfig
+from training.sft.config import TrainConfig
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
 from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
-from training.model import DTYPES, export_merged, load_model, load_tokenizer
-from training.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
+from training.sft.model import DTYPES, export_merged, load_model, load_tokenizer
+from training.sft.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"

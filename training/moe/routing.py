@@ -16,7 +16,6 @@ reloading are unchanged) and routes by the active policy:
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +27,9 @@ from torch import nn
 
 from prompts.builder import build_prompt
 from run_config.errors import ConfigError, DataError
-from training.moe_config import POLICIES
+from training.moe.checkpoint import ROUTING_FILE, cluster_dir, load_classifier, read_routing
+from training.moe.config import POLICIES
 
-ROUTING_FILE = "routing.json"
-CLASSIFIER_FILE = "domain_classifier.safetensors"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -229,11 +227,7 @@ class RoutedMoE:
             return self.classifier(self.prompt_features(pairs, self.classifier.layer)).argmax(dim=-1).tolist()
 
     def cluster_dir(self) -> Path:
-        sub = self.routing.get("cluster_dir")
-        if not sub:
-            raise DataError(str(self.path / ROUTING_FILE), None, "cluster_dir",
-                            "this MoE was merged without --cluster-dir: no centroids to route by")
-        return self.path / sub
+        return cluster_dir(self.path, self.routing)
 
     def domains_for(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Expert id of each (term, context): nearest centroid, or the learned classifier for learned-domain."""
@@ -288,14 +282,6 @@ class RoutedMoE:
         return self.model.generate(**kwargs)
 
 
-def read_routing(path: str | Path) -> dict[str, Any]:
-    """Read `routing.json` of a merged MoE folder."""
-    file = Path(path) / ROUTING_FILE
-    if not file.is_file():
-        raise DataError(str(path), None, None, f"not a merged MoE folder (no {ROUTING_FILE})")
-    return json.loads(file.read_text(encoding="utf-8"))
-
-
 def load_routed_moe(path: str | Path, policy: str | None = None, device: str = "cpu",
                     dtype: str | torch.dtype | None = None, top_k: int | None = None) -> RoutedMoE:
     """Load a merged MoE folder with the given policy (default: routing.json's) on `device`."""
@@ -310,10 +296,9 @@ def load_routed_moe(path: str | Path, policy: str | None = None, device: str = "
     moe.set_policy(policy)
     if top_k is not None:
         moe.set_top_k(top_k)
-    info = routing.get("domain_classifier")
-    if info:
-        from safetensors.torch import load_file
-
-        moe.classifier = DomainClassifier(model.config.hidden_size, moe.num_experts, int(info["layer"]))
-        moe.classifier.load_state_dict(load_file(str(path / info["file"])))
+    classifier = load_classifier(path, routing)
+    if classifier is not None:
+        state, layer = classifier
+        moe.classifier = DomainClassifier(model.config.hidden_size, moe.num_experts, layer)
+        moe.classifier.load_state_dict(state)
     return moe

@@ -18,20 +18,16 @@ from tqdm import tqdm
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import (file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_json,
-                                write_manifest)
-from training.merge_plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
+from run_config.runtime import (file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_manifest)
+from training.moe.checkpoint import copy_clusters, missing_cluster_files, new_routing, write_routing
+from training.moe.plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
                                  open_dense, plan_merge)
-from training.moe_config import MergeConfig
-from training.moe_export import export_all_dense, exports_complete
-from training.router_init import centroid_groups, mean_router_inputs, random_router, read_pairs, router_from_means
-from training.safetensors_stream import ShardedWriter
+from training.moe.config import MergeConfig
+from training.moe.export import export_all_dense, exports_complete
+from training.moe.router_init import centroid_groups, mean_router_inputs, random_router, read_pairs, router_from_means
+from training.moe.safetensors_stream import ShardedWriter
 
 log = logging.getLogger(__name__)
-ROUTING_FILE = "routing.json"
-CLUSTER_SUBDIR = "clustering"
-CLUSTER_FILES = ("centroids.npy", "embedder.json")  # required; load_assigner also reads tfidf.json when present
-CLUSTER_OPTIONAL = ("tfidf.json",)
 _COPIED = ("generation_config.json",)
 
 
@@ -55,9 +51,8 @@ def check_cluster_dir(cfg: MergeConfig) -> int | None:
     if cfg.cluster_dir is None:
         return None
     folder = Path(cfg.cluster_dir)
-    for name in CLUSTER_FILES:
-        if not (folder / name).is_file():
-            raise DataError(str(folder / name), None, None, "missing clustering artefact")
+    for missing in missing_cluster_files(folder):
+        raise DataError(str(missing), None, None, "missing clustering artefact")
     centroids = np.load(folder / "centroids.npy", mmap_mode="r")
     if centroids.ndim != 2 or centroids.shape[0] != len(cfg.experts):
         raise DataError(str(folder / "centroids.npy"), None, None,
@@ -109,12 +104,8 @@ def _tensor(item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[De
 
 def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_clusters: int | None) -> dict[str, Any]:
     """Contents of routing.json: default policy, k, router init, cluster <-> expert map, dense config."""
-    return {"policy": cfg.policy, "top_k": cfg.top_k, "num_experts": len(cfg.experts),
-            "router_init": cfg.router_init, "experts": [str(Path(e).resolve()) for e in cfg.experts],
-            "shared_params": cfg.shared_params,
-            "cluster_dir": CLUSTER_SUBDIR if num_clusters else None,
-            "cluster_to_expert": cfg.cluster_to_expert or list(range(len(cfg.experts))),
-            "domain_classifier": None, "dense_config": dense_config}
+    return new_routing(cfg.policy, cfg.top_k, cfg.experts, cfg.router_init, cfg.shared_params,
+                       cfg.cluster_to_expert or list(range(len(cfg.experts))), bool(num_clusters), dense_config)
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
@@ -146,10 +137,8 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
             if (experts[0].folder / name).is_file():
                 shutil.copy(experts[0].folder / name, tmp / name)
         if num_clusters:
-            (tmp / CLUSTER_SUBDIR).mkdir()
-            for name in CLUSTER_FILES + tuple(n for n in CLUSTER_OPTIONAL if (Path(cfg.cluster_dir) / n).is_file()):
-                shutil.copy(Path(cfg.cluster_dir) / name, tmp / CLUSTER_SUBDIR / name)
-        write_json(tmp / ROUTING_FILE, routing_metadata(cfg, experts[0].config, num_clusters))
+            copy_clusters(cfg.cluster_dir, tmp)
+        write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
         summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),
                    "bytes": sum(p.info.nbytes for p in plan)}
         write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), files=file_sizes(tmp), **summary)

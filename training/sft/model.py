@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from run_config.errors import ConfigError
-from training.config import TrainConfig
+from training.sft.config import TrainConfig
 
 log = logging.getLogger(__name__)
 

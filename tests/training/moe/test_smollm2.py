@@ -7,13 +7,12 @@ from collections import Counter
 import pytest
 import torch
 
-from tests.training.moe_helpers import write_minilm_clusters
-from tests.training.test_moe_routing import count_ffn, pairs_3dex  # noqa: F401  (shared fixtures)
-from training.merge import merge
-from training.merge_plan import expert_key, router_key
-from training.moe_config import FinetuneRouterConfig, MergeConfig
-from training.moe_routing import load_routed_moe
-from training.safetensors_stream import CheckpointReader
+from tests.helpers.pico import write_minilm_clusters
+from training.moe.merge import merge
+from training.moe.plan import expert_key, router_key
+from training.moe.config import FinetuneRouterConfig, MergeConfig
+from training.moe.routing import load_routed_moe
+from training.moe.safetensors_stream import CheckpointReader
 
 PROMPT = '"the river bank was muddy after the rain" What is the definition of "bank"?\n\n'
 
@@ -56,7 +55,7 @@ def test_domain_routing_computes_one_expert_and_equals_dense(smol, count_ffn):  
 
 def test_learned_domain_router_agrees_with_centroid_routing(smol, pairs_3dex, minilm_dir, tmp_path):  # noqa: F811
     """Learned router on the MoE's own hidden states vs MiniLM nearest-centroid labels, on held-out rows."""
-    from training.finetune_router import agreement, train_domain_classifier
+    from training.moe.finetune_router import agreement, train_domain_classifier
 
     pairs = pairs_3dex[:180]
     labels = write_minilm_clusters(tmp_path / "clusters", pairs, 4, minilm_dir)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from run_config.errors import DataError
 from run_config.runtime import MANIFEST, file_sizes, files_intact, staged_dir, write_json
-from training.merge_plan import dense_ffn_key, parse_moe_key
-from training.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
+from training.moe.checkpoint import ROUTING_FILE, read_routing
+from training.moe.plan import dense_ffn_key, parse_moe_key
+from training.moe.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
 
 EXPORT_INDEX = "experts.json"
 _COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
@@ -27,12 +28,9 @@ def _dense_name(name: str, expert: int) -> str | None:
 def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shard_bytes: int = 2000 * 2**20) -> Path:
     """Write expert `expert` of `moe_dir` (shared tensors + its FFN) as a dense checkpoint in `out_dir`."""
     moe_dir, out = Path(moe_dir), Path(out_dir)
-    routing_path = moe_dir / "routing.json"
-    if not routing_path.is_file():
-        raise DataError(str(moe_dir), None, None, "not a merged MoE folder (no routing.json)")
-    routing = json.loads(routing_path.read_text(encoding="utf-8"))
+    routing = read_routing(moe_dir)
     if not 0 <= expert < routing["num_experts"]:
-        raise DataError(str(routing_path), None, "num_experts", f"no expert {expert} among {routing['num_experts']}")
+        raise DataError(str(moe_dir / ROUTING_FILE), None, "num_experts", f"no expert {expert} among {routing['num_experts']}")
     reader = CheckpointReader(moe_dir)
     mapping = {src: dst for src in reader.info if (dst := _dense_name(src, expert)) is not None}
     infos = [TensorInfo(dst, reader.info[src].shape, reader.info[src].dtype) for src, dst in mapping.items()]
@@ -59,7 +57,7 @@ def _source(moe_dir: str | Path) -> str | None:
 def export_all_dense(moe_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Export every expert to `out_dir/expert_<e>`, then write `experts.json` (expert id -> folder, cluster map,
     the size of every exported file and the MoE it came from)."""
-    routing = json.loads((Path(moe_dir) / "routing.json").read_text(encoding="utf-8"))
+    routing = read_routing(moe_dir)
     paths = [export_dense(moe_dir, e, Path(out_dir) / f"expert_{e}") for e in range(routing["num_experts"])]
     write_json(Path(out_dir) / EXPORT_INDEX, {"moe_dir": str(Path(moe_dir).resolve()),
                                               "experts": {str(e): p.name for e, p in enumerate(paths)},

@@ -7,7 +7,7 @@ import shlex
 import pytest
 import transformers
 
-from tests.training.train_helpers import tiny_args, tiny_llama, urban_records, write_split  # noqa: F401
+from tests.helpers.train import tiny_args, urban_records, write_split
 from training.train import main
 
 

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.training.train_helpers import tiny_args, tiny_llama, urban_splits  # noqa: F401
+from tests.helpers.train import tiny_args
 from training.train import main
 
 

@@ -11,7 +11,6 @@ import argparse
 import logging
 import math
 import random
-import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -22,10 +21,11 @@ from tqdm import tqdm
 from dataset.records import Record, load_records
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_json, write_manifest
+from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
-from training.moe_config import FinetuneRouterConfig
-from training.moe_routing import CLASSIFIER_FILE, ROUTING_FILE, DomainClassifier, RoutedMoE, load_routed_moe
+from training.moe.config import FinetuneRouterConfig
+from training.moe.checkpoint import carry_clusters, save_classifier, write_routing
+from training.moe.routing import DomainClassifier, RoutedMoE, load_routed_moe
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +159,11 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
         moe.model.save_pretrained(str(tmp))
         moe.tokenizer.save_pretrained(str(tmp))
         routing = {**moe.routing, "policy": moe.policy, "top_k": moe.top_k}
-        if (moe.path / "clustering").is_dir():
-            shutil.copytree(moe.path / "clustering", tmp / "clustering")
+        carry_clusters(moe.path, tmp)
         if moe.classifier is not None:
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in moe.classifier.state_dict().items()}, str(tmp / CLASSIFIER_FILE))
-            routing["domain_classifier"] = {"file": CLASSIFIER_FILE, "layer": moe.classifier.layer,
-                                            "features": "mean hidden state of the prompt after `layer` layers",
-                                            **{k: v for k, v in info.items() if "accuracy" in k or "agreement" in k}}
+            routing["domain_classifier"] = save_classifier(tmp, moe.classifier.state_dict(), moe.classifier.layer, info)
         routing["router_finetune"] = info
-        write_json(tmp / ROUTING_FILE, routing)
+        write_routing(tmp, routing)
         write_manifest(tmp, "finetune-router", cfg, inputs=_fingerprint(cfg), **info)
 
 

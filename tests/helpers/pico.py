@@ -5,6 +5,8 @@ from pathlib import Path
 
 import torch
 
+from scripts.bench_merge import perturbed_copy  # noqa: F401  (the bench's distinct experts, reused)
+
 WORDS = ("the what is of definition a an word to in and bank river money water financial side land "
          "institution slope edge place run quickly move fast").split()
 
@@ -36,23 +38,6 @@ def pico_llama(folder: Path, seed: int, tie: bool = False, vocab_size: int = 64,
     model.save_pretrained(folder)
     (tokenizer or tiny_tokenizer()).save_pretrained(str(folder))
     return folder
-
-
-def perturbed_copy(src: Path, dst: Path, seed: int, scale: float = 0.01) -> Path:
-    """Copy a dense checkpoint, adding seeded noise to every FFN weight (a distinct 'expert')."""
-    import shutil
-
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst)
-    gen = torch.Generator().manual_seed(seed)
-    for f in dst.glob("*.safetensors"):
-        tensors = load_file(f)
-        for k, v in tensors.items():
-            if ".mlp." in k:
-                tensors[k] = v + scale * torch.randn(v.shape, generator=gen, dtype=v.dtype)
-        save_file(tensors, f, metadata={"format": "pt"})
-    return dst
 
 
 def write_minilm_clusters(folder: Path, pairs: list[tuple[str, str]], k: int, minilm_dir: Path, seed: int = 0):

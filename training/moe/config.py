@@ -7,7 +7,7 @@ from pydantic import Field, field_validator, model_validator
 
 from run_config.loader import StageConfig
 
-# Routing policies of one RoutedMoE (training/moe_routing.py); "domain" is the paper's default.
+# Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default.
 POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence")
 Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence"]
 OUTPUT_DTYPES = ("auto", "float32", "bfloat16", "float16")

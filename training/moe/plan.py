@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from run_config.errors import DataError
-from training.safetensors_stream import CheckpointReader, TensorInfo
+from training.moe.safetensors_stream import CheckpointReader, TensorInfo
 
 SUPPORTED_TYPES = ("llama", "mistral")
 # Llama FFN projection -> Mixtral expert weight (w1 = gate, w3 = up, w2 = down).

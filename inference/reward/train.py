@@ -26,8 +26,8 @@ from run_config.cli import config_from_args, run_main, skip_finished, stage_pars
 from run_config.errors import DataError
 from run_config.runtime import (clear_manifest, fingerprint, is_finished, set_seed, staged_dir, write_json,
                                 write_manifest)
-from training.reward_config import RewardConfig
-from training.reward_model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
+from inference.reward.config import RewardConfig
+from inference.reward.model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
                                    load_reward_model, mine_negatives, pairwise_accuracy)
 
 log = logging.getLogger(__name__)

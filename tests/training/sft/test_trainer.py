@@ -13,12 +13,12 @@ from safetensors.torch import load_file
 
 from run_config.loader import load_config
 from tests.conftest import REPO_ROOT
-from tests.training.train_helpers import tiny_args, tiny_llama, urban_records, urban_splits, write_split  # noqa: F401
-from training.config import TrainConfig
-from training.model import apply_dropout, freeze_except
+from tests.helpers.train import tiny_args, urban_records, write_split
+from training.sft.config import TrainConfig
+from training.sft.model import apply_dropout, freeze_except
 from training.train import main, requested_objective, run_dskd
-from training.trainer import plan_steps
-from training.validation import generate_definitions, shard
+from training.sft.trainer import plan_steps
+from training.sft.validation import generate_definitions, shard
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -122,11 +122,15 @@ def test_dskd_objective_is_delegated(monkeypatch):
     assert requested_objective(["--objective=sft"]) == "sft"
 
 
-def test_dskd_without_package_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "training.dskd", None)
-    monkeypatch.setitem(sys.modules, "training.dskd.cli", None)
-    assert run_dskd(["--objective", "dskd"]) == 2
-    assert "training.dskd" in capsys.readouterr().err
+def test_train_objective_dskd_is_the_distill_stage(capsys):
+    import main
+
+    with pytest.raises(SystemExit) as exc:
+        run_dskd(["--objective", "dskd", "--help"])
+    assert exc.value.code == 0 and capsys.readouterr().out.startswith("usage: distill")
+    with pytest.raises(SystemExit):
+        main.main(["distill", "--help"])
+    assert capsys.readouterr().out.startswith("usage: distill")
 
 
 def test_sft_config_objective_field(tmp_path):
@@ -151,7 +155,7 @@ def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkey
 
 def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
     from run_config.runtime import write_manifest
-    from training.trainer import data_fingerprint, is_finished
+    from training.sft.trainer import data_fingerprint, is_finished
 
     train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
     train.write_text("a\n")
@@ -199,7 +203,7 @@ def test_original_config_validating_on_test_is_refused(tiny_llama, data_3dex, tm
 
 
 def test_hold_out_terms_is_seeded_and_keeps_whole_terms(data_3dex):
-    from training.validation import hold_out_terms
+    from training.sft.validation import hold_out_terms
 
     records = urban_records(data_3dex, 200)
     kept, held = hold_out_terms(records, 0.1, seed=42)

@@ -1,4 +1,4 @@
-"""training/moe_routing.py + moe_export.py: routing policies, one-expert domain routing, per-domain export."""
+"""training/moe/routing.py + moe_export.py: routing policies, one-expert domain routing, per-domain export."""
 from __future__ import annotations
 
 import json
@@ -11,11 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from run_config.errors import ConfigError, DataError
-from tests.training.moe_helpers import perturbed_copy, pico_llama, write_minilm_clusters
-from training.merge import merge
-from training.moe_config import MergeConfig
-from training.moe_export import EXPORT_INDEX, export_all_dense, export_dense
-from training.moe_routing import RoutedMoeBlock, load_routed_moe
+from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
+from training.moe.merge import merge
+from training.moe.config import MergeConfig
+from training.moe.export import EXPORT_INDEX, export_all_dense, export_dense
+from training.moe.routing import load_routed_moe
 
 IDS = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11, 12], [1, 13, 14, 15, 16, 17, 18, 19, 20]])
 
@@ -31,20 +31,6 @@ def pico_moe(tmp_path_factory) -> dict:
     base = pico_llama(root / "base", seed=0)
     experts = [perturbed_copy(base, root / f"e{i}", seed=i, scale=0.2) for i in range(3)]
     return {"experts": experts, "moe": _merge(experts, root / "moe"), "root": root}
-
-
-@pytest.fixture
-def count_ffn(monkeypatch) -> Counter:
-    """Count expert FFN evaluations (expert id -> calls) of every RoutedMoeBlock."""
-    calls: Counter = Counter()
-    original = RoutedMoeBlock.expert_forward
-
-    def counted(self, e, x):
-        calls[e] += 1
-        return original(self, e, x)
-
-    monkeypatch.setattr(RoutedMoeBlock, "expert_forward", counted)
-    return calls
 
 
 def _dense_logits(folder: Path, ids: torch.Tensor) -> torch.Tensor:
@@ -166,19 +152,6 @@ def test_domains_for_maps_clusters_to_experts(pico_moe, tmp_path):
         load_routed_moe(pico_moe["moe"]).domains_for([("a", "b")])
     with pytest.raises(ConfigError, match="choose from"):
         load_routed_moe(pico_moe["moe"], policy="token-level")
-
-
-@pytest.fixture(scope="module")
-def pairs_3dex(data_3dex, wordnet_lexicon, tmp_path_factory) -> list[tuple[str, str]]:
-    """240 real (term, context) pairs: Urban Dictionary rows (3D-EX) interleaved with WordNet examples."""
-    from dataset.preprocess import main as preprocess
-    from dataset.records import load_records
-
-    out = tmp_path_factory.mktemp("data")
-    assert preprocess(["--input", str(data_3dex / "Urban_test.csv"), "--output-dir", str(out)]) == 0
-    urban = load_records(out / "all.jsonl")[::40][:120]
-    wordnet = load_records(wordnet_lexicon / "all.jsonl")[::50][:120]
-    return [(r.term, r.context) for pair in zip(urban, wordnet, strict=True) for r in pair]
 
 
 def test_domains_for_uses_the_cluster_assigner(pico_moe, pairs_3dex, minilm_dir, tmp_path):

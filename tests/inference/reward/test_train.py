@@ -10,8 +10,8 @@ from dataset.records import load_records
 from inference.backend import Sampling
 from inference.best_of_n import select_sample
 from inference.local import LocalBackend
-from training.reward import main
-from training.reward_model import RewardScorer, bradley_terry_loss, mine_negatives
+from inference.reward.train import main
+from inference.reward.model import RewardScorer, bradley_terry_loss, mine_negatives
 
 torch.set_num_threads(1)  # shared 2-core machine: concurrent OpenMP pools thrash
 

@@ -1,16 +1,16 @@
-"""training/router_init.py: centroid router init when a centroid is nearest to no router prompt (real rows)."""
+"""training/moe/router_init.py: centroid router init when a centroid is nearest to no router prompt (real rows)."""
 from __future__ import annotations
 
 import torch
 
 from clustering.assign import load_assigner
-from tests.training.moe_helpers import perturbed_copy, pico_llama, write_minilm_clusters
-from tests.training.train_helpers import urban_records, write_split
-from training.merge import merge
-from training.merge_plan import router_key
-from training.moe_config import MergeConfig
-from training.safetensors_stream import CheckpointReader
-from training.router_init import centroid_groups
+from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
+from tests.helpers.train import urban_records, write_split
+from training.moe.merge import merge
+from training.moe.plan import router_key
+from training.moe.config import MergeConfig
+from training.moe.safetensors_stream import CheckpointReader
+from training.moe.router_init import centroid_groups
 
 
 def test_an_expert_nearest_to_no_prompt_gets_the_prompts_most_similar_to_its_centroid(data_3dex, minilm_dir,

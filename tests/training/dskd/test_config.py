@@ -11,7 +11,7 @@ from run_config.loader import load_config
 from run_config.assets import resolve_asset
 from training.dskd.config import DSKDConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "run_config").glob("dskd_*.json"))
 
 

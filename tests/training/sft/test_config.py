@@ -9,7 +9,7 @@ import pytest
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, load_config
 from tests.conftest import REPO_ROOT
-from training.config import TrainConfig
+from training.sft.config import TrainConfig
 from training.deepspeed_config import load_deepspeed_config, zero_stage
 
 TRAIN_CONFIGS = sorted(p for p in (REPO_ROOT / "run_config").glob("*.json")
