@@ -1,4 +1,5 @@
 """LM-Lexicon toolkit: `python main.py <stage> [options]` dispatches to each stage's own CLI."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,7 +10,10 @@ STAGES: dict[str, tuple[str, str]] = {
     "preprocess": ("dataset.preprocess", "3D-EX / JSONL / Ishiwatari files (or embedded WordNet) -> JSONL records"),
     "cluster": ("clustering.cluster", "embed training data, balanced k-means into N semantic domains"),
     "train": ("training.train", "finetune a causal LM, or one expert per cluster (HF Trainer + DeepSpeed)"),
-    "distill": ("training.dskd.cli", "sense-knowledge distillation (DSKD) of a decoder student; = train --objective dskd"),
+    "distill": (
+        "training.dskd.cli",
+        "sense-knowledge distillation (DSKD) of a decoder student; = train --objective dskd",
+    ),
     "merge": ("training.moe.merge", "merge dense experts into one domain-routed MoE checkpoint"),
     "finetune-router": ("training.moe.finetune_router", "train only the router of a merged MoE"),
     "train-reward": ("inference.reward.train", "train the outcome reward model for Best-of-N"),
@@ -21,8 +25,11 @@ STAGES: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, STAGES))
-    lines = ["usage: python main.py <stage> [options]   (python main.py <stage> --help for a stage's options)",
-             "", "stages:"]
+    lines = [
+        "usage: python main.py <stage> [options]   (python main.py <stage> --help for a stage's options)",
+        "",
+        "stages:",
+    ]
     lines += [f"  {name:<{width}}  {desc}" for name, (_, desc) in STAGES.items()]
     return "\n".join(lines)
 

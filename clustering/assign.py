@@ -4,6 +4,7 @@ At test time the gold definition is unknown, so a new input is always embedded f
 the `query_text_field` of `embedder.json` (term + context). When the training clusters were built
 from definitions, the cluster stage reports how often this agrees with the definition-based cluster.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,14 @@ def stable_bucket(term: str, context: str, k: int) -> int:
 class DomainAssigner:
     """Map (term, context) pairs to cluster ids with the training-time embedder and centroids."""
 
-    def __init__(self, spec: EmbedderSpec, centroids: np.ndarray, encoder: TextEncoder | None = None,
-                 device: str = "auto", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        spec: EmbedderSpec,
+        centroids: np.ndarray,
+        encoder: TextEncoder | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+    ) -> None:
         self.spec, self.centroids = spec, centroids
         self._encoder, self._device, self._batch_size = encoder, device, batch_size
 

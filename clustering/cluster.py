@@ -5,6 +5,7 @@ Writes into `output_dir`: `assignments.jsonl` ({"id", "cluster"} per training ro
 `clusters.png`, `clusters/cluster-{k}/{train,valid,test}.jsonl` (valid/test routed by term + context,
 as at test time) and `manifest.json` last.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,7 +25,6 @@ from dataset.records import SPLITS, Record, read_records
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, atomic_open, fingerprint, is_finished, write_json, write_manifest
-
 
 
 @dataclass(frozen=True)
@@ -53,10 +53,21 @@ def _texts(records: list[Record], field: str, template: str) -> list[str]:
 
 
 def _kmeans(cfg: ClusterConfig, x: Matrix) -> tuple[np.ndarray, np.ndarray, dict]:
-    result = spherical_kmeans(x, cfg.num_clusters, balanced=cfg.algorithm == "balanced_kmeans", seed=cfg.seed,
-                              max_iter=cfg.max_iter, tol=cfg.tol, n_init=cfg.n_init)
-    info = {"algorithm": cfg.algorithm, "objective": result.objective, "iterations": result.n_iter,
-            "converged": result.converged}
+    result = spherical_kmeans(
+        x,
+        cfg.num_clusters,
+        balanced=cfg.algorithm == "balanced_kmeans",
+        seed=cfg.seed,
+        max_iter=cfg.max_iter,
+        tol=cfg.tol,
+        n_init=cfg.n_init,
+    )
+    info = {
+        "algorithm": cfg.algorithm,
+        "objective": result.objective,
+        "iterations": result.n_iter,
+        "converged": result.converged,
+    }
     return result.labels, result.centroids, info
 
 
@@ -74,8 +85,9 @@ def build_partition(cfg: ClusterConfig, train: list[Record]) -> Partition:
         texts = _texts(train, cfg.text_field, cfg.template)
         tfidf = TfidfEncoder.fit(texts, cfg.tfidf_max_features)
         x = tfidf.encode(texts)
-        spec = EmbedderSpec(kind="tfidf", model=TFIDF_FILE, text_field=cfg.text_field, template=cfg.template,
-                            dim=x.shape[1])
+        spec = EmbedderSpec(
+            kind="tfidf", model=TFIDF_FILE, text_field=cfg.text_field, template=cfg.template, dim=x.shape[1]
+        )
         labels, centroids, info = _kmeans(cfg, x)
         return Partition(labels, centroids, spec, DomainAssigner(spec, centroids, tfidf), x, tfidf, info)
     spec = make_spec(cfg.embedder, cfg.text_field, cfg.template, cfg.embed_prompt, cfg.max_length)
@@ -98,27 +110,40 @@ def routing_agreement(part: Partition, records: list[Record], routed: np.ndarray
     if part.vectors is None or not records:
         return {"rows": len(records), "agreement": None, "note": "no embedding (random/none partition)"}
     if part.spec.text_field == part.spec.query_text_field:
-        return {"rows": len(records), "agreement": 1.0,
-                "note": "clusters were built from term + context, the same text used at test time"}
+        return {
+            "rows": len(records),
+            "agreement": 1.0,
+            "note": "clusters were built from term + context, the same text used at test time",
+        }
     a = part.assigner
     texts = [build_text(r.term, r.context, r.definition, part.spec.text_field, part.spec.template) for r in records]
     by_training_recipe = np.argmax(a.scores_of(a.encode(texts)), axis=1)
     agree = float(np.mean(by_training_recipe == routed))
-    return {"rows": len(records), "agreement": agree, "training_text_field": part.spec.text_field,
-            "routing_text_field": part.spec.query_text_field,
-            "note": "share of valid rows whose term+context cluster equals their training-recipe cluster"}
+    return {
+        "rows": len(records),
+        "agreement": agree,
+        "training_text_field": part.spec.text_field,
+        "routing_text_field": part.spec.query_text_field,
+        "note": "share of valid rows whose term+context cluster equals their training-recipe cluster",
+    }
 
 
-def make_report(cfg: ClusterConfig, part: Partition, train: list[Record], routed: dict[str, np.ndarray],
-                agreement: dict) -> dict:
+def make_report(
+    cfg: ClusterConfig, part: Partition, train: list[Record], routed: dict[str, np.ndarray], agreement: dict
+) -> dict:
     """Assemble report.json: quality, k-means info, routing statistics, example terms."""
     k = cfg.num_clusters
-    report: dict = {"partition": cfg.partition, "num_clusters": k, "train_rows": len(train),
-                    "sizes": np.bincount(part.labels, minlength=k).tolist()}
+    report: dict = {
+        "partition": cfg.partition,
+        "num_clusters": k,
+        "train_rows": len(train),
+        "sizes": np.bincount(part.labels, minlength=k).tolist(),
+    }
     if part.vectors is not None:
         quality = cluster_quality(part.vectors, part.labels, k)
-        report.update({key: quality[key] for key in ("cohesion", "separation", "paper_intra_distance",
-                                                     "paper_inter_distance")})
+        report.update(
+            {key: quality[key] for key in ("cohesion", "separation", "paper_intra_distance", "paper_inter_distance")}
+        )
         report["silhouette_cosine"] = silhouette(part.vectors, part.labels, cfg.seed)
         nearest = np.argmax(part.assigner.scores_of(part.vectors), axis=1)
         report["train_nearest_centroid_agreement"] = float(np.mean(nearest == part.labels))
@@ -131,8 +156,9 @@ def make_report(cfg: ClusterConfig, part: Partition, train: list[Record], routed
     return report
 
 
-def write_outputs(cfg: ClusterConfig, part: Partition, splits: dict[str, list[Record]],
-                  routed: dict[str, np.ndarray], report: dict) -> None:
+def write_outputs(
+    cfg: ClusterConfig, part: Partition, splits: dict[str, list[Record]], routed: dict[str, np.ndarray], report: dict
+) -> None:
     """Write every output file; the manifest goes last."""
     out = Path(cfg.output_dir)
     k = cfg.num_clusters
@@ -152,8 +178,13 @@ def write_outputs(cfg: ClusterConfig, part: Partition, splits: dict[str, list[Re
         write_json(out / TFIDF_FILE, part.tfidf.to_json())
     write_json(out / "report.json", report)
     if cfg.plot and part.vectors is not None and k > 1:
-        plot_scatter(part.vectors, part.labels, out / "clusters.png", cfg.seed,
-                     f"{cfg.partition} partition, N={k}, {len(part.labels):,} training rows")
+        plot_scatter(
+            part.vectors,
+            part.labels,
+            out / "clusters.png",
+            cfg.seed,
+            f"{cfg.partition} partition, N={k}, {len(part.labels):,} training rows",
+        )
     write_manifest(out, "cluster", cfg, inputs=fingerprint([cfg.input]), sizes=report["sizes"])
 
 
@@ -167,8 +198,9 @@ def cluster(cfg: ClusterConfig) -> dict:
     splits = read_splits(existing_file(cfg.input))
     train = splits["train"]
     if len(train) < cfg.num_clusters:
-        raise DataError(cfg.input, None, "split",
-                        f"{len(train)} train rows, need at least num_clusters={cfg.num_clusters}")
+        raise DataError(
+            cfg.input, None, "split", f"{len(train)} train rows, need at least num_clusters={cfg.num_clusters}"
+        )
     part = build_partition(cfg, train)
     routed = {s: route(part, splits[s]) for s in ("valid", "test")}
     agreement = routing_agreement(part, splits["valid"], routed["valid"])
@@ -179,12 +211,16 @@ def cluster(cfg: ClusterConfig) -> dict:
 
 def format_summary(report: dict) -> str:
     """Human-readable lines: sizes, quality and a few typical terms per cluster."""
-    lines = [f"cluster: {report['train_rows']} train rows -> {report['num_clusters']} clusters "
-             f"({report['partition']}), sizes {report['sizes']}"]
+    lines = [
+        f"cluster: {report['train_rows']} train rows -> {report['num_clusters']} clusters "
+        f"({report['partition']}), sizes {report['sizes']}"
+    ]
     if "cohesion" in report:
         c, s = report["cohesion"], report["separation"]
-        lines.append(f"cohesion (mean intra-cluster cosine) {c['mean']:.3f} vs {c['baseline_all_points']:.3f} "
-                     f"for all points; separation (mean inter-centroid cosine distance) {s['mean']:.3f}")
+        lines.append(
+            f"cohesion (mean intra-cluster cosine) {c['mean']:.3f} vs {c['baseline_all_points']:.3f} "
+            f"for all points; separation (mean inter-centroid cosine distance) {s['mean']:.3f}"
+        )
         for j, terms in enumerate(report["examples"]):
             lines.append(f"  cluster {j} ({report['sizes'][j]} rows): {', '.join(terms)}")
     agreement = report["valid_routing_agreement"]["agreement"]

@@ -1,4 +1,5 @@
 """Typed configs of the clustering stage and of the assignment CLI."""
+
 from __future__ import annotations
 
 from typing import ClassVar, Literal
@@ -13,19 +14,28 @@ class ClusterConfig(StageConfig):
     """Embed the training rows, split them into N (balanced) clusters, route valid/test rows to them."""
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
-        "cluster_centroids": "num_clusters", "model": "embedder", "split_by": "partition", "clusterer": "algorithm",
-        "sample_num": None, "dataset": None, "split": None}
+        "cluster_centroids": "num_clusters",
+        "model": "embedder",
+        "split_by": "partition",
+        "clusterer": "algorithm",
+        "sample_num": None,
+        "dataset": None,
+        "split": None,
+    }
 
     input: str = Field(description="preprocessed JSONL (all.jsonl: train rows are clustered, valid/test routed)")
     output_dir: str = Field(description="output folder")
     num_clusters: int = Field(4, ge=1, le=64, description="number of clusters N (1 = no split)")
     partition: Literal["semantic", "lexical", "random", "none"] = Field(
-        "semantic", description="semantic (embeddings), lexical (TF-IDF), random balanced, none (N must be 1)")
+        "semantic", description="semantic (embeddings), lexical (TF-IDF), random balanced, none (N must be 1)"
+    )
     algorithm: Literal["balanced_kmeans", "kmeans"] = Field(
-        "balanced_kmeans", description="balanced (sizes differ by <= 1) or plain k-means (ablation)")
+        "balanced_kmeans", description="balanced (sizes differ by <= 1) or plain k-means (ablation)"
+    )
     embedder: str = Field("minilm", description="preset (minilm, nv-embed-v2) or sentence-transformers name/path")
-    text_field: TextField = Field("term_context", description="embedded text: term_context, definition, "
-                                                              "instruction_definition (the original's)")
+    text_field: TextField = Field(
+        "term_context", description="embedded text: term_context, definition, instruction_definition (the original's)"
+    )
     template: str = Field("word_interpretation", description="prompts/<template>.txt used for term_context")
     embed_prompt: str | None = Field(None, description="instruction prefix (default: the preset's)")
     max_length: int | None = Field(None, ge=8, description="embedder max tokens (default: the preset's)")

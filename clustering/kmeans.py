@@ -12,6 +12,7 @@ the last full similarities are reused: |x.c - x.c'| <= |x| |c - c'| bounds their
 points whose margin is within that bound of a cluster boundary get fresh similarities (see
 `balanced_assignment_within`, which proves the result optimal or falls back to a full product).
 """
+
 from __future__ import annotations
 
 import logging
@@ -146,8 +147,9 @@ def cluster_sums(x: Matrix, labels: np.ndarray, k: int) -> np.ndarray:
     """Return the (k, d) float64 sums of the rows of each cluster (sparse: one one-hot product, no copy of x)."""
     if not sp.issparse(x):
         return _dense_sums(_dense(x), labels, k)[0]
-    onehot = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))),
-                           shape=(k, len(labels)))
+    onehot = sp.csr_matrix(
+        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))), shape=(k, len(labels))
+    )
     return np.asarray((onehot @ x).toarray(), dtype=np.float64)
 
 
@@ -188,13 +190,15 @@ def kmeans_plusplus(x: Matrix, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def absolute_tol(squares: np.ndarray, total: np.ndarray, tol: float, d: int) -> float:
-    """scikit-learn's convention: `tol` times the mean per-dimension variance of the rows (squared norms, sum `total`)."""
+    """scikit-learn's convention: `tol` times the mean per-dimension variance of the rows
+    (squared norms, sum `total`)."""
     mean = total / len(squares)  # no BLAS `@` here: NumPy's threaded dot stalls a busy machine for milliseconds
     return tol * max(float(squares.mean()) - float(np.square(mean).sum()), 0.0) / d
 
 
-def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, cached: Similarities | None,
-                   max_norm: float) -> tuple[np.ndarray, np.ndarray, Similarities]:
+def _balanced_step(
+    x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, cached: Similarities | None, max_norm: float
+) -> tuple[np.ndarray, np.ndarray, Similarities]:
     """Exact balanced labels for `centroids`, from the cached similarities when their error bound allows."""
     if cached is not None:
         sim, at = cached
@@ -208,16 +212,22 @@ def _balanced_step(x: Matrix, centroids: np.ndarray, prices: np.ndarray | None, 
     return *balanced_assignment(-sim, prices), (sim, centroids)
 
 
-def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, tol: float,
-              progress: bool) -> KMeansResult:
+def _fit_once(
+    x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, tol: float, progress: bool
+) -> KMeansResult:
     n, k = x.shape[0], centroids.shape[0]
     max_norm, tol_abs = 0.0, 0.0
     labels = np.full(n, -1, dtype=np.int64)
     sums = np.zeros((k, x.shape[1]))
     prices = cached = None
     converged = False
-    bar = tqdm(range(1, max_iter + 1), desc="balanced k-means" if balanced else "k-means", unit=" it",
-               disable=not progress, mininterval=1.0)
+    bar = tqdm(
+        range(1, max_iter + 1),
+        desc="balanced k-means" if balanced else "k-means",
+        unit=" it",
+        disable=not progress,
+        mininterval=1.0,
+    )
     it = 0
     for it in bar:
         if balanced:
@@ -247,9 +257,18 @@ def _fit_once(x: Matrix, centroids: np.ndarray, balanced: bool, max_iter: int, t
     return KMeansResult(labels, centroids, objective, it, converged)
 
 
-def spherical_kmeans(x: Matrix, k: int, *, balanced: bool = True, seed: int = 42, max_iter: int = 1000,
-                     tol: float = 1e-8, n_init: int = 1, init: np.ndarray | None = None,
-                     progress: bool = True) -> KMeansResult:
+def spherical_kmeans(
+    x: Matrix,
+    k: int,
+    *,
+    balanced: bool = True,
+    seed: int = 42,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    n_init: int = 1,
+    init: np.ndarray | None = None,
+    progress: bool = True,
+) -> KMeansResult:
     """Cluster the unit-norm rows of `x` into k clusters; keep the best of `n_init` seeded runs.
 
     Balanced: cluster sizes differ by at most one (exact assignment each iteration, see transport.py).
@@ -265,8 +284,13 @@ def spherical_kmeans(x: Matrix, k: int, *, balanced: bool = True, seed: int = 42
     for rng in rngs:
         start = normalize_rows(np.asarray(init, dtype=np.float32)) if init is not None else kmeans_plusplus(x, k, rng)
         result = _fit_once(x, start, balanced, max_iter, tol, progress)
-        log.info("%s k-means: %d iterations, objective %.4f%s", "balanced" if balanced else "plain",
-                 result.n_iter, result.objective, "" if result.converged else " (max_iter reached)")
+        log.info(
+            "%s k-means: %d iterations, objective %.4f%s",
+            "balanced" if balanced else "plain",
+            result.n_iter,
+            result.objective,
+            "" if result.converged else " (max_iter reached)",
+        )
         if best is None or result.objective < best.objective:
             best = result
     return best
@@ -284,4 +308,3 @@ def compile_kernels() -> None:
     cost = -similarities(x, fit.centroids).astype(np.float64)
     _, prices = balanced_assignment(cost - np.array([1.0, 0.0, 0.0]))  # an excess to move: the SSP path
     balanced_assignment_within(cost, prices, np.full(3, 1e-3), lambda idx: cost[idx])
-

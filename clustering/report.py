@@ -1,4 +1,5 @@
 """Cluster quality (cohesion and separation as in paper Tables 7/8), example terms and a 2-D scatter plot."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,14 +39,16 @@ def cluster_quality(x: Matrix, labels: np.ndarray, k: int) -> dict:
     means = sums / np.maximum(sizes, 1)[:, None]
     dots = similarities(x, means.astype(np.float32)).astype(np.float64)
     own = dots[np.arange(n), labels]
-    dist = np.sqrt(np.clip(sq - 2 * own + (means ** 2).sum(axis=1)[labels], 0.0, None))
+    dist = np.sqrt(np.clip(sq - 2 * own + (means**2).sum(axis=1)[labels], 0.0, None))
     intra = (np.bincount(labels, weights=dist, minlength=k) / np.maximum(sizes, 1)).tolist()
     unit = normalize_rows(means)
     pairs = list(combinations(range(k), 2))
     separation = {f"{a}-{b}": float(1.0 - unit[a] @ unit[b]) for a, b in pairs}
     inter = {f"{a}-{b}": float(np.linalg.norm(means[a] - means[b])) for a, b in pairs}
     return {
-        "num_clusters": k, "rows": n, "sizes": sizes.tolist(),
+        "num_clusters": k,
+        "rows": n,
+        "sizes": sizes.tolist(),
         "cohesion": {"per_cluster": cohesion, "mean": float(np.mean(cohesion)), "baseline_all_points": baseline},
         "separation": {"per_pair": separation, "mean": float(np.mean(list(separation.values()))) if pairs else 0.0},
         "paper_intra_distance": {"per_cluster": intra, "mean": float(np.mean(intra))},
@@ -59,12 +62,14 @@ def silhouette(x: Matrix, labels: np.ndarray, seed: int) -> float | None:
 
     if len(set(labels.tolist())) < 2:
         return None
-    return float(silhouette_score(x, labels, metric="cosine", sample_size=min(SILHOUETTE_SAMPLE, x.shape[0]),
-                                  random_state=seed))
+    return float(
+        silhouette_score(x, labels, metric="cosine", sample_size=min(SILHOUETTE_SAMPLE, x.shape[0]), random_state=seed)
+    )
 
 
-def example_terms(x: Matrix, labels: np.ndarray, centroids: np.ndarray, terms: Sequence[str],
-                  per_cluster: int) -> list[list[str]]:
+def example_terms(
+    x: Matrix, labels: np.ndarray, centroids: np.ndarray, terms: Sequence[str], per_cluster: int
+) -> list[list[str]]:
     """Return the distinct terms closest to each centroid (the most typical members)."""
     k = centroids.shape[0]
     sim = similarities(x, centroids)[np.arange(len(labels)), labels]

@@ -32,6 +32,7 @@ k is small (1-8), so we run successive shortest paths (SSP) on the k-node *clust
   assignment meets the optimality conditions above: it is exact, not an approximation. Otherwise tau
   grows; past n / 16 points the caller computes every cost afresh.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -148,8 +149,9 @@ def _order_pair(values: np.ndarray, t: int) -> tuple[float, float]:
 
 
 @njit(cache=True, nogil=True)
-def _warm_prices(cost: np.ndarray, prices: np.ndarray, targets: np.ndarray, enough: int,
-                 max_rounds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _warm_prices(
+    cost: np.ndarray, prices: np.ndarray, targets: np.ndarray, enough: int, max_rounds: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact dual coordinate ascent until the sizes miss `targets` by `enough` or stop halving.
 
     Each step sets one price so that exactly targets[j] points prefer cluster j (given the others).
@@ -202,8 +204,8 @@ def _refill(cost: np.ndarray, labels: np.ndarray, a: int, lists: _PairLists) -> 
         q = a * k + b
         cand_key[q] = np.empty(2 * len(order) + 16)
         cand_pt[q] = np.empty(2 * len(order) + 16, dtype=np.int64)
-        cand_key[q][:len(order)] = keys[order]
-        cand_pt[q][:len(order)] = members[order]
+        cand_key[q][: len(order)] = keys[order]
+        cand_pt[q][: len(order)] = members[order]
         count[a, b], head[a, b] = len(order), 0
 
 
@@ -239,12 +241,12 @@ def _arrived(cost: np.ndarray, point: int, v: int, lists: _PairLists) -> None:
         h, c = head[v, x], count[v, x]
         if c == len(cand_key[q]):  # full: drop the consumed head, grow if still needed
             grown_key, grown_pt = np.empty(2 * (c - h) + 16), np.empty(2 * (c - h) + 16, dtype=np.int64)
-            grown_key[:c - h], grown_pt[:c - h] = cand_key[q][h:c], cand_pt[q][h:c]
+            grown_key[: c - h], grown_pt[: c - h] = cand_key[q][h:c], cand_pt[q][h:c]
             cand_key[q], cand_pt[q] = grown_key, grown_pt
             h, c = 0, c - h
         pos = h + np.searchsorted(cand_key[q][h:c], key, side="right")
-        cand_key[q][pos + 1:c + 1] = cand_key[q][pos:c].copy()
-        cand_pt[q][pos + 1:c + 1] = cand_pt[q][pos:c].copy()
+        cand_key[q][pos + 1 : c + 1] = cand_key[q][pos:c].copy()
+        cand_pt[q][pos + 1 : c + 1] = cand_pt[q][pos:c].copy()
         cand_key[q][pos], cand_pt[q][pos] = key, point
         head[v, x], count[v, x] = h, c + 1
 
@@ -256,13 +258,20 @@ def _pair_lists(n: int, k: int) -> _PairLists:
         cand_key.append(np.empty(0))
         cand_pt.append(np.empty(0, dtype=np.int64))
     zeros = np.zeros((k, k), dtype=np.int64)
-    return (np.full((k, k), _FIRST_CANDIDATES, dtype=np.int64), zeros, zeros.copy(), np.full((k, k), -np.inf),
-            cand_key, cand_pt, np.empty(n, dtype=np.int64), np.empty(n))
+    return (
+        np.full((k, k), _FIRST_CANDIDATES, dtype=np.int64),
+        zeros,
+        zeros.copy(),
+        np.full((k, k), -np.inf),
+        cand_key,
+        cand_pt,
+        np.empty(n, dtype=np.int64),
+        np.empty(n),
+    )
 
 
 @njit(cache=True, nogil=True)
-def _augment(cost: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess_k: np.ndarray,
-             extra: int) -> np.ndarray:
+def _augment(cost: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess_k: np.ndarray, extra: int) -> np.ndarray:
     """Successive shortest paths on the cluster graph until no excess is left; updates `labels`, returns prices."""
     n, k = cost.shape
     node_e = k  # the "one extra point" node, used when n mod k > 0
@@ -336,8 +345,9 @@ def _augment(cost: np.ndarray, labels: np.ndarray, prices: np.ndarray, excess_k:
 
 
 @njit(cache=True, nogil=True)
-def _solve(cost: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int,
-           extra: int) -> tuple[np.ndarray, np.ndarray]:
+def _solve(
+    cost: np.ndarray, prices: np.ndarray, fixed: np.ndarray, floor: int, extra: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Exact assignment of the rows of `cost` when `fixed[j]` points outside it already sit in cluster j."""
     n, k = cost.shape
     targets = np.maximum(_targets(floor, extra, k) - fixed, 0)
@@ -372,7 +382,7 @@ def balanced_assignment(cost: np.ndarray, prices: np.ndarray | None = None) -> t
     w, labels, margin = _warm_prices(cost, w, targets, enough, 0)
     if _excess(labels, targets) > enough:
         if n >= 2 * _PRESAMPLE:  # far off: first balance an evenly spaced sample (cheap rounds)
-            sample = np.ascontiguousarray(cost[::n // _PRESAMPLE])
+            sample = np.ascontiguousarray(cost[:: n // _PRESAMPLE])
             sample_targets = _targets(*cluster_sizes(len(sample), k), k)
             w = _warm_prices(sample, w, sample_targets, len(sample) // _NEAR_SHARE, _WARM_ROUNDS)[0]
         w, labels, margin = _warm_prices(cost, w, targets, enough, _WARM_ROUNDS)
@@ -399,9 +409,15 @@ def _near_boundary(lower: np.ndarray, m: int) -> tuple[np.ndarray, float]:
     return np.flatnonzero(lower < tau), tau
 
 
-def _solve_near_boundary(labels: np.ndarray, lower: np.ndarray, prices: np.ndarray,
-                         exact: Callable[[np.ndarray], np.ndarray], limit: int, floor: int,
-                         extra: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _solve_near_boundary(
+    labels: np.ndarray,
+    lower: np.ndarray,
+    prices: np.ndarray,
+    exact: Callable[[np.ndarray], np.ndarray],
+    limit: int,
+    floor: int,
+    extra: int,
+) -> tuple[np.ndarray, np.ndarray] | None:
     """Re-solve only the points closest to a cluster boundary; None when that takes `limit` points or more.
 
     `lower` bounds every point's true margin from below; `exact(idx)` gives the true (m, k) costs.
@@ -429,8 +445,9 @@ def _solve_near_boundary(labels: np.ndarray, lower: np.ndarray, prices: np.ndarr
     return None
 
 
-def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, errors: np.ndarray,
-                               exact_cost: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
+def balanced_assignment_within(
+    cost: np.ndarray, prices: np.ndarray, errors: np.ndarray, exact_cost: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """The exact balanced assignment when column j of `cost` (n, k) is only known to within `errors[j]`.
 
     Only the points near a boundary get their true costs, `exact_cost(indices)` (m, k); the others
@@ -448,5 +465,6 @@ def balanced_assignment_within(cost: np.ndarray, prices: np.ndarray, errors: np.
     if np.count_nonzero(margin < slack[labels]) * _WITHIN_SHARE >= len(labels):
         return None  # a cheap first look: too many margins are within the error
     labels, margin = _nearest(_as_cost(cost), prices)
-    return _solve_near_boundary(labels, margin - slack[labels], prices, exact_cost, n // _WITHIN_SHARE,
-                                *cluster_sizes(n, k))
+    return _solve_near_boundary(
+        labels, margin - slack[labels], prices, exact_cost, n // _WITHIN_SHARE, *cluster_sizes(n, k)
+    )

@@ -1,4 +1,5 @@
 """Typed config of the preprocess stage."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -18,8 +19,9 @@ class PreprocessConfig(StageConfig):
     format: Literal["auto", "3dex-csv", "jsonl", "ishiwatari"] = Field("auto", description="input format")
     split: str | None = Field(None, description="split for rows/files that name none")
     on_bad_row: Literal["error", "skip"] = Field("error", description="malformed row: stop, or skip and count")
-    exclude_sources: list[str] = Field(default_factory=lambda: list(EXCLUDED_SOURCES),
-                                       description="sources dropped for lack of contexts")
+    exclude_sources: list[str] = Field(
+        default_factory=lambda: list(EXCLUDED_SOURCES), description="sources dropped for lack of contexts"
+    )
     seed: int = Field(42, description="seed of the embedded lexicon's word-level split")
     force: bool = Field(False, description="redo even when the outputs are up to date")
 

@@ -3,6 +3,7 @@
 Writes `all.jsonl`, one `<split>.jsonl` per split and `<source>/<split>.jsonl` per source and split,
 then `summary.json` (every dropped row counted with its reason) and `manifest.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset.config import PreprocessConfig
-from dataset.records import Dropped, Record, iter_jsonl
 from dataset.readers import EXCLUDED_SOURCES, Item, id_prefix, iter_3dex_csv, iter_ishiwatari
+from dataset.records import Dropped, Record, iter_jsonl
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import AtomicFileSet, fingerprint, is_finished, write_json, write_manifest
@@ -38,9 +39,14 @@ class FileSummary:
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"path": self.path, "records": self.records, "dropped": dict(self.dropped),
-                "dropped_total": sum(self.dropped.values()), "bad_rows_skipped": self.bad_rows,
-                "errors": self.errors}
+        return {
+            "path": self.path,
+            "records": self.records,
+            "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
+            "bad_rows_skipped": self.bad_rows,
+            "errors": self.errors,
+        }
 
     def line(self) -> str:
         parts = [f"{Path(self.path).name}: {self.records} records"]
@@ -141,16 +147,23 @@ def preprocess(cfg: PreprocessConfig) -> dict:
             for line, item in tqdm(items, desc=Path(name).name, unit=" rows", mininterval=1.0, disable=None):
                 if isinstance(item, Record):
                     if prefix and item.id.startswith(prefix) and claims.setdefault(prefix, name) != name:
-                        raise DataError(name, line, "id", f"{item.id!r} has the id prefix {prefix!r} of "
-                                        f"{claims[prefix]} too; rename one of the files")
+                        raise DataError(
+                            name,
+                            line,
+                            "id",
+                            f"{item.id!r} has the id prefix {prefix!r} of "
+                            f"{claims[prefix]} too; rename one of the files",
+                        )
                     if item.id in ids:
                         item = DataError(name, line, "id", f"duplicate record id {item.id!r} (an earlier row has it)")
                 if isinstance(item, Record):
                     ids.add(item.id)
                     key = (item.source, item.split)
                     if key not in targets:
-                        targets[key] = (files.get(out / f"{item.split}.jsonl"),
-                                        files.get(out / source_slug(item.source) / f"{item.split}.jsonl"))
+                        targets[key] = (
+                            files.get(out / f"{item.split}.jsonl"),
+                            files.get(out / source_slug(item.source) / f"{item.split}.jsonl"),
+                        )
                     line = item.to_json() + "\n"
                     all_file.write(line)
                     targets[key][0].write(line)
@@ -166,11 +179,13 @@ def preprocess(cfg: PreprocessConfig) -> dict:
                     if len(summary.errors) < MAX_LISTED_ERRORS:
                         summary.errors.append(str(item))
             log.debug(summary.line())
-    result = {"files": [s.as_dict() for s in summaries],
-              "records": sum(s.records for s in summaries),
-              "dropped": sum(sum(s.dropped.values()) for s in summaries),
-              "bad_rows_skipped": sum(s.bad_rows for s in summaries),
-              "by_source_split": [{"source": src, "split": sp, "records": n} for (src, sp), n in sorted(counts.items())]}
+    result = {
+        "files": [s.as_dict() for s in summaries],
+        "records": sum(s.records for s in summaries),
+        "dropped": sum(sum(s.dropped.values()) for s in summaries),
+        "bad_rows_skipped": sum(s.bad_rows for s in summaries),
+        "by_source_split": [{"source": src, "split": sp, "records": n} for (src, sp), n in sorted(counts.items())],
+    }
     write_json(out / "summary.json", result)
     write_manifest(out, "preprocess", cfg, inputs=fingerprint(cfg.input), records=result["records"])
     return result
@@ -178,8 +193,9 @@ def preprocess(cfg: PreprocessConfig) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("preprocess", __doc__, PreprocessConfig)
-    parser.add_argument("--stats", metavar="FILE", nargs="+",
-                        help="print statistics of these files (any input format) and exit")
+    parser.add_argument(
+        "--stats", metavar="FILE", nargs="+", help="print statistics of these files (any input format) and exit"
+    )
     return parser
 
 

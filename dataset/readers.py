@@ -4,6 +4,7 @@ Every reader yields `(line, item)` where item is a Record, a Dropped row (filter
 or a DataError (malformed row). The caller decides whether a DataError stops the run or is skipped; a
 file that cannot be read at all (no header, a column named twice) raises instead.
 """
+
 from __future__ import annotations
 
 import ast
@@ -19,8 +20,7 @@ from run_config.errors import DataError
 
 # Sources without usable example contexts (paper, Appendix "Data Processing").
 EXCLUDED_SOURCES = ("Hei++", "MultiRD", "Webster's Unabridged")
-ISHIWATARI_SOURCES = {"wordnet": "WordNet", "oxford": "Oxford", "wiki": "Wikipedia", "slang": "Urban",
-                      "urban": "Urban"}
+ISHIWATARI_SOURCES = {"wordnet": "WordNet", "oxford": "Oxford", "wiki": "Wikipedia", "slang": "Urban", "urban": "Urban"}
 Item = Record | Dropped | DataError
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -92,8 +92,9 @@ def _has_surrogates(text: str) -> bool:
     return _SURROGATE.search(text) is not None
 
 
-def iter_3dex_csv(path: str | Path, default_split: str | None = None,
-                  exclude: tuple[str, ...] = EXCLUDED_SOURCES) -> Iterator[tuple[int, Item]]:
+def iter_3dex_csv(
+    path: str | Path, default_split: str | None = None, exclude: tuple[str, ...] = EXCLUDED_SOURCES
+) -> Iterator[tuple[int, Item]]:
     """Stream a 3D-EX CSV (WORD or TERM, DEFINITION, EXAMPLE, DATASET_NAME, SPLIT_TYPE)."""
     path = Path(path)
     name = str(path)
@@ -109,8 +110,12 @@ def iter_3dex_csv(path: str | Path, default_split: str | None = None,
             return
         repeated = sorted({h for h in header if header.count(h) > 1})
         if repeated:  # a dict of columns would silently keep the last one
-            raise DataError(name, 1, repeated[0], f"column given {header.count(repeated[0])} times in the header "
-                                                  f"({', '.join(header)})")
+            raise DataError(
+                name,
+                1,
+                repeated[0],
+                f"column given {header.count(repeated[0])} times in the header ({', '.join(header)})",
+            )
         col = {h: i for i, h in enumerate(header)}
         term_col = "WORD" if "WORD" in col else "TERM"
         for needed in (term_col, "DEFINITION"):
@@ -134,8 +139,18 @@ def iter_3dex_csv(path: str | Path, default_split: str | None = None,
             yield from _csv_row(name, path.stem, line, rownum, row, header, col, term_col, fallback_split, exclude)
 
 
-def _csv_row(name: str, stem: str, line: int, rownum: int, row: list[str], header: list[str], col: dict[str, int],
-             term_col: str, fallback_split: str | None, exclude: tuple[str, ...]) -> Iterator[tuple[int, Item]]:
+def _csv_row(
+    name: str,
+    stem: str,
+    line: int,
+    rownum: int,
+    row: list[str],
+    header: list[str],
+    col: dict[str, int],
+    term_col: str,
+    fallback_split: str | None,
+    exclude: tuple[str, ...],
+) -> Iterator[tuple[int, Item]]:
     if len(row) < len(header):
         yield line, DataError(name, line, header[len(row)], f"missing (row has {len(row)} of {len(header)} fields)")
         return
@@ -157,8 +172,12 @@ def _csv_row(name: str, stem: str, line: int, rownum: int, row: list[str], heade
         return
     term, definition = normalize_space(get(term_col)), normalize_space(get("DEFINITION"))
     example = get("EXAMPLE").strip()
-    for field, value in ((term_col, term), ("DEFINITION", definition), ("EXAMPLE", example),
-                         ("DATASET_NAME", source_raw)):
+    for field, value in (
+        (term_col, term),
+        ("DEFINITION", definition),
+        ("EXAMPLE", example),
+        ("DATASET_NAME", source_raw),
+    ):
         if not value:
             yield line, Dropped(f"empty {field}", line)
             return
@@ -198,8 +217,10 @@ def iter_ishiwatari(path: str | Path, default_split: str | None = None) -> Itera
     if split is None:
         yield 0, DataError(str(txt), None, None, "cannot infer the split from the file name (pass --split)")
         return
-    with open(txt, encoding="utf-8", errors="surrogateescape") as ft, \
-            open(eg, encoding="utf-8", errors="surrogateescape") as fe:
+    with (
+        open(txt, encoding="utf-8", errors="surrogateescape") as ft,
+        open(eg, encoding="utf-8", errors="surrogateescape") as fe,
+    ):
         line = 0
         for line, (tline, eline) in enumerate(zip(ft, fe), 1):
             tcols, ecols = tline.rstrip("\n").split("\t"), eline.rstrip("\n").split("\t")
@@ -218,8 +239,10 @@ def iter_ishiwatari(path: str | Path, default_split: str | None = None) -> Itera
             if not term or not definition or not context:
                 yield line, Dropped("empty term, definition or context", line)
             else:
-                yield line, Record(f"{_ishiwatari_prefix(source, split)}:{line}", term, context, definition, source,
-                                   split)
+                yield (
+                    line,
+                    Record(f"{_ishiwatari_prefix(source, split)}:{line}", term, context, definition, source, split),
+                )
         for extra in (ft, fe):
             if next(extra, None) is not None:
                 yield line + 1, DataError(str(txt), None, None, f"{txt.name} and {eg.name} have different line counts")

@@ -1,4 +1,5 @@
 """The one record type of the toolkit and its JSONL reading/writing."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,16 @@ from pathlib import Path
 from run_config.errors import DataError
 
 SPLITS = ("train", "valid", "test")
-_SPLIT_ALIASES = {"train": "train", "training": "train", "valid": "valid", "validation": "valid",
-                  "dev": "valid", "val": "valid", "test": "test", "testing": "test"}
+_SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "validation": "valid",
+    "dev": "valid",
+    "val": "valid",
+    "test": "test",
+    "testing": "test",
+}
 FIELDS = ("id", "term", "context", "definition", "source", "split")
 
 
@@ -27,8 +36,17 @@ class Record:
     split: str
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "term": self.term, "context": self.context, "definition": self.definition,
-                           "source": self.source, "split": self.split}, ensure_ascii=False)
+        return json.dumps(
+            {
+                "id": self.id,
+                "term": self.term,
+                "context": self.context,
+                "definition": self.definition,
+                "source": self.source,
+                "split": self.split,
+            },
+            ensure_ascii=False,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +77,9 @@ def split_from_filename(path: str | Path) -> str | None:
     return None
 
 
-def parse_record_line(line: str, path: str | Path, lineno: int, default_source: str | None = None,
-                      default_split: str | None = None) -> Record | Dropped:
+def parse_record_line(
+    line: str, path: str | Path, lineno: int, default_source: str | None = None, default_split: str | None = None
+) -> Record | Dropped:
     """Parse one JSONL line (ours, or the original `{term, context, definition, source}` format)."""
     try:
         obj = json.loads(line)
@@ -91,8 +110,9 @@ def parse_record_line(line: str, path: str | Path, lineno: int, default_source: 
     return Record(rid, values["term"], values["context"], values["definition"], source, split)
 
 
-def iter_jsonl(path: str | Path, default_source: str | None = None,
-               default_split: str | None = None) -> Iterator[tuple[int, Record | Dropped | DataError]]:
+def iter_jsonl(
+    path: str | Path, default_source: str | None = None, default_split: str | None = None
+) -> Iterator[tuple[int, Record | Dropped | DataError]]:
     """Stream (line number, record-or-drop-or-error) from a JSONL file; blank lines are skipped."""
     split = default_split or split_from_filename(path)
     with open(path, encoding="utf-8-sig", errors="surrogateescape") as f:
@@ -117,8 +137,9 @@ def iter_records(path: str | Path) -> Iterator[tuple[int, Record]]:
         if isinstance(item, Dropped):
             raise DataError(str(path), item.line, None, item.reason)
         if item.id in first_line:
-            raise DataError(str(path), lineno, "id", f"duplicate record id {item.id!r} (first on line "
-                                                     f"{first_line[item.id]})")
+            raise DataError(
+                str(path), lineno, "id", f"duplicate record id {item.id!r} (first on line {first_line[item.id]})"
+            )
         first_line[item.id] = lineno
         yield lineno, item
 

@@ -1,4 +1,5 @@
 """The embedded default lexicon: WordNet 3.0 glosses with their usage examples, split by word."""
+
 from __future__ import annotations
 
 import random

@@ -1,16 +1,17 @@
 """Sentence BLEU exactly as Moses `mert/sentence-bleu` (used by Huang et al. 2021 and the original code).
 
-Tokens split on the space character only, as the program does (a tab or a no-break space stays
-inside its token; `str.split()` would split there too), case-sensitive, n = 1..4, clipped counts against the maximum count over all
-references, brevity penalty from the closest reference length (ties: the shorter one), and BLEU+1
-smoothing (Lin & Och 2004) on every order: p_n = (m_n + 1) / (c_n + 1). An empty hypothesis scores 0.
-Pure Python/NumPy, no binary.
+Tokens split on the space character only, as the program does (a tab or a no-break space stays inside
+its token; `str.split()` would split there too), case-sensitive, n = 1..4, clipped counts against the
+maximum count over all references, brevity penalty from the closest reference length (ties: the shorter
+one), and BLEU+1 smoothing (Lin & Och 2004) on every order: p_n = (m_n + 1) / (c_n + 1). An empty
+hypothesis scores 0. Pure Python/NumPy, no binary.
 
 `BleuScorer` computes the sufficient statistics of many (hypothesis, references) items at once with
 NumPy: every distinct string is tokenized once, its n-grams get integer ids, and matches are found by
-sorted-key search. It finishes them with the Moses formula, or with sacrebleu's own
-`BLEU.compute_bleu` (13a tokens, exp smoothing) so that the two agree with sacrebleu by construction.
+sorted-key search. It finishes them with the Moses formula, or with sacrebleu's own `BLEU.compute_bleu`
+(13a tokens, exp smoothing) so that the two agree with sacrebleu by construction.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -83,8 +84,14 @@ def build_ngram_table(texts: Sequence[str], tokenize: Callable[[str], list[str]]
     key = np.concatenate(strings) * n_ids + np.concatenate(gids)
     uniq, count = np.unique(key, return_counts=True)
     row_string = uniq // max(n_ids, 1)
-    return NgramTable(lengths, np.searchsorted(row_string, np.arange(len(texts) + 1)), uniq % max(n_ids, 1),
-                      count, np.concatenate(orders), n_ids)
+    return NgramTable(
+        lengths,
+        np.searchsorted(row_string, np.arange(len(texts) + 1)),
+        uniq % max(n_ids, 1),
+        count,
+        np.concatenate(orders),
+        n_ids,
+    )
 
 
 def _gather(table: NgramTable, strings: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -95,8 +102,9 @@ def _gather(table: NgramTable, strings: np.ndarray, owners: np.ndarray) -> tuple
     return np.repeat(owners, sizes), table.gid[rows], table.count[rows]
 
 
-def bleu_statistics(table: NgramTable, hyp: np.ndarray, ref: np.ndarray,
-                    group_of_ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def bleu_statistics(
+    table: NgramTable, hyp: np.ndarray, ref: np.ndarray, group_of_ref: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Sufficient statistics of groups: hypothesis string hyp[g] against the strings ref[group_of_ref == g].
 
     Returns (matches (G, 4), totals (G, 4), hyp_len (G,), closest ref_len (G,)); matches are clipped
@@ -115,8 +123,11 @@ def bleu_statistics(table: NgramTable, hyp: np.ndarray, ref: np.ndarray,
     at = np.minimum(np.searchsorted(r_key, h_key), max(len(r_key) - 1, 0))
     hit = r_key[at] == h_key if len(r_key) else np.zeros(len(h_key), dtype=bool)
     clipped = np.minimum(h_count[hit], r_count[at[hit]])
-    matches = np.bincount(h_owner[hit] * ORDER + table.order_of[h_gid[hit]], weights=clipped,
-                          minlength=groups * ORDER).reshape(groups, ORDER).astype(np.int64)
+    matches = (
+        np.bincount(h_owner[hit] * ORDER + table.order_of[h_gid[hit]], weights=clipped, minlength=groups * ORDER)
+        .reshape(groups, ORDER)
+        .astype(np.int64)
+    )
     hyp_len = table.lengths[hyp]
     totals = np.maximum(hyp_len[:, None] - np.arange(ORDER)[None, :], 0)
     ref_len = table.lengths[ref]
@@ -138,9 +149,13 @@ def sacrebleu_points(matches: np.ndarray, totals: np.ndarray, hyp_len: np.ndarra
     """sacrebleu's sentence BLEU (exp smoothing, effective order) in points, by sacrebleu's own formula."""
     from sacrebleu.metrics.bleu import BLEU
 
-    return np.asarray([BLEU.compute_bleu(m.tolist(), t.tolist(), int(h), int(r), smooth_method="exp",
-                                         effective_order=True).score
-                       for m, t, h, r in zip(matches, totals, hyp_len, ref_len)], dtype=np.float64)
+    return np.asarray(
+        [
+            BLEU.compute_bleu(m.tolist(), t.tolist(), int(h), int(r), smooth_method="exp", effective_order=True).score
+            for m, t, h, r in zip(matches, totals, hyp_len, ref_len)
+        ],
+        dtype=np.float64,
+    )
 
 
 class BleuScorer:

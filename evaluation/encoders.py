@@ -4,6 +4,7 @@ A text can have no tokens at all: the empty string under a tokenizer that adds n
 (GPT-2's, SmolLM2's). Such texts never reach the model; `token_states` gives them no tokens and
 `features` leaves them out and says which texts it kept.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
@@ -29,12 +30,18 @@ class Encoder:
         self.device = device
         self.dim = int(self.model.config.hidden_size)
 
-    def _batches(self, texts: Sequence[str], batch_size: int, layer: int,
-                 max_length: int) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+    def _batches(
+        self, texts: Sequence[str], batch_size: int, layer: int, max_length: int
+    ) -> Iterator[tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
         """Per batch, its texts that have tokens: (their indices in `texts`, ids, attention mask, states)."""
         for start in range(0, len(texts), batch_size):
-            batch = self.tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                                   max_length=max_length, return_tensors="pt")
+            batch = self.tokenizer(
+                list(texts[start : start + batch_size]),
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             has_tokens = batch["attention_mask"].sum(dim=1) > 0
             if not bool(has_tokens.any()):
                 continue
@@ -42,11 +49,16 @@ class Encoder:
             with self.torch.no_grad():
                 states = self.model(**batch, output_hidden_states=True).hidden_states[layer]
             index = (start + self.torch.nonzero(has_tokens).flatten()).tolist()
-            yield (index, batch["input_ids"].cpu().numpy(), batch["attention_mask"].cpu().numpy().astype(bool),
-                   states.float().cpu().numpy())
+            yield (
+                index,
+                batch["input_ids"].cpu().numpy(),
+                batch["attention_mask"].cpu().numpy().astype(bool),
+                states.float().cpu().numpy(),
+            )
 
-    def token_states(self, texts: Sequence[str], layer: int = -1, batch_size: int = 64,
-                     max_length: int = 256) -> list[tuple[list[str], np.ndarray]]:
+    def token_states(
+        self, texts: Sequence[str], layer: int = -1, batch_size: int = 64, max_length: int = 256
+    ) -> list[tuple[list[str], np.ndarray]]:
         """(tokens incl. special ones, (n_tokens, dim) states) of each text; ([], (0, dim)) for one without tokens."""
         empty = np.zeros((0, self.dim), dtype=np.float32)
         out: list[tuple[list[str], np.ndarray]] = [([], empty)] * len(texts)
@@ -55,8 +67,14 @@ class Encoder:
                 out[i] = (self.tokenizer.convert_ids_to_tokens(row_ids[m].tolist()), s[m])
         return out
 
-    def features(self, texts: Sequence[str], pooling: Literal["last", "mean"] = "last", layer: int = -1,
-                 batch_size: int = 64, max_length: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    def features(
+        self,
+        texts: Sequence[str],
+        pooling: Literal["last", "mean"] = "last",
+        layer: int = -1,
+        batch_size: int = 64,
+        max_length: int = 256,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One (dim,) vector per text that has tokens (the last token's state, or the mean over its tokens),
         and the indices of those texts in `texts`."""
         kept: list[int] = []

@@ -5,6 +5,7 @@ std over seeds, Best-of-N oracle; counts of missing ids and empty predictions), 
 (one row per sample), `table.{md,csv,tex}` (Table-2 layout), `significance.json` with
 `--compare-to`, and `manifest.json` last. A rerun with the same config and inputs skips the work.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def dataset_name(cfg: EvaluateConfig, records: list[Record]) -> str:
     return cfg.dataset or (sources.pop() if len(sources) == 1 else Path(cfg.references).stem)
 
 
-def score_runs(runs: list[Run], records: list[Record], metrics: list[Metric], protocol: Protocol,
-               workers: int) -> list[tuple[Run, SampleScores]]:
+def score_runs(
+    runs: list[Run], records: list[Record], metrics: list[Metric], protocol: Protocol, workers: int
+) -> list[tuple[Run, SampleScores]]:
     """Score every run (model, seed) of a predictions file."""
     by_id = {r.id: r for r in records}
     out = []
@@ -92,8 +94,15 @@ def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, 
     for run, scores in scored:
         preds = [p for ps in run.ordered() for p in ps]
         for k, p in enumerate(preds):
-            row = {"model": run.model, "seed": run.seed, "id": p.id, "sample_idx": p.sample_idx,
-                   "term": records[p.id].term, "prediction": p.prediction, "empty": bool(scores.empty[k])}
+            row = {
+                "model": run.model,
+                "seed": run.seed,
+                "id": p.id,
+                "sample_idx": p.sample_idx,
+                "term": records[p.id].term,
+                "prediction": p.prediction,
+                "empty": bool(scores.empty[k]),
+            }
             row.update({m: float(v[k]) for m, v in scores.per_sample.items()})
             yield json.dumps(row, ensure_ascii=False) + "\n"
 
@@ -111,12 +120,18 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     records = load_references(cfg.references)
     by_id = {r.id: r for r in records}
     protocol = get_protocol(cfg.protocol)
-    runs, counts = group_runs(read_predictions(existing_file(cfg.predictions)), by_id, cfg.predictions,
-                              cfg.references, cfg.require_all)
+    runs, counts = group_runs(
+        read_predictions(existing_file(cfg.predictions)), by_id, cfg.predictions, cfg.references, cfg.require_all
+    )
     for run in counts["runs"]:
         if run["missing_ids"]:
-            log.warning("%s seed %s: %d of %d reference ids have no prediction (counted, not scored)",
-                        run["model"], run["seed"], run["missing_ids"], len(records))
+            log.warning(
+                "%s seed %s: %d of %d reference ids have no prediction (counted, not scored)",
+                run["model"],
+                run["seed"],
+                run["missing_ids"],
+                len(records),
+            )
     if counts["empty_predictions"]:
         log.warning("%d empty predictions (each scores 0 and is counted)", counts["empty_predictions"])
     metrics = build_metrics(cfg.metrics, cfg, protocol)
@@ -131,19 +146,31 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             result["std"] = only["std"]
         if "oracle" in only:
             result["oracle"] = only["oracle"]
-    result.update({"protocol": cfg.protocol, "dataset": dataset, "counts": counts, "systems": systems,
-                   "settings": {m.name: m.signature() for m in metrics}})
+    result.update(
+        {
+            "protocol": cfg.protocol,
+            "dataset": dataset,
+            "counts": counts,
+            "systems": systems,
+            "settings": {m.name: m.signature() for m in metrics},
+        }
+    )
     significance = None
     if cfg.compare_to:
-        other_runs, other_counts = group_runs(read_predictions(existing_file(cfg.compare_to)), by_id, cfg.compare_to,
-                                              cfg.references, cfg.require_all)
+        other_runs, other_counts = group_runs(
+            read_predictions(existing_file(cfg.compare_to)), by_id, cfg.compare_to, cfg.references, cfg.require_all
+        )
         other = score_runs(other_runs, records, metrics, protocol, cfg.workers)
-        significance = {"a": cfg.predictions, "b": cfg.compare_to, "b_counts": other_counts,
-                        "metrics": compare(id_scores(scored), id_scores(other), cfg.bootstrap_samples, cfg.seed,
-                                           cfg.compare_to)}
+        significance = {
+            "a": cfg.predictions,
+            "b": cfg.compare_to,
+            "b_counts": other_counts,
+            "metrics": compare(id_scores(scored), id_scores(other), cfg.bootstrap_samples, cfg.seed, cfg.compare_to),
+        }
     per_metric = [m.name for m in metrics]
-    table = table2({name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()},
-                   [dataset], per_metric)
+    table = table2(
+        {name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()}, [dataset], per_metric
+    )
     out = Path(cfg.output_dir)
     with AtomicFileSet() as files:
         files.get(out / "scores.json").write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -170,8 +197,10 @@ def _run(args: argparse.Namespace) -> int:
     result = evaluate(cfg)
     print(result["table"], end="")
     for metric, test in (result["significance"] or {}).get("metrics", {}).items():
-        print(f"{metric}: delta {test['bootstrap']['delta']:+.2f}  bootstrap p={test['bootstrap']['p_value']:.4g}  "
-              f"t-test p={test['ttest']['p_value']:.4g}  (n={test['n']})")
+        print(
+            f"{metric}: delta {test['bootstrap']['delta']:+.2f}  bootstrap p={test['bootstrap']['p_value']:.4g}  "
+            f"t-test p={test['ttest']['p_value']:.4g}  (n={test['n']})"
+        )
     print(f"evaluate: scores -> {Path(cfg.output_dir) / 'scores.json'}")
     return 0
 

@@ -7,6 +7,7 @@ references or a repeated (model, seed, id, sample_idx) is an error naming the li
 are kept (they score 0) and counted; references without a prediction are counted (or an error with
 `require_all`).
 """
+
 from __future__ import annotations
 
 import json
@@ -80,45 +81,79 @@ def read_predictions(path: str | Path, default_model: str | None = None) -> list
             if not isinstance(obj, dict):
                 raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
             failed = obj.get("prediction") is None and bool(obj.get("error"))
-            out.append(Prediction(
-                id=_field(obj, "id", str, path, line_no),
-                prediction="" if failed else _field(obj, "prediction", str, path, line_no),
-                model=_field(obj, "model", str, path, line_no, required=False) or model_default,
-                seed=_field(obj, "seed", int, path, line_no, required=False),
-                sample_idx=_field(obj, "sample_idx", int, path, line_no, required=False) or 0,
-                line=line_no, failed=failed))
+            out.append(
+                Prediction(
+                    id=_field(obj, "id", str, path, line_no),
+                    prediction="" if failed else _field(obj, "prediction", str, path, line_no),
+                    model=_field(obj, "model", str, path, line_no, required=False) or model_default,
+                    seed=_field(obj, "seed", int, path, line_no, required=False),
+                    sample_idx=_field(obj, "sample_idx", int, path, line_no, required=False) or 0,
+                    line=line_no,
+                    failed=failed,
+                )
+            )
     if not out:
         raise DataError(path, None, None, "no predictions")
     return out
 
 
-def group_runs(predictions: list[Prediction], references: Mapping[str, Record], path: str,
-               references_path: str, require_all: bool = False) -> tuple[list[Run], dict]:
+def group_runs(
+    predictions: list[Prediction],
+    references: Mapping[str, Record],
+    path: str,
+    references_path: str,
+    require_all: bool = False,
+) -> tuple[list[Run], dict]:
     """Group predictions into runs and check them; return the runs and the counts for the report."""
     unknown = [p for p in predictions if p.id not in references]
     if unknown:
         listed = ", ".join(repr(p.id) for p in unknown[:MAX_LISTED])
-        raise DataError(path, unknown[0].line, "id", f"{len(unknown)} prediction id(s) not in {references_path} "
-                        f"(mismatched ids; first: {listed})")
+        raise DataError(
+            path,
+            unknown[0].line,
+            "id",
+            f"{len(unknown)} prediction id(s) not in {references_path} (mismatched ids; first: {listed})",
+        )
     runs: dict[tuple[str, int | None], Run] = {}
     seen: dict[tuple, int] = {}
     for p in predictions:
         key = (p.model, p.seed, p.id, p.sample_idx)
         if key in seen:
-            raise DataError(path, p.line, "id", f"duplicate prediction for id {p.id!r} (model {p.model!r}, "
-                            f"seed {p.seed}, sample_idx {p.sample_idx}); first on line {seen[key]}")
+            raise DataError(
+                path,
+                p.line,
+                "id",
+                f"duplicate prediction for id {p.id!r} (model {p.model!r}, "
+                f"seed {p.seed}, sample_idx {p.sample_idx}); first on line {seen[key]}",
+            )
         seen[key] = p.line
         run = runs.setdefault((p.model, p.seed), Run(p.model, p.seed))
         run.samples.setdefault(p.id, []).append(p)
-    counts = {"predictions": len(predictions), "empty_predictions": sum(not p.prediction.strip() for p in predictions),
-              "failed_predictions": sum(p.failed for p in predictions),
-              "references": len(references), "runs": []}
+    counts = {
+        "predictions": len(predictions),
+        "empty_predictions": sum(not p.prediction.strip() for p in predictions),
+        "failed_predictions": sum(p.failed for p in predictions),
+        "references": len(references),
+        "runs": [],
+    }
     for run in runs.values():
         missing = [i for i in references if i not in run.samples]
         if missing and require_all:
-            raise DataError(references_path, None, "id", f"{len(missing)} reference id(s) have no prediction in "
-                            f"{path} for model {run.model!r} seed {run.seed} (first: {missing[0]!r})")
-        counts["runs"].append({"model": run.model, "seed": run.seed, "ids": len(run.samples),
-                               "samples": sum(len(v) for v in run.samples.values()),
-                               "missing_ids": len(missing), "missing_examples": missing[:MAX_LISTED]})
+            raise DataError(
+                references_path,
+                None,
+                "id",
+                f"{len(missing)} reference id(s) have no prediction in "
+                f"{path} for model {run.model!r} seed {run.seed} (first: {missing[0]!r})",
+            )
+        counts["runs"].append(
+            {
+                "model": run.model,
+                "seed": run.seed,
+                "ids": len(run.samples),
+                "samples": sum(len(v) for v in run.samples.values()),
+                "missing_ids": len(missing),
+                "missing_examples": missing[:MAX_LISTED],
+            }
+        )
     return list(runs.values()), counts

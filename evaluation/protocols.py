@@ -10,6 +10,7 @@
   averages rounded up to two decimals.
 References are never deduplicated; the first reference of each example is its own gold definition.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,14 @@ PROTOCOLS: dict[str, Protocol] = {
     "max": Protocol("max", "term", "max"),
     "multi-ref": Protocol("multi-ref", "term", "multi"),
     "per-context": Protocol("per-context", "context", "max"),
-    "orig-compat": Protocol("orig-compat", "term", "best", strip_periods=True, round_up=True,
-                            settings_update={"rouge_tokenizer": "word", "rouge_stemmer": False, "nist_short": "zero"}),
+    "orig-compat": Protocol(
+        "orig-compat",
+        "term",
+        "best",
+        strip_periods=True,
+        round_up=True,
+        settings_update={"rouge_tokenizer": "word", "rouge_stemmer": False, "nist_short": "zero"},
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """Reference sets for the one-to-many protocol: every definition of a term in the evaluation split."""
+
 from __future__ import annotations
 
 from collections import defaultdict

@@ -4,6 +4,7 @@
 as Markdown, CSV or LaTeX. `python -m evaluation.report --runs DIR ... --output-dir OUT` builds it
 from the scores.json of several evaluate runs (one dataset each).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,16 @@ from run_config.errors import ConfigError, DataError
 from run_config.loader import StageConfig
 from run_config.runtime import AtomicFileSet
 
-LABELS = {"bleu": "BLEU", "rougeL": "ROUGE", "meteor": "METEOR", "nist": "NIST", "bertscore": "BERTScore",
-          "moverscore": "MoverScore", "mauve": "MAUVE", "sacrebleu": "sacreBLEU"}
+LABELS = {
+    "bleu": "BLEU",
+    "rougeL": "ROUGE",
+    "meteor": "METEOR",
+    "nist": "NIST",
+    "bertscore": "BERTScore",
+    "moverscore": "MoverScore",
+    "mauve": "MAUVE",
+    "sacrebleu": "sacreBLEU",
+}
 
 
 def shown_metrics(metrics: Sequence[str], report_sacrebleu: bool) -> list[str]:
@@ -61,11 +70,21 @@ class Table:
 
     def latex(self) -> str:
         def esc(text: str) -> str:
-            return (text.replace("\\", "\\textbackslash{}").replace("&", "\\&").replace("%", "\\%")
-                    .replace("_", "\\_").replace("#", "\\#").replace("±", "$\\pm$"))
+            return (
+                text.replace("\\", "\\textbackslash{}")
+                .replace("&", "\\&")
+                .replace("%", "\\%")
+                .replace("_", "\\_")
+                .replace("#", "\\#")
+                .replace("±", "$\\pm$")
+            )
 
-        lines = ["\\begin{tabular}{l" + "r" * (len(self.header) - 1) + "}", "\\toprule",
-                 " & ".join(esc(h) for h in self.header) + " \\\\", "\\midrule"]
+        lines = [
+            "\\begin{tabular}{l" + "r" * (len(self.header) - 1) + "}",
+            "\\toprule",
+            " & ".join(esc(h) for h in self.header) + " \\\\",
+            "\\midrule",
+        ]
         lines += [" & ".join(esc(c) for c in r) + " \\\\" for r in self.rows]
         return "\n".join(lines + ["\\bottomrule", "\\end{tabular}"]) + "\n"
 
@@ -79,8 +98,12 @@ class Table:
         return paths
 
 
-def table2(results: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]], datasets: Sequence[str] | None = None,
-           metrics: Sequence[str] = ("bleu", "rougeL"), digits: int = 2) -> Table:
+def table2(
+    results: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]],
+    datasets: Sequence[str] | None = None,
+    metrics: Sequence[str] = ("bleu", "rougeL"),
+    digits: int = 2,
+) -> Table:
     """Table 2: one row per system, `dataset metric` columns (mean ± std over seeds), then Avg. per metric.
 
     Args:
@@ -120,7 +143,8 @@ def results_from_scores(paths: Sequence[str | Path]) -> dict[str, dict[str, list
             raise DataError(str(path), None, "systems", "missing: not a scores.json written by evaluate")
         for system, info in data["systems"].items():
             results.setdefault(system, {}).setdefault(data["dataset"], []).extend(
-                run["scores"] for run in info["seeds"])
+                run["scores"] for run in info["seeds"]
+            )
     return results
 
 
@@ -131,8 +155,11 @@ class ReportConfig(StageConfig):
     output_dir: str = Field(description="writes table2.md, table2.csv, table2.tex")
     datasets: list[str] = Field(default_factory=list, description="column order (default: first seen)")
     metrics: list[str] = Field(default_factory=lambda: ["bleu", "rougeL"], description="metric keys per dataset")
-    report_sacrebleu: bool = Field(False, description="add standard corpus sacreBLEU after the paper's BLEU "
-                                                      "(the runs must be evaluated with metric sacrebleu)")
+    report_sacrebleu: bool = Field(
+        False,
+        description="add standard corpus sacreBLEU after the paper's BLEU "
+        "(the runs must be evaluated with metric sacrebleu)",
+    )
     digits: int = Field(2, ge=0, description="decimals")
 
 
@@ -145,11 +172,17 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, ReportConfig)
     results = results_from_scores(cfg.runs)
     if cfg.report_sacrebleu:
-        missing = [f"{system} on {dataset}" for system, per in results.items() for dataset, seeds in per.items()
-                   if any("sacrebleu" not in s for s in seeds)]
+        missing = [
+            f"{system} on {dataset}"
+            for system, per in results.items()
+            for dataset, seeds in per.items()
+            if any("sacrebleu" not in s for s in seeds)
+        ]
         if missing:
-            raise ConfigError(f"report_sacrebleu: no sacrebleu score for {', '.join(missing[:3])} (evaluate with "
-                              "metrics including sacrebleu)")
+            raise ConfigError(
+                f"report_sacrebleu: no sacrebleu score for {', '.join(missing[:3])} (evaluate with "
+                "metrics including sacrebleu)"
+            )
     table = table2(results, cfg.datasets or None, shown_metrics(cfg.metrics, cfg.report_sacrebleu), cfg.digits)
     with AtomicFileSet() as files:
         paths = table.write(cfg.output_dir, "table2", files)

@@ -7,6 +7,7 @@ The CPU metrics run side by side in forked worker processes (BLEU and ROUGE-L on
 and NIST, slow per example in pure Python, in contiguous chunks of examples); neural ones in-process.
 Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,9 @@ def resolve_workers(workers: int) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def sentence_scores(metrics: Sequence[Metric], hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce,
-                    workers: int = 1) -> dict[str, np.ndarray]:
+def sentence_scores(
+    metrics: Sequence[Metric], hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce, workers: int = 1
+) -> dict[str, np.ndarray]:
     """Per-example scores of each metric; CPU metrics run side by side in forked worker processes.
 
     Every CPU-bound metric is one task (slow pure-Python ones, `chunked`, are split into contiguous
@@ -56,15 +58,27 @@ def sentence_scores(metrics: Sequence[Metric], hyps: Sequence[str], refs: Sequen
     workers = resolve_workers(workers)
     forked = [i for i, m in enumerate(metrics) if m.cpu_bound]
     size = max(1, -(-n // (workers * 8)))
-    tasks = [(i, s, min(s + size, n)) if metrics[i].chunked else (i, 0, n)
-             for i in forked for s in (range(0, n, size) if metrics[i].chunked else [0])]
+    tasks = [
+        (i, s, min(s + size, n)) if metrics[i].chunked else (i, 0, n)
+        for i in forked
+        for s in (range(0, n, size) if metrics[i].chunked else [0])
+    ]
     out: dict[str, list[np.ndarray]] = {m.name: [] for m in metrics}
     if workers > 1 and n >= MIN_PARALLEL and len(tasks) > 1 and "fork" in multiprocessing.get_all_start_methods():
         _JOB = (metrics, hyps, refs, reduce)
         try:
             with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), initializer=_init_worker) as pool:
-                for (i, _, _), part in zip(tasks, tqdm(pool.imap(_score_task, tasks), desc="metrics", total=len(tasks),
-                                                       unit=" tasks", disable=None, mininterval=1.0)):
+                for (i, _, _), part in zip(
+                    tasks,
+                    tqdm(
+                        pool.imap(_score_task, tasks),
+                        desc="metrics",
+                        total=len(tasks),
+                        unit=" tasks",
+                        disable=None,
+                        mininterval=1.0,
+                    ),
+                ):
                     out[metrics[i].name].append(part)
         finally:
             _JOB = None
@@ -114,15 +128,25 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], metrics: Sequence[Metric],
-                  protocol: Protocol, workers: int = 1) -> SampleScores:
+def score_samples(
+    samples: Sequence[Sequence[str]],
+    refs: Sequence[Sequence[str]],
+    metrics: Sequence[Metric],
+    protocol: Protocol,
+    workers: int = 1,
+) -> SampleScores:
     """Score each example's samples against its references (already chosen by the protocol)."""
     with gc_paused():
         return _score_samples(samples, refs, metrics, protocol, workers)
 
 
-def _score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str]], metrics: Sequence[Metric],
-                   protocol: Protocol, workers: int) -> SampleScores:
+def _score_samples(
+    samples: Sequence[Sequence[str]],
+    refs: Sequence[Sequence[str]],
+    metrics: Sequence[Metric],
+    protocol: Protocol,
+    workers: int,
+) -> SampleScores:
     if len(samples) != len(refs):
         raise ValueError(f"{len(samples)} examples of predictions but {len(refs)} reference lists")
     example_of = np.asarray([i for i, ss in enumerate(samples) for _ in ss], dtype=np.int64)
@@ -150,9 +174,12 @@ def _score_samples(samples: Sequence[Sequence[str]], refs: Sequence[Sequence[str
 def summarize(scores: SampleScores, protocol: Protocol) -> dict:
     """Scores of a run: mean over examples (each the mean of its samples) and, for Best-of-N, the oracle."""
     mean = {k: protocol.finish(float(v.mean())) if len(v) else 0.0 for k, v in scores.per_example("mean").items()}
-    out = {"scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
-           "n_examples": int(len(np.unique(scores.example_of))), "n_samples": int(len(scores.example_of)),
-           "n_empty": int(scores.empty.sum())}
+    out = {
+        "scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
+        "n_examples": int(len(np.unique(scores.example_of))),
+        "n_samples": int(len(scores.example_of)),
+        "n_empty": int(scores.empty.sum()),
+    }
     if scores.excluded:
         out["excluded"] = dict(scores.excluded)
     if out["n_samples"] > out["n_examples"]:

@@ -6,6 +6,7 @@ no text) with capped exponential backoff (honouring `Retry-After`), and a reques
 becomes an error row, never an empty prediction and never a crash of the run. `timeout_s` bounds each
 attempt as a whole (the SDKs' timeouts bound each read only, so a reply trickled in slowly would pass).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -47,7 +48,7 @@ class RetryPolicy:
         """Backoff before retry number `attempt` (0-based): base * 2^attempt with jitter, or Retry-After."""
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_delay_s)
-        return min(self.max_delay_s, self.base_delay_s * 2 ** attempt) * (0.5 + 0.5 * rng.random())
+        return min(self.max_delay_s, self.base_delay_s * 2**attempt) * (0.5 + 0.5 * rng.random())
 
 
 class RateLimiter:
@@ -111,7 +112,8 @@ class _OpenAIClient:
             if not sampling.greedy and sampling.top_p is not None:
                 extra["top_p"] = sampling.top_p
         response = await self.client.chat.completions.create(
-            model=model, messages=messages, max_completion_tokens=sampling.max_new_tokens, seed=seed, n=1, **extra)
+            model=model, messages=messages, max_completion_tokens=sampling.max_new_tokens, seed=seed, n=1, **extra
+        )
         choices = getattr(response, "choices", None)  # the SDK does not validate replies: check them here
         if not isinstance(choices, list) or not choices:
             raise MalformedReply("openai reply: no choices")
@@ -141,11 +143,18 @@ class _AnthropicClient:
             if not sampling.greedy and sampling.top_k is not None:
                 body["top_k"] = sampling.top_k
         message = await self.client.messages.create(
-            model=model, max_tokens=sampling.max_new_tokens, messages=[{"role": "user", "content": prompt}],
-            **({"system": system} if system else {}), extra_body=body or None)
+            model=model,
+            max_tokens=sampling.max_new_tokens,
+            messages=[{"role": "user", "content": prompt}],
+            **({"system": system} if system else {}),
+            extra_body=body or None,
+        )
         blocks = getattr(message, "content", None)  # not validated by the SDK either
-        texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", "") == "text"] \
-            if isinstance(blocks, list) else []
+        texts = (
+            [getattr(b, "text", None) for b in blocks if getattr(b, "type", "") == "text"]
+            if isinstance(blocks, list)
+            else []
+        )
         if not texts:
             raise MalformedReply("anthropic reply: no text block")
         return "".join(_text(t, self.vendor, "text block") for t in texts)
@@ -163,8 +172,9 @@ class _GeminiClient:
         from google import genai
         from google.genai import errors, types
 
-        options = types.HttpOptions(base_url=base_url, timeout=int(timeout_s * 1000),
-                                    retry_options=types.HttpRetryOptions(attempts=1))
+        options = types.HttpOptions(
+            base_url=base_url, timeout=int(timeout_s * 1000), retry_options=types.HttpRetryOptions(attempts=1)
+        )
         self.client = genai.Client(api_key=api_key, http_options=options)
         self.types = types
         self.errors = (errors.APIError, httpx2.TransportError)
@@ -173,11 +183,14 @@ class _GeminiClient:
     async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
         knobs: dict[str, Any] = {}
         if self.send_sampling:
-            knobs = {"temperature": 0.0 if sampling.greedy else sampling.temperature,
-                     "top_p": None if sampling.greedy else sampling.top_p,
-                     "top_k": None if sampling.greedy else sampling.top_k}
-        config = self.types.GenerateContentConfig(system_instruction=system, max_output_tokens=sampling.max_new_tokens,
-                                                  seed=seed, **knobs)
+            knobs = {
+                "temperature": 0.0 if sampling.greedy else sampling.temperature,
+                "top_p": None if sampling.greedy else sampling.top_p,
+                "top_k": None if sampling.greedy else sampling.top_k,
+            }
+        config = self.types.GenerateContentConfig(
+            system_instruction=system, max_output_tokens=sampling.max_new_tokens, seed=seed, **knobs
+        )
         response = await self.client.aio.models.generate_content(model=model, contents=prompt, config=config)
         # The SDK validates types; `text` is None without candidates or text parts.
         return _text(response.text, self.vendor, "the text of the first candidate")
@@ -217,9 +230,20 @@ class ApiBackend:
 
     bos_token = ""
 
-    def __init__(self, vendor: str, model: str, *, api_key: str, base_url: str | None = None,
-                 system_prompt: str | None = None, concurrency: int = 8, requests_per_second: float | None = None,
-                 retry: RetryPolicy = RetryPolicy(), timeout_s: float = 60.0, send_sampling: bool = True) -> None:
+    def __init__(
+        self,
+        vendor: str,
+        model: str,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        system_prompt: str | None = None,
+        concurrency: int = 8,
+        requests_per_second: float | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        timeout_s: float = 60.0,
+        send_sampling: bool = True,
+    ) -> None:
         if vendor not in CLIENTS:
             raise ConfigError(f"unknown API backend {vendor!r}; choose from {sorted(CLIENTS)}")
         self.vendor, self.name, self.system_prompt = vendor, model, system_prompt
@@ -227,8 +251,9 @@ class ApiBackend:
         self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
         self.requests_per_second = requests_per_second
 
-    async def _one(self, client: Any, limiter: RateLimiter, request: Request, sample_idx: int,
-                   sampling: Sampling) -> Generation:
+    async def _one(
+        self, client: Any, limiter: RateLimiter, request: Request, sample_idx: int, sampling: Sampling
+    ) -> Generation:
         seed = derived_seed(sampling.seed, request.item_id, sample_idx)
         rng = random.Random(seed)
         for attempt in range(self.retry.max_retries + 1):
@@ -236,16 +261,23 @@ class ApiBackend:
             start = time.monotonic()
             try:
                 text = await asyncio.wait_for(
-                    client.complete(self.name, request.prompt, self.system_prompt, sampling, seed), self.timeout_s)
+                    client.complete(self.name, request.prompt, self.system_prompt, sampling, seed), self.timeout_s
+                )
             except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
-                transient = (isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError))
-                             or _status(exc) in RETRY_STATUS)
+                transient = (
+                    isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError)) or _status(exc) in RETRY_STATUS
+                )
                 if transient and attempt < self.retry.max_retries:
                     await asyncio.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
                     continue
                 tries = f" (after {attempt + 1} attempts)" if attempt else ""
-                return Generation(request.item_id, sample_idx, None, time.monotonic() - start,
-                                  _reason(exc, self.timeout_s)[:500] + tries)
+                return Generation(
+                    request.item_id,
+                    sample_idx,
+                    None,
+                    time.monotonic() - start,
+                    _reason(exc, self.timeout_s)[:500] + tries,
+                )
             return Generation(request.item_id, sample_idx, text, time.monotonic() - start)
         raise AssertionError("unreachable: the last attempt returns")
 

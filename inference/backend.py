@@ -1,4 +1,5 @@
 """The one interface every generation backend implements (local HF, vLLM, OpenAI, Anthropic, Gemini)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """Best-of-N: pick one of an input's N samples by likelihood, the oracle verifier, or a reward model."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -22,8 +23,9 @@ def oracle_scores(rows: Sequence[Row], references: Sequence[str]) -> list[float]
     return [moses_max_single_bleu(r["prediction"], references) for r in rows]
 
 
-def select_sample(rows: Sequence[Row], method: str, *, references: Sequence[str] | None = None,
-                  reward: RewardFn | None = None) -> Row:
+def select_sample(
+    rows: Sequence[Row], method: str, *, references: Sequence[str] | None = None, reward: RewardFn | None = None
+) -> Row:
     """Return the selected row of one input; with no successful sample, its first error row."""
     ok = sorted((r for r in rows if r.get("error") is None), key=lambda r: r["sample_idx"])
     if not ok:
@@ -43,9 +45,15 @@ def select_sample(rows: Sequence[Row], method: str, *, references: Sequence[str]
     raise ValueError(f"unknown selection {method!r}; choose from first, likelihood, oracle, orm")
 
 
-def select_all(rows_by_id: Mapping[str, Sequence[Row]], method: str, *,
-               references: Mapping[str, Sequence[str]] | None = None, reward: RewardFn | None = None) -> dict[str, Row]:
+def select_all(
+    rows_by_id: Mapping[str, Sequence[Row]],
+    method: str,
+    *,
+    references: Mapping[str, Sequence[str]] | None = None,
+    reward: RewardFn | None = None,
+) -> dict[str, Row]:
     """Select one row per input id."""
-    return {item_id: select_sample(rows, method, reward=reward,
-                                   references=(references or {}).get(rows[0]["term"]))
-            for item_id, rows in rows_by_id.items()}
+    return {
+        item_id: select_sample(rows, method, reward=reward, references=(references or {}).get(rows[0]["term"]))
+        for item_id, rows in rows_by_id.items()
+    }

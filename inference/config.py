@@ -1,4 +1,5 @@
 """Typed config of the inference stage."""
+
 from __future__ import annotations
 
 import re
@@ -14,24 +15,48 @@ Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis
 Backend = Literal["local", "vllm", "openai", "anthropic", "gemini"]
 API_BACKENDS = ("openai", "anthropic", "gemini")
 # Original task / retrieval-policy spellings (inference/args.py) -> ours.
-_TASK_ALIASES = {"word-interpretation": "word_interpretation", "synthesize-context": "context_synthesis",
-                 "synthesize-definition": "definition_synthesis", "word-sense-disambiguation": "wsd"}
+_TASK_ALIASES = {
+    "word-interpretation": "word_interpretation",
+    "synthesize-context": "context_synthesis",
+    "synthesize-definition": "definition_synthesis",
+    "word-sense-disambiguation": "wsd",
+}
 _ICL_ALIASES = {"topk": "retrieval"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # OpenAI and Anthropic keys (sk-..., sk-ant-...) fail the name pattern on their "-"; Google's need a look.
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_-]{20}")
 # Keys that do not change what is generated: a resumed run may differ in them.
-RESUME_NEUTRAL = ("output_dir", "batch_size", "concurrency", "requests_per_second", "max_retries",
-                  "retry_base_delay_s", "retry_max_delay_s", "timeout_s", "device", "force", "selection",
-                  "reward_model", "gpu_memory_utilization", "tensor_parallel_size", "on_long_prompt",
-                  "base_url", "api_key_env", "max_prompt_tokens", "icl_cache_dir")
+RESUME_NEUTRAL = (
+    "output_dir",
+    "batch_size",
+    "concurrency",
+    "requests_per_second",
+    "max_retries",
+    "retry_base_delay_s",
+    "retry_max_delay_s",
+    "timeout_s",
+    "device",
+    "force",
+    "selection",
+    "reward_model",
+    "gpu_memory_utilization",
+    "tensor_parallel_size",
+    "on_long_prompt",
+    "base_url",
+    "api_key_env",
+    "max_prompt_tokens",
+    "icl_cache_dir",
+)
 
 
 def _env_name_not_key(value: str | None) -> str | None:
     if value is not None and (not _ENV_NAME.fullmatch(value) or _GOOGLE_KEY.match(value)):
-        raise PydanticCustomError(SECRET_ERROR, "takes the name of the environment variable that holds the "
-                                  "API key (letters, digits, _), not the key itself; the value is not shown "
-                                  "or saved: put the key in e.g. OPENAI_API_KEY and pass that name")
+        raise PydanticCustomError(
+            SECRET_ERROR,
+            "takes the name of the environment variable that holds the "
+            "API key (letters, digits, _), not the key itself; the value is not shown "
+            "or saved: put the key in e.g. OPENAI_API_KEY and pass that name",
+        )
     return value
 
 
@@ -49,21 +74,42 @@ class DecodingConfig(StageConfig):
     max_new_tokens: int = Field(64, ge=1, description="generated tokens per answer (paper: 64)")
 
     def sampling(self, seed: int, greedy: bool = False) -> Sampling:
-        return Sampling(greedy=greedy, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p,
-                        repetition_penalty=self.repetition_penalty, max_new_tokens=self.max_new_tokens, seed=seed)
+        return Sampling(
+            greedy=greedy,
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            repetition_penalty=self.repetition_penalty,
+            max_new_tokens=self.max_new_tokens,
+            seed=seed,
+        )
 
 
 class InferConfig(DecodingConfig):
     """Generate definitions for a preprocessed JSONL test file with a local model, vLLM or an API."""
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
-        "input_path": "input", "max_query": "max_items", "max_tokens": "max_new_tokens", "shot_num": "icl_k",
-        "retrieval_policy": "icl_mode", "num_return_sequences": "n_samples", "example_path": "icl_examples",
-        "run_local_model": None, "with_vllm": None, "evaluate": None, "verbal": None, "debug": None,
-        "prompt_path": None, "output_format": None, "max_length": None}
+        "input_path": "input",
+        "max_query": "max_items",
+        "max_tokens": "max_new_tokens",
+        "shot_num": "icl_k",
+        "retrieval_policy": "icl_mode",
+        "num_return_sequences": "n_samples",
+        "example_path": "icl_examples",
+        "run_local_model": None,
+        "with_vllm": None,
+        "evaluate": None,
+        "verbal": None,
+        "debug": None,
+        "prompt_path": None,
+        "output_format": None,
+        "max_length": None,
+    }
 
-    task: Task = Field("word_interpretation", description="word_interpretation (term+context -> definition), "
-                       "context_synthesis, definition_synthesis or wsd")
+    task: Task = Field(
+        "word_interpretation",
+        description="word_interpretation (term+context -> definition), context_synthesis, definition_synthesis or wsd",
+    )
     input: str = Field(description="preprocessed JSONL (dataset/records.py) to generate for")
     output_dir: str = Field(description="writes samples.jsonl (resumable), predictions.jsonl, summary.json")
     backend: Backend = Field("local", description="local (HF, incl. a routed MoE), vllm, openai, anthropic, gemini")
@@ -73,44 +119,62 @@ class InferConfig(DecodingConfig):
     greedy: bool = Field(False, description="greedy decoding instead of sampling")
     n_samples: int = Field(1, ge=1, description="samples per input (Best-of-N)")
     selection: Literal["first", "likelihood", "oracle", "orm"] = Field(
-        "first", description="pick one of the N samples: first, likelihood (mean token log-prob), oracle "
-        "(max BLEU vs the references), orm (reward model)")
+        "first",
+        description="pick one of the N samples: first, likelihood (mean token log-prob), oracle "
+        "(max BLEU vs the references), orm (reward model)",
+    )
     reward_model: str | None = Field(None, description="reward model folder (train-reward output) for orm")
-    icl_mode: Literal["none", "random", "retrieval"] = Field("none", description="few-shot demos: none, "
-                                                              "random-k, or retrieval-k (MiniLM neighbours)")
+    icl_mode: Literal["none", "random", "retrieval"] = Field(
+        "none", description="few-shot demos: none, random-k, or retrieval-k (MiniLM neighbours)"
+    )
     icl_k: int = Field(0, ge=0, le=128, description="demos per input (paper: 32)")
     icl_examples: str | None = Field(None, description="JSONL of training records the demos come from")
     embedder: str | None = Field(None, description="sentence-transformers model for retrieval (default MiniLM)")
-    icl_cache_dir: str | None = Field(None, description="retrieval: cache of the pool's embeddings, keyed by "
-                                      "embedder and pool texts (default: <asset cache>/icl-embeddings)")
+    icl_cache_dir: str | None = Field(
+        None,
+        description="retrieval: cache of the pool's embeddings, keyed by "
+        "embedder and pool texts (default: <asset cache>/icl-embeddings)",
+    )
     batch_size: int = Field(16, ge=1, description="prompts per generate call (local)")
-    max_prompt_tokens: int | None = Field(None, ge=1, description="longest prompt allowed (default: model "
-                                          "limit - max_new_tokens); prompts are never truncated")
-    on_long_prompt: Literal["error", "skip"] = Field("error", description="a longer prompt: stop, or write "
-                                                      "an error row and count it")
+    max_prompt_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="longest prompt allowed (default: model limit - max_new_tokens); prompts are never truncated",
+    )
+    on_long_prompt: Literal["error", "skip"] = Field(
+        "error", description="a longer prompt: stop, or write an error row and count it"
+    )
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
-    domain_exports: list[str] = Field(default_factory=list, description="vllm + routed MoE: per-domain dense "
-                                      "export folders, index = domain")
+    domain_exports: list[str] = Field(
+        default_factory=list, description="vllm + routed MoE: per-domain dense export folders, index = domain"
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm GPU memory fraction")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm tensor parallel size")
     base_url: str | None = Field(None, description="API base URL (default: the vendor's)")
-    api_key_env: KeyEnvName = Field(None, description="env var holding the API key (default: OPENAI_API_KEY, "
-                                    "ANTHROPIC_API_KEY, GEMINI_API_KEY)")
+    api_key_env: KeyEnvName = Field(
+        None, description="env var holding the API key (default: OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY)"
+    )
     system_prompt: bool = Field(True, description="APIs: send prompts/api_system.txt as system instruction")
-    send_sampling: bool = Field(True, description="APIs: send temperature/top-p/top-k (off for models that "
-                                "reject them, e.g. recent Claude models)")
+    send_sampling: bool = Field(
+        True,
+        description="APIs: send temperature/top-p/top-k (off for models that reject them, e.g. recent Claude models)",
+    )
     concurrency: int = Field(8, ge=1, description="API requests in flight")
     requests_per_second: float | None = Field(None, gt=0, description="API rate limit (null: none)")
-    max_retries: int = Field(6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors, "
-                             "broken replies")
+    max_retries: int = Field(
+        6, ge=0, description="API retries on 429, 5xx, timeouts, connection errors, broken replies"
+    )
     retry_base_delay_s: float = Field(1.0, ge=0, description="first backoff delay; doubles per retry")
     retry_max_delay_s: float = Field(60.0, ge=0, description="backoff cap")
-    timeout_s: float = Field(60.0, gt=0, description="API: seconds for a whole request attempt, first to last "
-                             "byte (then retried)")
+    timeout_s: float = Field(
+        60.0, gt=0, description="API: seconds for a whole request attempt, first to last byte (then retried)"
+    )
     parse_answer: Literal["auto", "always", "never"] = Field(
-        "auto", description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
-        "`raw`): auto = for API backends only; never scores the text as generated (whitespace collapsed)")
+        "auto",
+        description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
+        "`raw`): auto = for API backends only; never scores the text as generated (whitespace collapsed)",
+    )
     force: bool = Field(False, description="discard existing outputs and start over")
 
     @property
@@ -134,14 +198,20 @@ class InferConfig(DecodingConfig):
             raise ValueError("greedy decoding gives N identical samples: set greedy false for n_samples > 1")
         if self.backend in API_BACKENDS:
             if self.selection == "likelihood":
-                raise ValueError(f"selection likelihood needs token log-probs, which backend {self.backend} does "
-                                 "not return: use oracle, orm or first (or a local/vllm backend)")
+                raise ValueError(
+                    f"selection likelihood needs token log-probs, which backend {self.backend} does "
+                    "not return: use oracle, orm or first (or a local/vllm backend)"
+                )
             if self.greedy and not self.send_sampling:
-                raise ValueError(f"greedy with send_sampling false: backend {self.backend} would sample at the "
-                                 "vendor's default temperature (send_sampling true sends temperature 0)")
+                raise ValueError(
+                    f"greedy with send_sampling false: backend {self.backend} would sample at the "
+                    "vendor's default temperature (send_sampling true sends temperature 0)"
+                )
             if self.max_prompt_tokens is not None:
-                raise ValueError(f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
-                                 "prompt tokens with (the vendor refuses over-long prompts itself)")
+                raise ValueError(
+                    f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
+                    "prompt tokens with (the vendor refuses over-long prompts itself)"
+                )
         if self.selection == "orm" and not self.reward_model:
             raise ValueError("selection orm needs reward_model (a train-reward output folder)")
         if self.selection != "first" and self.task not in ("word_interpretation",):

@@ -4,6 +4,7 @@ The original drew ONE random demo set with replacement for every input and its r
 did not run (bug 31). Here each input gets its own seeded demos, drawn without replacement from
 training examples whose term differs from the input's (case-insensitive).
 """
+
 from __future__ import annotations
 
 import random
@@ -45,20 +46,25 @@ def random_demos(items: Sequence[Item], pool: Sequence[Record], k: int, seed: in
             if _key(pool[i].term) != term:
                 chosen.append(i)
         if len(chosen) < k:
-            raise DataError("icl_examples", None, None, f"only {len(chosen)} examples with a term other than "
-                            f"{item.term!r}; icl_k is {k}")
+            raise DataError(
+                "icl_examples",
+                None,
+                None,
+                f"only {len(chosen)} examples with a term other than {item.term!r}; icl_k is {k}",
+            )
         out[item.id] = [_demo(pool[i]) for i in chosen]
     return out
 
 
-def nearest_demos(query: np.ndarray, keys: np.ndarray, items: Sequence[Item], pool: Sequence[Record],
-                  k: int) -> dict[str, list[Demo]]:
+def nearest_demos(
+    query: np.ndarray, keys: np.ndarray, items: Sequence[Item], pool: Sequence[Record], k: int
+) -> dict[str, list[Demo]]:
     """For each item, the k most similar pool examples with another term, least similar first."""
     out: dict[str, list[Demo]] = {}
     pool_terms = [_key(r.term) for r in pool]
     for start in range(0, len(items), QUERY_CHUNK):
-        sims = query[start:start + QUERY_CHUNK] @ keys.T
-        for row, item in zip(sims, items[start:start + QUERY_CHUNK]):
+        sims = query[start : start + QUERY_CHUNK] @ keys.T
+        for row, item in zip(sims, items[start : start + QUERY_CHUNK]):
             term, width, chosen = _key(item.term), min(len(pool), 2 * k + 16), []
             while True:
                 top = np.argpartition(-row, width - 1)[:width] if width < len(pool) else np.arange(len(pool))
@@ -68,14 +74,24 @@ def nearest_demos(query: np.ndarray, keys: np.ndarray, items: Sequence[Item], po
                     break
                 width = min(len(pool), width * 4)
             if len(chosen) < k:
-                raise DataError("icl_examples", None, None, f"only {len(chosen)} examples with a term other than "
-                                f"{item.term!r}; icl_k is {k}")
+                raise DataError(
+                    "icl_examples",
+                    None,
+                    None,
+                    f"only {len(chosen)} examples with a term other than {item.term!r}; icl_k is {k}",
+                )
             out[item.id] = [_demo(pool[i]) for i in reversed(chosen)]
     return out
 
 
-def retrieval_demos(items: Sequence[Item], pool: Sequence[Record], k: int, embedder: str | Path,
-                    device: str = "auto", cache_dir: str | Path | None = None) -> dict[str, list[Demo]]:
+def retrieval_demos(
+    items: Sequence[Item],
+    pool: Sequence[Record],
+    k: int,
+    embedder: str | Path,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> dict[str, list[Demo]]:
     """Retrieval-k: embed the question text (term + context, never a definition) of items and pool on
     `device`. The pool's embeddings are cached in `cache_dir` (default: the asset cache's
     `icl-embeddings/`), keyed by embedder and pool texts, so a large pool is embedded once."""
@@ -90,9 +106,16 @@ def retrieval_demos(items: Sequence[Item], pool: Sequence[Record], k: int, embed
     return nearest_demos(query, keys, items, pool, k)
 
 
-def select_demos(mode: str, items: Sequence[Item], examples: str | Path, k: int, seed: int,
-                 embedder: str | Path | None = None, device: str = "auto",
-                 cache_dir: str | Path | None = None) -> dict[str, list[Demo]]:
+def select_demos(
+    mode: str,
+    items: Sequence[Item],
+    examples: str | Path,
+    k: int,
+    seed: int,
+    embedder: str | Path | None = None,
+    device: str = "auto",
+    cache_dir: str | Path | None = None,
+) -> dict[str, list[Demo]]:
     """Demos of every item for `mode` (random or retrieval)."""
     pool = load_records(examples)
     if mode == "random":

@@ -5,6 +5,7 @@ appended and flushed as it arrives; a rerun skips finished (id, sample_idx) pair
 ones), `predictions.jsonl` (one selected row per input: the file `evaluate` reads), `summary.json`,
 then `manifest.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,17 +40,29 @@ def build_backend(cfg: InferConfig) -> Backend:
         from inference.api import ApiBackend, RetryPolicy, api_key_from_env
         from prompts.builder import load_template
 
-        return ApiBackend(cfg.backend, cfg.model, api_key=api_key_from_env(cfg.backend, cfg.api_key_env),
-                          base_url=cfg.base_url, system_prompt=load_template("api_system") if cfg.system_prompt else None,
-                          concurrency=cfg.concurrency, requests_per_second=cfg.requests_per_second,
-                          retry=RetryPolicy(cfg.max_retries, cfg.retry_base_delay_s, cfg.retry_max_delay_s),
-                          timeout_s=cfg.timeout_s, send_sampling=cfg.send_sampling)
+        return ApiBackend(
+            cfg.backend,
+            cfg.model,
+            api_key=api_key_from_env(cfg.backend, cfg.api_key_env),
+            base_url=cfg.base_url,
+            system_prompt=load_template("api_system") if cfg.system_prompt else None,
+            concurrency=cfg.concurrency,
+            requests_per_second=cfg.requests_per_second,
+            retry=RetryPolicy(cfg.max_retries, cfg.retry_base_delay_s, cfg.retry_max_delay_s),
+            timeout_s=cfg.timeout_s,
+            send_sampling=cfg.send_sampling,
+        )
     if cfg.backend == "vllm":
         from inference.vllm_backend import VllmBackend
 
-        return VllmBackend(cfg.model, domain_exports=cfg.domain_exports, dtype=cfg.dtype,
-                           gpu_memory_utilization=cfg.gpu_memory_utilization,
-                           tensor_parallel_size=cfg.tensor_parallel_size, seed=cfg.seed)
+        return VllmBackend(
+            cfg.model,
+            domain_exports=cfg.domain_exports,
+            dtype=cfg.dtype,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            seed=cfg.seed,
+        )
     from inference.local import LocalBackend
 
     return LocalBackend.from_path(cfg.model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size)
@@ -81,8 +94,10 @@ def check_resumable(cfg: InferConfig, out: Path) -> None:
     new = cfg.model_dump(mode="json")
     changed = sorted(k for k in new if k not in RESUME_NEUTRAL and old.get(k) != new[k])
     if changed:
-        raise ConfigError(f"{path}: {out} holds samples of another setup ({', '.join(changed)} differ); "
-                          "use another output_dir or --force to start over")
+        raise ConfigError(
+            f"{path}: {out} holds samples of another setup ({', '.join(changed)} differ); "
+            "use another output_dir or --force to start over"
+        )
 
 
 def _prompt_limit(cfg: InferConfig, backend: Any) -> int | None:
@@ -91,15 +106,24 @@ def _prompt_limit(cfg: InferConfig, backend: Any) -> int | None:
     return backend.max_prompt_tokens(cfg.max_new_tokens) if hasattr(backend, "max_prompt_tokens") else None
 
 
-def build_requests(cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]],
-                   store: ResumableJsonl) -> tuple[list[Request], int]:
+def build_requests(
+    cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]], store: ResumableJsonl
+) -> tuple[list[Request], int]:
     """Prompts of the pending items; over-long prompts raise or become error rows. Returns (requests, skipped)."""
     demos: dict[str, list] = {}
     if cfg.icl_mode != "none":
         from inference.icl import select_demos
 
-        demos = select_demos(cfg.icl_mode, [item for item, _ in pending], cfg.icl_examples, cfg.icl_k, cfg.seed,
-                             cfg.embedder, cfg.device, cfg.icl_cache_dir)
+        demos = select_demos(
+            cfg.icl_mode,
+            [item for item, _ in pending],
+            cfg.icl_examples,
+            cfg.icl_k,
+            cfg.seed,
+            cfg.embedder,
+            cfg.device,
+            cfg.icl_cache_dir,
+        )
     prompts = [item_prompt(cfg.task, item, backend.bos_token, demos.get(item.id, ())) for item, _ in pending]
     limit = _prompt_limit(cfg, backend)
     lengths = backend.count_tokens(prompts) if limit is not None and hasattr(backend, "count_tokens") else None
@@ -111,8 +135,19 @@ def build_requests(cfg: InferConfig, backend: Any, pending: list[tuple[Item, tup
                 raise DataError(cfg.input, item.line, "context", message + "; on_long_prompt skip writes an error row")
             skipped += 1
             for idx in indices:
-                store.append(make_row(item.id, item.term, item.context, prediction=None, model=cfg.model,
-                                      seed=cfg.seed, sample_idx=idx, latency_s=0.0, error=message))
+                store.append(
+                    make_row(
+                        item.id,
+                        item.term,
+                        item.context,
+                        prediction=None,
+                        model=cfg.model,
+                        seed=cfg.seed,
+                        sample_idx=idx,
+                        latency_s=0.0,
+                        error=message,
+                    )
+                )
             continue
         requests.append(Request(item.id, item.term, item.context, prompt, indices))
     return requests, skipped
@@ -120,8 +155,11 @@ def build_requests(cfg: InferConfig, backend: Any, pending: list[tuple[Item, tup
 
 def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl) -> dict[str, int]:
     """Generate every (item, sample) not yet in `store`; rows are appended as they arrive."""
-    pending = [(item, idx) for item in items
-               if (idx := tuple(i for i in range(cfg.n_samples) if (item.id, i) not in store.done))]
+    pending = [
+        (item, idx)
+        for item in items
+        if (idx := tuple(i for i in range(cfg.n_samples) if (item.id, i) not in store.done))
+    ]
     counts = Counter(pending_samples=sum(len(idx) for _, idx in pending))
     if not pending:
         return dict(counts)
@@ -129,17 +167,35 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
     requests, counts["long_prompts_skipped"] = build_requests(cfg, backend, pending, store)
     by_id = {item.id: item for item, _ in pending}
     total = sum(len(r.sample_indices) for r in requests)
-    for gen in tqdm(backend.generate(requests, cfg.sampling(cfg.seed, cfg.greedy)), total=total, desc="infer", unit=" samples",
-                    mininterval=2.0, disable=None):
+    for gen in tqdm(
+        backend.generate(requests, cfg.sampling(cfg.seed, cfg.greedy)),
+        total=total,
+        desc="infer",
+        unit=" samples",
+        mininterval=2.0,
+        disable=None,
+    ):
         item = by_id[gen.item_id]
         prediction, error = None, gen.error
         if error is None:
             prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
             if not prediction:
                 prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
-        store.append(make_row(item.id, item.term, item.context, prediction=prediction, model=cfg.model,
-                              seed=cfg.seed, sample_idx=gen.sample_idx, latency_s=gen.latency_s, error=error,
-                              logprob=gen.logprob, raw=gen.text))
+        store.append(
+            make_row(
+                item.id,
+                item.term,
+                item.context,
+                prediction=prediction,
+                model=cfg.model,
+                seed=cfg.seed,
+                sample_idx=gen.sample_idx,
+                latency_s=gen.latency_s,
+                error=error,
+                logprob=gen.logprob,
+                raw=gen.text,
+            )
+        )
         counts["generated" if error is None else "failed"] += 1
     return dict(counts)
 
@@ -195,20 +251,30 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
     failed = [r for r in selected.values() if r["error"] is not None]
     by_id = {item.id: item for item in items}
-    changed = sum((r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
-                  for i, r in selected.items() if r.get("raw") is not None)  # incl. answers parsed to nothing
+    changed = sum(
+        (r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
+        for i, r in selected.items()
+        if r.get("raw") is not None
+    )  # incl. answers parsed to nothing
     summary: dict[str, Any] = {
-        "items": len(items), "n_samples": cfg.n_samples, "selection": cfg.selection,
+        "items": len(items),
+        "n_samples": cfg.n_samples,
+        "selection": cfg.selection,
         "samples_ok": sum(1 for r in rows if r["id"] in wanted and r["error"] is None),
         "samples_failed": sum(1 for r in rows if r["id"] in wanted and r["error"] is not None),
-        "resumed_samples": resumed, **counts,
-        "predictions": len(selected), "failed_predictions": len(failed), "parse_answer": cfg.parses_answers,
+        "resumed_samples": resumed,
+        **counts,
+        "predictions": len(selected),
+        "failed_predictions": len(failed),
+        "parse_answer": cfg.parses_answers,
         "parser_changed": changed,
-        "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10))}
+        "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10)),
+    }
     if cfg.task == "wsd":
         gold = {item.id: item.definition for item in items}
-        summary["wsd_accuracy"] = sum(selected[i]["prediction"] == gold[i] for i in selected
-                                      if selected[i]["error"] is None) / len(items)
+        summary["wsd_accuracy"] = sum(
+            selected[i]["prediction"] == gold[i] for i in selected if selected[i]["error"] is None
+        ) / len(items)
     write_json(out / SUMMARY, summary)
     write_manifest(out, "infer", cfg, input=str(cfg.input), summary=summary)
     return summary
@@ -226,15 +292,22 @@ def _run(args: argparse.Namespace) -> int:
     set_seed(cfg.seed)
     summary = run(cfg)
     out = Path(cfg.output_dir)
-    print(f"infer: {summary['predictions']} predictions ({summary['failed_predictions']} failed) -> "
-          f"{out / PREDICTIONS}; samples in {out / SAMPLES}")
+    print(
+        f"infer: {summary['predictions']} predictions ({summary['failed_predictions']} failed) -> "
+        f"{out / PREDICTIONS}; samples in {out / SAMPLES}"
+    )
     reasons = json.dumps(summary["failure_reasons"])
     if summary["predictions"] and summary["failed_predictions"] == summary["predictions"]:
-        raise LexiconError(f"every one of the {summary['predictions']} inputs failed ({reasons}); error rows in "
-                           f"{out / PREDICTIONS}, counts in {out / SUMMARY}")
+        raise LexiconError(
+            f"every one of the {summary['predictions']} inputs failed ({reasons}); error rows in "
+            f"{out / PREDICTIONS}, counts in {out / SUMMARY}"
+        )
     if summary["failed_predictions"]:
-        print(f"infer: {summary['failed_predictions']} inputs failed ({reasons}); "
-              "rerun the same command to retry only those", file=sys.stderr)
+        print(
+            f"infer: {summary['failed_predictions']} inputs failed ({reasons}); "
+            "rerun the same command to retry only those",
+            file=sys.stderr,
+        )
     return 0
 
 

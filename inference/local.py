@@ -6,6 +6,7 @@ mean log-probability of its tokens under the raw logits up to and including EOS,
 Each (item, sample) is one row with its own seed (inference.seeded_sampling), so a sample does not depend
 on the batch size, the batch order or which samples a resumed run still has to make.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,7 +54,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def sample_logprobs(step_logits: Sequence[torch.Tensor], tokens: torch.Tensor, eos_ids: set[int]) -> tuple[list[float], list[int]]:
+def sample_logprobs(
+    step_logits: Sequence[torch.Tensor], tokens: torch.Tensor, eos_ids: set[int]
+) -> tuple[list[float], list[int]]:
     """Mean log-prob of each row of `tokens` (generated ids) up to its first EOS; returns (means, lengths)."""
     total = torch.zeros(tokens.shape[0], dtype=torch.float64)
     alive = torch.ones(tokens.shape[0], dtype=torch.bool)
@@ -128,24 +131,34 @@ class LocalBackend:
         lengths = self.count_tokens([r.prompt for r in requests])
         order = sorted(range(len(requests)), key=lambda i: (-lengths[i], requests[i].item_id))
         config = GenerationConfig(
-            max_new_tokens=sampling.max_new_tokens, do_sample=False, repetition_penalty=sampling.repetition_penalty,
-            pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self.eos_ids) or None, output_logits=True,
-            return_dict_in_generate=True)
+            max_new_tokens=sampling.max_new_tokens,
+            do_sample=False,
+            repetition_penalty=sampling.repetition_penalty,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=sorted(self.eos_ids) or None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
         run = self.model.generate if self.moe is None else self.moe.generate  # the MoE resets its routing state
         for start in range(0, len(order), self.batch_size):
-            batch = [requests[i] for i in order[start:start + self.batch_size]]
+            batch = [requests[i] for i in order[start : start + self.batch_size]]
             rows = [(r, idx) for r in batch for idx in r.sample_indices]
-            processors = None if sampling.greedy else seeded_processors(
-                sampling, [derived_seed(sampling.seed, r.item_id, idx) for r, idx in rows])
-            enc = self.tokenizer([r.prompt for r, _ in rows], add_special_tokens=False, padding=True,
-                                 return_tensors="pt").to(self.device)
+            processors = (
+                None
+                if sampling.greedy
+                else seeded_processors(sampling, [derived_seed(sampling.seed, r.item_id, idx) for r, idx in rows])
+            )
+            enc = self.tokenizer(
+                [r.prompt for r, _ in rows], add_special_tokens=False, padding=True, return_tensors="pt"
+            ).to(self.device)
             began = time.monotonic()
             with torch.inference_mode():
                 out = run(**enc, generation_config=config, logits_processor=processors)
-            new = out.sequences[:, enc["input_ids"].shape[1]:].cpu()
+            new = out.sequences[:, enc["input_ids"].shape[1] :].cpu()
             means, _ = sample_logprobs(out.logits, new, self.eos_ids)
-            texts = self.tokenizer.batch_decode([_cut_at_eos(row.tolist(), self.eos_ids) for row in new],
-                                                skip_special_tokens=True)
+            texts = self.tokenizer.batch_decode(
+                [_cut_at_eos(row.tolist(), self.eos_ids) for row in new], skip_special_tokens=True
+            )
             latency = (time.monotonic() - began) / len(batch)
             for (request, idx), text, mean in zip(rows, texts, means):
                 yield Generation(request.item_id, idx, text, latency, logprob=round(mean, 6))

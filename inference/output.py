@@ -1,4 +1,5 @@
 """Resumable prediction JSONL: one row per (id, sample_idx), appended and flushed as results arrive."""
+
 from __future__ import annotations
 
 import json
@@ -10,20 +11,52 @@ from typing import IO, Any
 from run_config.errors import DataError
 from run_config.runtime import atomic_open
 
-ROW_FIELDS = ("id", "term", "context", "prediction", "raw", "model", "seed", "sample_idx", "latency_s", "error",
-              "logprob")
+ROW_FIELDS = (
+    "id",
+    "term",
+    "context",
+    "prediction",
+    "raw",
+    "model",
+    "seed",
+    "sample_idx",
+    "latency_s",
+    "error",
+    "logprob",
+)
 
 
-def make_row(item_id: str, term: str, context: str, *, prediction: str | None, model: str, seed: int,
-             sample_idx: int, latency_s: float, error: str | None, logprob: float | None = None,
-             raw: str | None = None) -> dict[str, Any]:
+def make_row(
+    item_id: str,
+    term: str,
+    context: str,
+    *,
+    prediction: str | None,
+    model: str,
+    seed: int,
+    sample_idx: int,
+    latency_s: float,
+    error: str | None,
+    logprob: float | None = None,
+    raw: str | None = None,
+) -> dict[str, Any]:
     """Build one output row; a failed request has `prediction` null and the reason in `error`. `raw` is the
     model's text as it came (null when there was none), `prediction` the scored text parsed from it."""
     if (prediction is None) == (error is None):
         raise ValueError("a row has either a prediction or an error")
-    return {"id": item_id, "term": term, "context": context, "prediction": prediction, "raw": raw, "model": model,
-            "seed": seed, "sample_idx": sample_idx, "latency_s": round(latency_s, 4), "error": error,
-            "logprob": logprob}
+    return {
+        "id": item_id,
+        "term": term,
+        "context": context,
+        "prediction": prediction,
+        "raw": raw,
+        "model": model,
+        "seed": seed,
+        "sample_idx": sample_idx,
+        "latency_s": round(latency_s, 4),
+        "error": error,
+        "logprob": logprob,
+    }
 
 
 def read_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:

@@ -5,13 +5,19 @@ batch order and which other rows a resumed run still has. Here HF's own warpers 
 top-p, in HF's order) shape each row's distribution, and `RowSampler` picks each row's token with a
 uniform from that row's generator (on the CPU, so the draws are the same on every device).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, \
-    TopPLogitsWarper
+from transformers import (
+    LogitsProcessor,
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from inference.backend import Sampling
 

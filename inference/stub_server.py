@@ -1,13 +1,14 @@
 """Local stub servers on 127.0.0.1 speaking the OpenAI, Anthropic and Gemini wire formats (tests, benchmarks).
 
-Each answers with a chatty definition of the term found in the prompt (or with `answer(prompt)`),
-after `latency_s`. Faults are scripted: `statuses` is consumed one entry per request: an int HTTP status, "stall" (answer only after
-`stall_s`, so that the client's read times out), "trickle" (send the reply in small pieces spread over
-`trickle_s`, so that no single read times out) or a broken 200 reply: "bad_json" (a cut-off body),
-"html" (an HTML page, as proxies send), "empty" (no choices / content blocks / candidates), "no_text"
-(no text in the answer) or "wrong_type" (a number where the text belongs). `fail_on` gives every prompt containing that text the fault
-`fail_with` (HTTP 500 by default).
+Each answers with a chatty definition of the term found in the prompt (or with `answer(prompt)`), after
+`latency_s`. Faults are scripted: `statuses` is consumed one entry per request: an int HTTP status,
+"stall" (answer only after `stall_s`, so that the client's read times out), "trickle" (send the reply in
+small pieces spread over `trickle_s`, so that no single read times out) or a broken 200 reply:
+"bad_json" (a cut-off body), "html" (an HTML page, as proxies send), "empty" (no choices / content
+blocks / candidates), "no_text" (no text in the answer) or "wrong_type" (a number where the text
+belongs). `fail_on` gives every prompt containing that text the fault `fail_with` (HTTP 500 by default).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,23 +40,39 @@ def stub_answer(prompt: str) -> str:
 def _prompt_text(vendor: str, body: dict[str, Any]) -> str:
     if vendor == "gemini":
         return " ".join(p.get("text", "") for c in body.get("contents", []) for p in c.get("parts", []))
-    return " ".join(m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
-                    for m in body.get("messages", []) if m.get("role") == "user")
+    return " ".join(
+        m["content"] if isinstance(m["content"], str) else json.dumps(m["content"])
+        for m in body.get("messages", [])
+        if m.get("role") == "user"
+    )
 
 
 def _success(vendor: str, text: str, model: str) -> dict[str, Any]:
     if vendor == "openai":
-        return {"id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}
+        return {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+        }
     if vendor == "anthropic":
-        return {"id": "msg_stub", "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-                "usage": {"input_tokens": 10, "output_tokens": 10}}
-    return {"candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP",
-                            "index": 0}],
-            "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 10, "totalTokenCount": 20},
-            "modelVersion": model}
+        return {
+            "id": "msg_stub",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 10},
+        }
+    return {
+        "candidates": [{"content": {"parts": [{"text": text}], "role": "model"}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 10, "totalTokenCount": 20},
+        "modelVersion": model,
+    }
 
 
 def _broken(vendor: str, fault: str, payload: dict[str, Any]) -> bytes:
@@ -93,22 +110,40 @@ def _broken(vendor: str, fault: str, payload: dict[str, Any]) -> bytes:
 def _failure(vendor: str, status: int) -> dict[str, Any]:
     message = f"stub error {status}"
     if vendor == "openai":
-        return {"error": {"message": message, "type": "rate_limit_error" if status == 429 else "server_error",
-                          "code": None, "param": None}}
+        return {
+            "error": {
+                "message": message,
+                "type": "rate_limit_error" if status == 429 else "server_error",
+                "code": None,
+                "param": None,
+            }
+        }
     if vendor == "anthropic":
-        return {"type": "error", "error": {"type": "rate_limit_error" if status == 429 else "api_error",
-                                           "message": message}}
-    return {"error": {"code": status, "message": message,
-                      "status": "RESOURCE_EXHAUSTED" if status == 429 else "INTERNAL"}}
+        return {
+            "type": "error",
+            "error": {"type": "rate_limit_error" if status == 429 else "api_error", "message": message},
+        }
+    return {
+        "error": {"code": status, "message": message, "status": "RESOURCE_EXHAUSTED" if status == 429 else "INTERNAL"}
+    }
 
 
 class StubServer:
     """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body and
     `max_in_flight` the most requests it held at once."""
 
-    def __init__(self, vendor: str, *, latency_s: float = 0.0, statuses: Iterable[int | str] = (),
-                 fail_on: str | None = None, fail_with: int | str = 500, stall_s: float = 5.0,
-                 trickle_s: float = 3.0, answer: Callable[[str], str] = stub_answer) -> None:
+    def __init__(
+        self,
+        vendor: str,
+        *,
+        latency_s: float = 0.0,
+        statuses: Iterable[int | str] = (),
+        fail_on: str | None = None,
+        fail_with: int | str = 500,
+        stall_s: float = 5.0,
+        trickle_s: float = 3.0,
+        answer: Callable[[str], str] = stub_answer,
+    ) -> None:
         if vendor not in ("openai", "anthropic", "gemini"):
             raise ValueError(f"unknown vendor {vendor!r}")
         self.statuses = deque(statuses)
@@ -186,7 +221,7 @@ class StubServer:
             def _trickle(self, data: bytes, pieces: int = 20) -> None:
                 step = -(-len(data) // pieces)
                 for i in range(0, len(data), step):
-                    self.wfile.write(data[i:i + step])
+                    self.wfile.write(data[i : i + step])
                     self.wfile.flush()
                     time.sleep(stub.trickle_s / pieces)
 

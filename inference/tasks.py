@@ -1,4 +1,5 @@
 """Inference items of each task from records: prompt building (prompts.builder) and answer parsing (prompts.parse)."""
+
 from __future__ import annotations
 
 import random
@@ -48,12 +49,14 @@ def subset_items(items: list[Item], max_items: int | None, seed: int) -> list[It
     return [items[i] for i in keep]
 
 
-def _wsd_options(record: Record, by_term: dict[str, list[str]], pool: list[str], seed: int) -> tuple[tuple[str, ...], int]:
+def _wsd_options(
+    record: Record, by_term: dict[str, list[str]], pool: list[str], seed: int
+) -> tuple[tuple[str, ...], int]:
     """Gold definition + 3 distractors (other senses of the term first, then other terms'), shuffled."""
     rng = random.Random(f"{seed}:{record.id}")
     others = [d for d in dict.fromkeys(by_term[record.term]) if d != record.definition]
     rng.shuffle(others)
-    distractors = others[:len(OPTION_LETTERS) - 1]
+    distractors = others[: len(OPTION_LETTERS) - 1]
     while len(distractors) < len(OPTION_LETTERS) - 1:
         candidate = pool[rng.randrange(len(pool))]
         if candidate != record.definition and candidate not in distractors:
@@ -82,8 +85,15 @@ def build_items(task: str, records: Sequence[Record], lines: Sequence[int], seed
 
 def item_prompt(task: str, item: Item, bos_token: str, demos: Sequence[Demo] = ()) -> str:
     """The model input of one item."""
-    return build_task_prompt(task, item.term, item.context, definition=item.definition, options=item.options,
-                             bos_token=bos_token, demos=demos)
+    return build_task_prompt(
+        task,
+        item.term,
+        item.context,
+        definition=item.definition,
+        options=item.options,
+        bos_token=bos_token,
+        demos=demos,
+    )
 
 
 def parse_answer(task: str, item: Item, raw: str, chatty: bool = True) -> str:

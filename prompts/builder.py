@@ -4,6 +4,7 @@ The paper's format (ORIGINAL.md §4) is `BOS + '"<context>" What is the definiti
 "\\n\\n"`, then the definition and EOS. Training and inference both call `build_prompt`, so the
 inference prompt is always an exact prefix of the training text (the original differed: bug #2).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -29,8 +30,14 @@ def render_question(term: str, context: str, template: str = "word_interpretatio
     return load_template(template).format(term=term.strip(), context=context.strip())
 
 
-def build_prompt(term: str, context: str, *, bos_token: str = "",
-                 demos: Sequence[tuple[str, str, str]] = (), template: str = "word_interpretation") -> str:
+def build_prompt(
+    term: str,
+    context: str,
+    *,
+    bos_token: str = "",
+    demos: Sequence[tuple[str, str, str]] = (),
+    template: str = "word_interpretation",
+) -> str:
     """Return the model input: optional BOS, k demos as (term, context, definition), then the question.
 
     Each demo is rendered exactly like a training example, so few-shot prompts stay in-distribution.
@@ -39,15 +46,26 @@ def build_prompt(term: str, context: str, *, bos_token: str = "",
     return bos_token + shots + render_question(term, context, template) + SEPARATOR
 
 
-def build_training_text(term: str, context: str, definition: str, *, bos_token: str = "",
-                        eos_token: str = "", template: str = "word_interpretation") -> tuple[str, str]:
+def build_training_text(
+    term: str,
+    context: str,
+    definition: str,
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    template: str = "word_interpretation",
+) -> tuple[str, str]:
     """Return (prompt, target) for supervised finetuning; loss goes on the target only."""
     return build_prompt(term, context, bos_token=bos_token, template=template), definition.strip() + eos_token
 
 
 # Task name -> template file. Word interpretation is the main task (and the only one with demos).
-TASK_TEMPLATES = {"word_interpretation": "word_interpretation", "context_synthesis": "context_synthesis",
-                  "definition_synthesis": "definition_synthesis", "wsd": "word_sense_disambiguation"}
+TASK_TEMPLATES = {
+    "word_interpretation": "word_interpretation",
+    "context_synthesis": "context_synthesis",
+    "definition_synthesis": "definition_synthesis",
+    "wsd": "word_sense_disambiguation",
+}
 OPTION_LETTERS = "ABCD"
 
 
@@ -56,9 +74,16 @@ def format_options(options: Sequence[str]) -> str:
     return "\n".join(f"{OPTION_LETTERS[i]}. {o.strip()}" for i, o in enumerate(options))
 
 
-def build_task_prompt(task: str, term: str, context: str = "", *, definition: str = "",
-                      options: Sequence[str] = (), bos_token: str = "",
-                      demos: Sequence[tuple[str, str, str]] = ()) -> str:
+def build_task_prompt(
+    task: str,
+    term: str,
+    context: str = "",
+    *,
+    definition: str = "",
+    options: Sequence[str] = (),
+    bos_token: str = "",
+    demos: Sequence[tuple[str, str, str]] = (),
+) -> str:
     """Return the model input of any task; word interpretation is exactly `build_prompt`."""
     if task not in TASK_TEMPLATES:
         raise ValueError(f"unknown task {task!r}; choose from {sorted(TASK_TEMPLATES)}")
@@ -68,6 +93,7 @@ def build_task_prompt(task: str, term: str, context: str = "", *, definition: st
         raise ValueError(f"few-shot demos are defined for word_interpretation only, not {task}")
     if task == "wsd" and len(options) != len(OPTION_LETTERS):
         raise ValueError(f"wsd needs exactly {len(OPTION_LETTERS)} options, got {len(options)}")
-    text = load_template(TASK_TEMPLATES[task]).format(term=term.strip(), context=context.strip(),
-                                                      definition=definition.strip(), options=format_options(options))
+    text = load_template(TASK_TEMPLATES[task]).format(
+        term=term.strip(), context=context.strip(), definition=definition.strip(), options=format_options(options)
+    )
     return bos_token + text + "\n"

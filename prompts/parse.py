@@ -8,6 +8,7 @@ falls at a line, after a whole wrapper or before a whole sign-off sentence, neve
 clause. "X is ..." with the bare term is content (3D-EX references read so), and so is a final ':'.
 Of an answer in paragraphs, the labelled definition is kept, else the first paragraph.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,31 +26,43 @@ _OPEN, _CLOSE = "\"“'‘«", "\"”'’»"
 _TAG = re.compile(r"<(definition|answer|response)>\s*(.+?)\s*</\1>", re.I | re.S)
 _PAIRS = {'"': '"', "“": "”", "'": "'", "‘": "’", "«": "»"}
 
-_ACK = (r"(?:sure(?: thing)?|certainly|of course|absolutely|okay|ok|alright|gladly|no problem|"
-        r"(?:great|good) question|happy to help)[!.,]+(?:\s+I(?:'d|’d| would| can| will)\s+(?:be (?:happy|glad) "
-        r"to\s+)?help(?: you)?(?: with (?:that|this))?\s*[!.])?")
+_ACK = (
+    r"(?:sure(?: thing)?|certainly|of course|absolutely|okay|ok|alright|gladly|no problem|"
+    r"(?:great|good) question|happy to help)[!.,]+(?:\s+I(?:'d|’d| would| can| will)\s+(?:be (?:happy|glad) "
+    r"to\s+)?help(?: you)?(?: with (?:that|this))?\s*[!.])?"
+)
 _HERE = r"(?:here(?:'s|’s| is| are)|below is|the following is)\b"
-_CONTEXT = (r"(?:(?:in|within) (?:this|the given|the provided|the above|that|the|this particular|your) "
-            r"(?:context|sentence|usage|example|case|passage|phrase)(?: of (?:the|this) (?:sentence|passage|example))?"
-            r"(?:\s+[\"“'‘][^\"”’\n]{1,400}[\"”'’])?|"
-            r"as used (?:here|in (?:this|the|that|the given) (?:context|sentence|example))|"
-            r"(?:based on|given|considering|from) (?:the|this) (?:given )?(?:context|sentence|example)|in context|here)")
+_CONTEXT = (
+    r"(?:(?:in|within) (?:this|the given|the provided|the above|that|the|this particular|your) "
+    r"(?:context|sentence|usage|example|case|passage|phrase)(?: of (?:the|this) (?:sentence|passage|example))?"
+    r"(?:\s+[\"“'‘][^\"”’\n]{1,400}[\"”'’])?|"
+    r"as used (?:here|in (?:this|the|that|the given) (?:context|sentence|example))|"
+    r"(?:based on|given|considering|from) (?:the|this) (?:given )?(?:context|sentence|example)|in context|here)"
+)
 _NOUN = r"(?:word|term|phrase|expression|slang(?: term)?|acronym|abbreviation|idiom|name)"
-_VERB = (r"(?:means|refers to|is referring to|is defined as|can be defined as|would be defined as|denotes|describes|"
-         r"signifies|indicates|conveys|stands for|would mean|has the meaning(?: of)?|is (?:being )?used(?: here)? to "
-         r"(?:mean|describe|refer to|indicate)|is used (?:here )?as an? (?:noun|verb|adjective|adverb|slang term|term) "
-         r"(?:meaning|to mean|that means|referring to))")
+_VERB = (
+    r"(?:means|refers to|is referring to|is defined as|can be defined as|would be defined as|denotes|describes|"
+    r"signifies|indicates|conveys|stands for|would mean|has the meaning(?: of)?|is (?:being )?used(?: here)? to "
+    r"(?:mean|describe|refer to|indicate)|is used (?:here )?as an? (?:noun|verb|adjective|adverb|slang term|term) "
+    r"(?:meaning|to mean|that means|referring to))"
+)
 _POS = r"\([^()\n]{1,40}\)"
-_LABEL = (r"(?:(?:(?:a|the|my)\s+)?(?:(?:concise|short|brief|simple|contextual|dictionary(?:-style)?|one-line|"
-          r"suggested|final)\s+)*(?:definition|meaning|answer|gloss|sense)|"
-          r"noun|verb|adjective|adverb|interjection|idiom)")
-_EXTRA = (r"(?:examples?(?: sentences?| usage)?|usage(?: example)?|synonyms?|antonyms?|notes?|etymology|origin|"
-          r"part of speech|pronunciation|explanation|related terms?|in a sentence|translation|literal meaning)")
-_SIGNOFF = (r"(?:(?:please )?let me know(?: if\b| whether\b|\s*[.!]*$)|i hope (?:this|that) (?:helps|clarifies)|"
-            r"hope (?:this|that) helps|feel free to|"
-            r"if you (?:have|need|want|'d like|would like) (?:any|more|another|further|other|me)\b|"
-            r"is there anything else|would you like (?:me to|more|another|an? )|do you want me to|happy to help|"
-            r"glad (?:i could|to) help|i can also (?:provide|give|offer))")
+_LABEL = (
+    r"(?:(?:(?:a|the|my)\s+)?(?:(?:concise|short|brief|simple|contextual|dictionary(?:-style)?|one-line|"
+    r"suggested|final)\s+)*(?:definition|meaning|answer|gloss|sense)|"
+    r"noun|verb|adjective|adverb|interjection|idiom)"
+)
+_EXTRA = (
+    r"(?:examples?(?: sentences?| usage)?|usage(?: example)?|synonyms?|antonyms?|notes?|etymology|origin|"
+    r"part of speech|pronunciation|explanation|related terms?|in a sentence|translation|literal meaning)"
+)
+_SIGNOFF = (
+    r"(?:(?:please )?let me know(?: if\b| whether\b|\s*[.!]*$)|i hope (?:this|that) (?:helps|clarifies)|"
+    r"hope (?:this|that) helps|feel free to|"
+    r"if you (?:have|need|want|'d like|would like) (?:any|more|another|further|other|me)\b|"
+    r"is there anything else|would you like (?:me to|more|another|an? )|do you want me to|happy to help|"
+    r"glad (?:i could|to) help|i can also (?:provide|give|offer))"
+)
 _SIGNOFF_LINE = re.compile(rf"^{_SIGNOFF}", re.I)
 _TRAILING_SIGNOFF = re.compile(rf"(?<=[.!?)\"”])\s+(?:\(\s*)?{_SIGNOFF}.*$", re.I | re.S)
 _EXTRA_LINE = re.compile(rf"^(\*\*|__|\*)?{_EXTRA}(?:\1)?\s*[:：]", re.I)
@@ -62,15 +75,17 @@ def _build_rules() -> tuple[re.Pattern, re.Pattern, re.Pattern, tuple[re.Pattern
     acknowledgement: "Sure! ..."). A match counts only when its groups `t<n>` hold the term (`_holds_term`)."""
     names = iter(range(1000))
     emphasis = r"(?:\*\*|__|\*|_)"
-    word = rf"(?:[^\s,:：\"“”‘’«»*()']|(?<=\w)['’](?=\w))+"
+    word = r"(?:[^\s,:：\"“”‘’«»*()']|(?<=\w)['’](?=\w))+"
 
     def group(kind: str, pattern: str) -> str:
         return rf"(?P<{kind}{next(names)}>{pattern})"
 
     def quoted() -> str:  # **bank**, *"bank"*, "f*ck", 'any phrase'
-        return (rf"(?:{emphasis}[{_OPEN}]?[^{_OPEN}{_CLOSE}*\n]{{1,60}}[{_CLOSE}]?{emphasis}|\"[^\"\n]{{1,60}}\"|"
-                rf"“[^”\n]{{1,60}}”|«[^»\n]{{1,60}}»|"
-                rf"['‘](?:[^'‘’\n]|(?<=\w)['’](?=\w)){{1,60}}['’])")
+        return (
+            rf"(?:{emphasis}[{_OPEN}]?[^{_OPEN}{_CLOSE}*\n]{{1,60}}[{_CLOSE}]?{emphasis}|\"[^\"\n]{{1,60}}\"|"
+            rf"“[^”\n]{{1,60}}”|«[^»\n]{{1,60}}»|"
+            rf"['‘](?:[^'‘’\n]|(?<=\w)['’](?=\w)){{1,60}}['’])"
+        )
 
     def bare() -> str:  # (the word) bank / banks / it
         return rf"(?:(?:the )?{_NOUN} )?{group('tb', rf'{word}(?: {word}){{0,5}}')}"
@@ -86,8 +101,10 @@ def _build_rules() -> tuple[re.Pattern, re.Pattern, re.Pattern, tuple[re.Pattern
         return rf"(?P<e>{emphasis})?[{_OPEN}]?(?:to )?{words}[{_CLOSE}]?(?:(?P=e))?(?:\s*{_POS})?(?:(?P=e))?"
 
     end = r"\s*[:：]?\s+(?=\S)"
-    lead = (rf"(?P<e>\*\*|__|\*)?{_LABEL}(?:\s+of\s+(?:{subject()}|{bare()}))?{context()}(?:\s*{_POS})?(?:(?P=e))?"
-            rf"\s*[:：](?(e)(?:(?P=e)|(?![*_])))\s*")
+    lead = (
+        rf"(?P<e>\*\*|__|\*)?{_LABEL}(?:\s+of\s+(?:{subject()}|{bare()}))?{context()}(?:\s*{_POS})?(?:(?P=e))?"
+        rf"\s*[:：](?(e)(?:(?P=e)|(?![*_])))\s*"
+    )
     label = rf"(?:(?-i:A)|{head()})\s*[:：](?(e)(?:(?P=e)|(?![*_])))\s*"
     prefixes = [
         rf"{_HERE}[^:：\n]{{0,120}}[:：]\s+(?=\S)",
@@ -101,8 +118,12 @@ def _build_rules() -> tuple[re.Pattern, re.Pattern, re.Pattern, tuple[re.Pattern
         rf"(?:{subject()}{context()}|{bare()}\s*,?\s*{_CONTEXT}\s*,?)\s+(?:is|would be){end}",
         rf"I(?:'d|’d| would) define (?:{subject()}|{bare()}){context()} as{end}",
     ]
-    return (re.compile(f"^{lead}", re.I), re.compile(f"^{label}", re.I), re.compile(rf"^{head()}$", re.I),
-            tuple(re.compile(rf"^(?:{_ACK}\s+)?" + r, re.I) for r in prefixes))
+    return (
+        re.compile(f"^{lead}", re.I),
+        re.compile(f"^{label}", re.I),
+        re.compile(rf"^{head()}$", re.I),
+        tuple(re.compile(rf"^(?:{_ACK}\s+)?" + r, re.I) for r in prefixes),
+    )
 
 
 _LEAD_RULE, _LABEL_RULE, _HEAD_RULE, _PREFIX_RULES = _build_rules()
@@ -112,16 +133,20 @@ def _holds_term(m: re.Match, term: str) -> bool:
     """Every term group of `m` holds the term or an inflection of it (up to 4 more letters); a `tb` group may
     also be "it", a `th` group (a headword) a marked phrase using the term (`To stand one's ground:`, `**x y**:`)."""
     want = term.casefold()
-    start = m.string[m.start():m.start() + 3]
+    start = m.string[m.start() : m.start() + 3]
     marked = start[:1] in "*_\"“'‘" or start.casefold() == "to "
     for name, value in m.groupdict().items():
         if not name.startswith("t") or value is None:
             continue
         got = value.casefold()
-        inflected = bool(want) and got.startswith(want) and len(got) - len(want) <= 4 and got[len(want):].isalpha()
+        inflected = bool(want) and got.startswith(want) and len(got) - len(want) <= 4 and got[len(want) :].isalpha()
         uses = bool(want) and re.search(rf"(?<!\w){re.escape(want)}(?!\w)", got) is not None
-        if not (got == want or inflected or (name.startswith("tb") and got == "it") or
-                (name.startswith("th") and marked and uses)):
+        if not (
+            got == want
+            or inflected
+            or (name.startswith("tb") and got == "it")
+            or (name.startswith("th") and marked and uses)
+        ):
             return False
     return True
 
@@ -161,7 +186,7 @@ def _strip_wrappers(text: str, term: str) -> str:
         for rule in _PREFIX_RULES:
             m = _match(rule, text, term)
             if m:
-                text = text[m.end():]
+                text = text[m.end() :]
         stripped = unwrap_emphasis(text)
         if _unquote(stripped) != stripped or _EMPHASIS.fullmatch(text):
             text = _unquote(stripped)
@@ -177,7 +202,7 @@ def _lines(text: str) -> list[tuple[str, bool]]:
         if _FENCE.match(line) or _RULE.match(line):
             continue
         heading = _HEADING.match(line)
-        line = _BULLET.sub("", _QUOTE_MARK.sub("", line[heading.end():] if heading else line)).strip()
+        line = _BULLET.sub("", _QUOTE_MARK.sub("", line[heading.end() :] if heading else line)).strip()
         out.append((line, bool(heading and line)))
     return out
 
@@ -195,7 +220,7 @@ def _definition_block(lines: list[tuple[str, bool]], term: str) -> str:
     sections: list[tuple[str, list[str]]] = []
     open_section = False
     for i, (line, heading) in enumerate(lines):
-        more = any(text for text, _ in lines[i + 1:])
+        more = any(text for text, _ in lines[i + 1 :])
         if not line:
             open_section = False
         elif sections and _EXTRA_LINE.match(line):
@@ -252,8 +277,12 @@ def parse_choice(text: str) -> int | None:
     """Return the index of the WSD option letter the answer picks (None when it names none)."""
     letters = OPTION_LETTERS
     text = unwrap_emphasis(text or "").strip()
-    for pattern in (rf"(?:answer|option|choice)\s*(?:is)?\s*[:：]?\s*\(?([{letters}])\b",
-                    rf"^\(?([{letters}])(?:[.):]|\s|$)", rf"\(([{letters}])\)", rf"\b([{letters}])\b(?!['’])"):
+    for pattern in (
+        rf"(?:answer|option|choice)\s*(?:is)?\s*[:：]?\s*\(?([{letters}])\b",
+        rf"^\(?([{letters}])(?:[.):]|\s|$)",
+        rf"\(([{letters}])\)",
+        rf"\b([{letters}])\b(?!['’])",
+    ):
         m = re.search(pattern, text, re.I if pattern.startswith("(?:") else 0)
         if m:
             return letters.index(m.group(1).upper())

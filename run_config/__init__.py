@@ -1,4 +1,5 @@
 """Shared run plumbing: config loading, errors, seeding, atomic outputs."""
+
 from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import StageConfig, load_config
 

@@ -1,4 +1,5 @@
 """Locate or build the offline assets: NLTK WordNet, all-MiniLM-L6-v2, a plain-HF SmolLM2-135M."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -15,13 +16,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 WORDNET_SRC = Path("/usr/share/wordnet")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Debian's WordNet 3.0 lacks NLTK's `lexnames` file; this is its standard content.
-_LEXNAMES = ("adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
-             "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
-             "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession "
-             "noun.process noun.quantity noun.relation noun.shape noun.state noun.substance noun.time "
-             "verb.body verb.change verb.cognition verb.communication verb.competition verb.consumption "
-             "verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
-             "verb.social verb.stative verb.weather adj.ppl").split()
+_LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
+    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
+    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession "
+    "noun.process noun.quantity noun.relation noun.shape noun.state noun.substance noun.time "
+    "verb.body verb.change verb.cognition verb.communication verb.competition verb.consumption "
+    "verb.contact verb.creation verb.emotion verb.motion verb.perception verb.possession "
+    "verb.social verb.stative verb.weather adj.ppl"
+).split()
 
 
 class AssetError(RuntimeError):
@@ -50,8 +53,9 @@ def nltk_data_dir() -> Path:
                 if f.is_file():
                     shutil.copy(f, tmp / f.name)
             pos = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
-            (tmp / "lexnames").write_text("".join(f"{i:02d}\t{n}\t{pos[n.split('.')[0]]}\n"
-                                                  for i, n in enumerate(_LEXNAMES)))
+            (tmp / "lexnames").write_text(
+                "".join(f"{i:02d}\t{n}\t{pos[n.split('.')[0]]}\n" for i, n in enumerate(_LEXNAMES))
+            )
     return root
 
 
@@ -114,13 +118,13 @@ def resolve_asset(name: str) -> str:
     """Turn `asset:smollm2`, `asset:minilm` or `asset:wordnet/<file>` into a local path; else return `name`."""
     if not name.startswith(ASSET_PREFIX):
         return name
-    what = name[len(ASSET_PREFIX):]
+    what = name[len(ASSET_PREFIX) :]
     if what == "smollm2":
         return str(smollm2_path())
     if what == "minilm":
         return str(minilm_path())
     if what.startswith("wordnet/"):
-        return str(wordnet_lexicon_dir() / what[len("wordnet/"):])
+        return str(wordnet_lexicon_dir() / what[len("wordnet/") :])
     from run_config.errors import ConfigError
 
     raise ConfigError(f"unknown asset {name!r}; choose asset:smollm2, asset:minilm or asset:wordnet/<split>.jsonl")

@@ -1,4 +1,5 @@
 """Shared command-line plumbing: flags generated from a config model, error handling, exit codes."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,17 @@ OUTPUT_KEYS = ("output_dir", "work_dir")  # the config key naming the folder a s
 _runs: list[contextlib.ExitStack] = []  # one per run_main in progress (pipeline steps nest)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig],
-                     skip: tuple[str, ...] = ()) -> None:
+def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig], skip: tuple[str, ...] = ()) -> None:
     """Add `--config`, `--set` and one kebab-case flag per scalar field of `model`."""
     parser.add_argument("--config", metavar="JSON", help="run config (JSON); flags override its values")
-    parser.add_argument("--set", dest="set_items", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, dotted for nested sections (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="set_items",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, dotted for nested sections (repeatable)",
+    )
     group = parser.add_argument_group(f"{model.__name__} keys (see README, config reference)")
     for name, field in model.model_fields.items():
         if name in skip:
@@ -54,8 +60,9 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig],
         group.add_argument(flag, **kwargs)
 
 
-def stage_parser(prog: str, doc: str | None, model: type[StageConfig],
-                 skip: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+def stage_parser(
+    prog: str, doc: str | None, model: type[StageConfig], skip: tuple[str, ...] = ()
+) -> argparse.ArgumentParser:
     """Return a stage's parser: first docstring line as description, config flags, `--verbose`."""
     parser = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n")[0])
     add_config_flags(parser, model, skip)
@@ -86,12 +93,16 @@ def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
 
 
-def run_main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None],
-             argv: list[str] | None) -> int:
+def run_main(
+    parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int | None], argv: list[str] | None
+) -> int:
     """Parse `argv`, call `run`, and turn toolkit and operating-system errors into one stderr line and an
     exit code; output folders locked during the run are released on every way out."""
     args, unknown = parser.parse_known_args(argv)

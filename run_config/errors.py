@@ -1,4 +1,5 @@
 """Toolkit exceptions that the CLIs turn into one line and an exit code."""
+
 from __future__ import annotations
 
 

@@ -1,4 +1,5 @@
 """Load JSON run configs into typed, validated pydantic models (the one loader of the toolkit)."""
+
 from __future__ import annotations
 
 import difflib
@@ -59,8 +60,9 @@ def _field_annotation(model: type[BaseModel], name: str) -> Any:
 
 
 def _accepts_bool(annotation: Any) -> bool:
-    return annotation is bool or (get_origin(annotation) in (typing.Union, types.UnionType)
-                                  and bool in get_args(annotation))
+    return annotation is bool or (
+        get_origin(annotation) in (typing.Union, types.UnionType) and bool in get_args(annotation)
+    )
 
 
 def _translate_legacy(model: type[StageConfig], data: dict[str, Any]) -> tuple[dict, list[str]]:
@@ -88,8 +90,7 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _format_error(err: dict, model: type[BaseModel], source: str, text: str | None,
-                  from_cli: set[str]) -> str:
+def _format_error(err: dict, model: type[BaseModel], source: str, text: str | None, from_cli: set[str]) -> str:
     loc = [str(p) for p in err["loc"]]
     dotted = ".".join(loc) or "<root>"
     top = loc[0] if loc else ""
@@ -131,8 +132,12 @@ def read_json_config(path: str | Path) -> tuple[dict[str, Any], str]:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}:{e.lineno}: invalid JSON: {e.msg}") from e
     if duplicates:
-        raise ConfigError([f"{_repeat_at(p, text, key)}: {key}: key given twice in one object (JSON would keep "
-                           "only the last)" for key in duplicates])
+        raise ConfigError(
+            [
+                f"{_repeat_at(p, text, key)}: {key}: key given twice in one object (JSON would keep only the last)"
+                for key in duplicates
+            ]
+        )
     if not isinstance(data, dict):
         raise ConfigError(f"{p}:1: a run config must be a JSON object, got {type(data).__name__}")
     data.pop(COMMENT_KEY, None)
@@ -164,8 +169,11 @@ def section_problems(model: type[StageConfig], data: dict[str, Any], source: str
     try:
         model.model_validate(data)
     except ValidationError as e:
-        return [_format_error(err, model, source, None, set()) for err in e.errors()
-                if not (err["type"] == "missing" and len(err["loc"]) == 1)]
+        return [
+            _format_error(err, model, source, None, set())
+            for err in e.errors()
+            if not (err["type"] == "missing" and len(err["loc"]) == 1)
+        ]
     return []
 
 

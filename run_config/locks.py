@@ -3,6 +3,7 @@
 The holder keeps an exclusive `flock` on the file, which the kernel drops when the process ends however it
 ends (kill -9 included), so a lock file whose flock is free is stale and the next run takes it over.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,8 +78,10 @@ def _acquire(folder: Path, key: str) -> int:
         except BlockingIOError:
             holder = _read(fd)
             os.close(fd)
-            raise FolderLockedError(f"{folder} is in use by another run ({_describe(holder)}; lock file {path}); "
-                                    "wait for it to end or stop it") from None
+            raise FolderLockedError(
+                f"{folder} is in use by another run ({_describe(holder)}; lock file {path}); "
+                "wait for it to end or stop it"
+            ) from None
         if _same_file(fd, path):
             break
         os.close(fd)  # the previous holder removed the file between our open and flock: lock the new one
@@ -86,8 +89,10 @@ def _acquire(folder: Path, key: str) -> int:
     host = socket.gethostname()
     if previous and previous.get("host") not in (None, host):
         os.close(fd)
-        raise FolderLockedError(f"{folder} is locked by {_describe(previous)} (lock file {path}); a lock taken on "
-                                "another host cannot be checked from here: delete the file if that run is over")
+        raise FolderLockedError(
+            f"{folder} is locked by {_describe(previous)} (lock file {path}); a lock taken on "
+            "another host cannot be checked from here: delete the file if that run is over"
+        )
     if previous:
         log.warning("%s: taking over the stale lock of %s, which no longer runs", folder, _describe(previous))
     data = json.dumps({"pid": os.getpid(), "host": host, "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode()

@@ -1,4 +1,5 @@
 """Run-time helpers shared by every stage: seeding, atomic writes, manifests."""
+
 from __future__ import annotations
 
 import contextlib
@@ -157,8 +158,7 @@ def package_versions(names: tuple[str, ...] = ("torch", "transformers", "numpy")
 def write_manifest(out_dir: str | Path, stage: str, cfg: Any, **info: Any) -> Path:
     """Write `out_dir/manifest.json` (stage, resolved config, its hash, versions, extra info)."""
     data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
-    manifest = {"stage": stage, "config_hash": config_hash(cfg), "config": data,
-                "versions": package_versions(), **info}
+    manifest = {"stage": stage, "config_hash": config_hash(cfg), "config": data, "versions": package_versions(), **info}
     path = Path(out_dir) / MANIFEST
     write_json(path, manifest)
     return path
@@ -179,14 +179,18 @@ def fingerprint(paths: Iterable[str | Path | None]) -> list[list]:
     return out
 
 
-def is_finished(out_dir: str | Path, cfg: Any, inputs: Callable[[], list] | None = None,
-                marker: str | None = None) -> bool:
+def is_finished(
+    out_dir: str | Path, cfg: Any, inputs: Callable[[], list] | None = None, marker: str | None = None
+) -> bool:
     """True when `out_dir`'s manifest records this exact config (and `inputs()`, called only when a
     manifest exists) and `marker` exists there."""
     manifest = read_manifest(out_dir)
-    return bool(manifest and manifest.get("config_hash") == config_hash(cfg)
-                and (inputs is None or manifest.get("inputs") == inputs())
-                and (marker is None or (Path(out_dir) / marker).exists()))
+    return bool(
+        manifest
+        and manifest.get("config_hash") == config_hash(cfg)
+        and (inputs is None or manifest.get("inputs") == inputs())
+        and (marker is None or (Path(out_dir) / marker).exists())
+    )
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
@@ -289,12 +293,16 @@ def clear_manifest(out_dir: str | Path) -> None:
 def file_sizes(folder: str | Path) -> dict[str, int]:
     """Size of every file under `folder` by relative path (its manifest left out)."""
     root = Path(folder)
-    return {p.relative_to(root).as_posix(): p.stat().st_size for p in sorted(root.rglob("*"))
-            if p.is_file() and p.relative_to(root).as_posix() != MANIFEST}
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.relative_to(root).as_posix() != MANIFEST
+    }
 
 
 def files_intact(folder: str | Path, sizes: dict[str, int] | None) -> bool:
     """True when every file recorded in `sizes` is under `folder` with that size."""
     root = Path(folder)
-    return sizes is not None and all((root / name).is_file() and (root / name).stat().st_size == size
-                                     for name, size in sizes.items())
+    return sizes is not None and all(
+        (root / name).is_file() and (root / name).stat().st_size == size for name, size in sizes.items()
+    )

@@ -4,6 +4,7 @@ Runs the whole stage (real `openai` SDK client, retries, parsing, resumable JSON
 the embedded WordNet test split. Goal: 1,000 requests in <= 15 s at concurrency 16, >= 12x the
 sequential run. Ends with `ratio=<x> goal=<y>`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,13 +25,31 @@ from run_config.assets import wordnet_lexicon_dir  # noqa: E402
 
 def timed_run(rows: Path, out: Path, concurrency: int, latency_s: float) -> float:
     """One full `infer` run against a stub served by another process (like a remote API)."""
-    server = subprocess.Popen([sys.executable, "-m", "inference.stub_server", "openai", "--latency-s", str(latency_s)],
-                              cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "inference.stub_server", "openai", "--latency-s", str(latency_s)],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         base_url = server.stdout.readline().strip()
         began = time.perf_counter()
-        code = infer_main(["--backend", "openai", "--model", "stub", "--input", str(rows), "--output-dir", str(out),
-                           "--base-url", base_url, "--concurrency", str(concurrency)])
+        code = infer_main(
+            [
+                "--backend",
+                "openai",
+                "--model",
+                "stub",
+                "--input",
+                str(rows),
+                "--output-dir",
+                str(out),
+                "--base-url",
+                base_url,
+                "--concurrency",
+                str(concurrency),
+            ]
+        )
         elapsed = time.perf_counter() - began
     finally:
         server.send_signal(signal.SIGINT)
@@ -60,8 +79,9 @@ def main() -> None:
     print(f"{args.requests} requests, stub latency {args.latency_s * 1000:.0f} ms")
     print(f"concurrency {args.concurrency}: {concurrent:.2f} s ({args.requests / concurrent:.1f} req/s)")
     print(f"sequential:     {sequential:.2f} s ({args.requests / sequential:.1f} req/s)")
-    print(f"ratio={sequential / concurrent:.2f} goal=12 (and concurrent <= 15 s: "
-          f"{'yes' if concurrent <= 15 else 'no'})")
+    print(
+        f"ratio={sequential / concurrent:.2f} goal=12 (and concurrent <= 15 s: {'yes' if concurrent <= 15 else 'no'})"
+    )
 
 
 if __name__ == "__main__":

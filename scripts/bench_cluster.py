@@ -5,6 +5,7 @@ prints the speed ratio (goal >= 20x) and the inertia ratio (ours / theirs, Eucli
 Part 2 clusters 1,000,000 x 768 synthetic unit vectors (k = 4) in a child process and prints its time
 and peak RSS (goal: under 10 minutes). The last line is `ratio=<speed ratio> goal=20`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,7 @@ def synthetic(n: int, d: int, seed: int, modes: int = 16, noise: float = 1.5, ch
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
         part = centres[rng.integers(modes, size=m)] + noise * rng.standard_normal((m, d), dtype=np.float32)
-        x[start:start + m] = part / np.linalg.norm(part, axis=1, keepdims=True)
+        x[start : start + m] = part / np.linalg.norm(part, axis=1, keepdims=True)
     return x
 
 
@@ -69,19 +70,36 @@ def compare(n: int, d: int, k: int, seed: int) -> float:
     init = kmeans_plusplus(x, k, np.random.default_rng(seed))
     ours_t, ours = timed(REPEATS, lambda: spherical_kmeans(x, k, init=init, progress=False))
     size = n // k
-    theirs_t, theirs = timed(REPEATS, lambda: KMeansConstrained(
-        n_clusters=k, size_min=size, size_max=size + (n % k > 0), init=init, n_init=1, max_iter=1000, tol=1e-8,
-        random_state=seed).fit(x))
+    theirs_t, theirs = timed(
+        REPEATS,
+        lambda: KMeansConstrained(
+            n_clusters=k,
+            size_min=size,
+            size_max=size + (n % k > 0),
+            init=init,
+            n_init=1,
+            max_iter=1000,
+            tol=1e-8,
+            random_state=seed,
+        ).fit(x),
+    )
     ours_s, theirs_s = min(ours_t), min(theirs_t)
     ratio = theirs_s / ours_s
     i_ours, i_theirs = inertia(x, ours.labels, k), inertia(x, theirs.labels_, k)
     print(f"points={n}x{d} k={k} same k-means++ start, n_init=1, fastest of {REPEATS} runs each")
-    print(f"ours:                seconds={ours_s:.4f} (runs {fmt_times(ours_t)}) iterations={ours.n_iter} sizes={np.bincount(ours.labels).tolist()} "
-          f"inertia={i_ours:.2f}")
-    print(f"k-means-constrained: seconds={theirs_s:.4f} (runs {fmt_times(theirs_t)}) iterations={theirs.n_iter_} "
-          f"sizes={np.bincount(theirs.labels_).tolist()} inertia={i_theirs:.2f}")
-    print(f"speed_ratio={ratio:.1f} (goal >= {SPEED_GOAL:.0f})  inertia_ratio={i_ours / i_theirs:.4f} "
-          f"(goal <= {INERTIA_GOAL})")
+    print(
+        f"ours:                seconds={ours_s:.4f} (runs {fmt_times(ours_t)}) iterations={ours.n_iter} "
+        f"sizes={np.bincount(ours.labels).tolist()} "
+        f"inertia={i_ours:.2f}"
+    )
+    print(
+        f"k-means-constrained: seconds={theirs_s:.4f} (runs {fmt_times(theirs_t)}) iterations={theirs.n_iter_} "
+        f"sizes={np.bincount(theirs.labels_).tolist()} inertia={i_theirs:.2f}"
+    )
+    print(
+        f"speed_ratio={ratio:.1f} (goal >= {SPEED_GOAL:.0f})  inertia_ratio={i_ours / i_theirs:.4f} "
+        f"(goal <= {INERTIA_GOAL})"
+    )
     return ratio
 
 
@@ -92,9 +110,11 @@ def big_child(n: int, d: int, k: int, seed: int) -> None:
     result = spherical_kmeans(x, k, seed=seed, progress=False)
     seconds = time.perf_counter() - t0
     sizes = np.bincount(result.labels, minlength=k)
-    print(f"seconds={seconds:.1f} iterations={result.n_iter} seconds_per_iteration={seconds / result.n_iter:.2f} "
-          f"converged={result.converged} sizes_max_minus_min={int(sizes.max() - sizes.min())} "
-          f"rss_after_data_mib={rss_data:.0f}")
+    print(
+        f"seconds={seconds:.1f} iterations={result.n_iter} seconds_per_iteration={seconds / result.n_iter:.2f} "
+        f"converged={result.converged} sizes_max_minus_min={int(sizes.max() - sizes.min())} "
+        f"rss_after_data_mib={rss_data:.0f}"
+    )
 
 
 def big(n: int, d: int, k: int, seed: int) -> None:
@@ -102,8 +122,10 @@ def big(n: int, d: int, k: int, seed: int) -> None:
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     data = n * d * 4 / 2**20
-    print(f"points={n}x{d} k={k}: {out} peak_rss_mib={rss:.0f} (data alone {data:.0f} MiB; "
-          f"goal < {BIG_SECONDS_GOAL:.0f} s)")
+    print(
+        f"points={n}x{d} k={k}: {out} peak_rss_mib={rss:.0f} (data alone {data:.0f} MiB; "
+        f"goal < {BIG_SECONDS_GOAL:.0f} s)"
+    )
 
 
 def main() -> int:

@@ -11,6 +11,7 @@ Both are run `--repeat` times, alternating, and the fastest run of each counts (
 cores: the load average is printed). Prints wall and CPU seconds (CPU includes worker processes) and
 ends with `ratio=<baseline wall / ours wall> goal=5`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,12 +90,18 @@ def main() -> int:
     per = check.per_example()
     identical = np.array_equal(per["bleu"], base_bleu) and np.array_equal(per["rougeL"], base_rouge)
     print(f"fastest of {args.repeat} runs each")
-    print(f"baseline loop (sacrebleu.sentence_bleu + rouge_score): wall {t_base:6.2f} s  CPU {c_base:6.2f} s  "
-          f"sacreBLEU {base_bleu.mean():.4f}  ROUGE-L {base_rouge.mean():.4f}")
-    print(f"ours (Moses BLEU + ROUGE-L, max protocol):            wall {t_ours:6.2f} s  CPU {c_ours:6.2f} s  "
-          f"BLEU {paper['bleu']:.4f}  ROUGE-L {paper['rougeL']:.4f}")
-    print(f"ours with sacrebleu's settings: sacreBLEU {per['bleu'].mean():.4f}  ROUGE-L {per['rougeL'].mean():.4f}  "
-          f"identical to the baseline per example: {identical}")
+    print(
+        f"baseline loop (sacrebleu.sentence_bleu + rouge_score): wall {t_base:6.2f} s  CPU {c_base:6.2f} s  "
+        f"sacreBLEU {base_bleu.mean():.4f}  ROUGE-L {base_rouge.mean():.4f}"
+    )
+    print(
+        f"ours (Moses BLEU + ROUGE-L, max protocol):            wall {t_ours:6.2f} s  CPU {c_ours:6.2f} s  "
+        f"BLEU {paper['bleu']:.4f}  ROUGE-L {paper['rougeL']:.4f}"
+    )
+    print(
+        f"ours with sacrebleu's settings: sacreBLEU {per['bleu'].mean():.4f}  ROUGE-L {per['rougeL'].mean():.4f}  "
+        f"identical to the baseline per example: {identical}"
+    )
     if not identical:
         print("ERROR: scores differ from the baseline where the settings coincide")
         return 1

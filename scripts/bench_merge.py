@@ -6,6 +6,7 @@ planned shards written tensor by tensor) and naively (from_pretrained x4, merged
 one save), like the original code. A third child only imports the same libraries (interpreter baseline).
 The goal: streamed peak RSS <= 1.5 x one expert's weights.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ GOAL = 1.5
 # VmHWM (peak RSS of this process image); ru_maxrss would carry the parent's peak across exec.
 _REPORT = "print('RSS', next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')))"
 _BASELINE = "import torch, transformers, safetensors, numpy\nfrom transformers import AutoModelForCausalLM\n" + _REPORT
-_STREAM = ("import sys\nfrom training.moe.merge import main\nrc = main(sys.argv[1:])\n" + _REPORT + "\nsys.exit(rc)")
-_NAIVE = """import sys, torch
+_STREAM = "import sys\nfrom training.moe.merge import main\nrc = main(sys.argv[1:])\n" + _REPORT + "\nsys.exit(rc)"
+_NAIVE = (
+    """import sys, torch
 from transformers import AutoModelForCausalLM
 from safetensors.torch import save_file
 experts, out = sys.argv[1:-1], sys.argv[-1]
@@ -37,7 +39,9 @@ for i, m in enumerate(models):
         elif k != 'lm_head.weight':
             merged[k] = merged.get(k, 0) + v / len(models)
 save_file({k: v.contiguous() for k, v in merged.items()}, out)
-""" + _REPORT
+"""
+    + _REPORT
+)
 
 
 def child(code: str, *args: str) -> tuple[float, float]:
@@ -79,18 +83,27 @@ def main() -> int:
     smol = smollm2_path()
     expert_mib = CheckpointReader(smol).nbytes / 2**20
     with tempfile.TemporaryDirectory() as tmp:
-        experts = [str(smol)] + [str(perturbed_copy(smol, Path(tmp) / f"e{i}", seed=i, scale=0.002))
-                                 for i in range(1, args.experts)]
+        experts = [str(smol)] + [
+            str(perturbed_copy(smol, Path(tmp) / f"e{i}", seed=i, scale=0.002)) for i in range(1, args.experts)
+        ]
         _, base_rss = child(_BASELINE)
-        t_stream, stream_rss = child(_STREAM, "--experts", *experts, "--output-dir", f"{tmp}/stream",
-                                     "--max-shard-size-mb", str(args.shard_mb))
+        t_stream, stream_rss = child(
+            _STREAM, "--experts", *experts, "--output-dir", f"{tmp}/stream", "--max-shard-size-mb", str(args.shard_mb)
+        )
         t_naive, naive_rss = child(_NAIVE, *experts, f"{tmp}/naive.safetensors")
-    rows = {"expert weights (MiB)": expert_mib, "interpreter baseline RSS (MiB)": base_rss,
-            "streamed merge peak RSS (MiB)": stream_rss, "naive merge peak RSS (MiB)": naive_rss,
-            "streamed seconds": t_stream, "naive seconds": t_naive}
+    rows = {
+        "expert weights (MiB)": expert_mib,
+        "interpreter baseline RSS (MiB)": base_rss,
+        "streamed merge peak RSS (MiB)": stream_rss,
+        "naive merge peak RSS (MiB)": naive_rss,
+        "streamed seconds": t_stream,
+        "naive seconds": t_naive,
+    }
     print(json.dumps({k: round(v, 1) for k, v in rows.items()}, indent=2))
-    print(f"streamed: {stream_rss / expert_mib:.2f} x one expert ({(stream_rss - base_rss) / expert_mib:.2f} x above "
-          f"the interpreter); naive: {naive_rss / expert_mib:.2f} x; streamed/naive = {stream_rss / naive_rss:.2f}")
+    print(
+        f"streamed: {stream_rss / expert_mib:.2f} x one expert ({(stream_rss - base_rss) / expert_mib:.2f} x above "
+        f"the interpreter); naive: {naive_rss / expert_mib:.2f} x; streamed/naive = {stream_rss / naive_rss:.2f}"
+    )
     print(f"ratio={stream_rss / expert_mib:.2f} goal={GOAL}")
     return 0
 

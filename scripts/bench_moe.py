@@ -1,10 +1,11 @@
 """Benchmark MoE generation speed: domain routing vs the dense single expert, and token top-2, same prompts.
 
-Merges 4 SmolLM2-135M experts (copies: speed does not depend on the weights' values), then generates greedily a fixed number
-of tokens for the same real WordNet prompts with (a) the dense expert, (b) the MoE under domain routing
+Merges 4 SmolLM2-135M experts (copies: speed does not depend on the weights' values), then generates greedily a fixed
+number of tokens for the same real WordNet prompts with (a) the dense expert, (b) the MoE under domain routing
 to that expert (one expert computed per token) and (c) the MoE under token top-2 routing, interleaved
 prompt by prompt in a rotating order so machine load hits all three alike. Goal: domain tokens/s >= 0.9 x dense.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,12 @@ def main() -> int:
     from dataset.records import load_records
     from prompts.builder import build_prompt
     from run_config.assets import smollm2_path, wordnet_lexicon_dir
-    from training.moe.merge import merge
     from training.moe.config import MergeConfig
+    from training.moe.merge import merge
     from training.moe.routing import load_routed_moe
 
     smol = smollm2_path()
-    records = load_records(wordnet_lexicon_dir() / "test.jsonl")[:: 97][: args.prompts]
+    records = load_records(wordnet_lexicon_dir() / "test.jsonl")[::97][: args.prompts]
     with tempfile.TemporaryDirectory() as tmp:
         merge(MergeConfig(experts=[str(smol)] * 4, output_dir=f"{tmp}/moe"))
         dense = AutoModelForCausalLM.from_pretrained(str(smol)).to(args.device).eval()
@@ -57,13 +58,18 @@ def main() -> int:
 
         with torch.no_grad():
             for i, r in enumerate([records[0]] + records):  # first prompt = warm-up, not counted
-                ids = tok(build_prompt(r.term, r.context, bos_token=tok.bos_token or ""), add_special_tokens=False,
-                          return_tensors="pt").input_ids.to(args.device)
+                ids = tok(
+                    build_prompt(r.term, r.context, bos_token=tok.bos_token or ""),
+                    add_special_tokens=False,
+                    return_tensors="pt",
+                ).input_ids.to(args.device)
                 before = dict(seconds)
-                runs = [("dense", "", lambda: dense.generate(input_ids=ids, **gen)),
-                        ("domain", "domain", lambda: moe.generate(input_ids=ids, **gen)),
-                        ("token-top2", "token", lambda: moe.generate(input_ids=ids, **gen))]
-                for name, policy, fn in runs[i % 3:] + runs[:i % 3]:  # rotate the order: load hits all alike
+                runs = [
+                    ("dense", "", lambda: dense.generate(input_ids=ids, **gen)),
+                    ("domain", "domain", lambda: moe.generate(input_ids=ids, **gen)),
+                    ("token-top2", "token", lambda: moe.generate(input_ids=ids, **gen)),
+                ]
+                for name, policy, fn in runs[i % 3 :] + runs[: i % 3]:  # rotate the order: load hits all alike
                     if policy:
                         moe.set_policy(policy)
                     with moe.only_expert(2) if policy == "domain" else contextlib.nullcontext():

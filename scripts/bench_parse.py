@@ -7,6 +7,7 @@ so the parser is on); a row is changed when its scored `prediction` differs from
 sent (`parser_changed` in summary.json). Prints the per-corpus counts and the first changed rows, and
 ends with `changed=<n> goal=0`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,9 +55,24 @@ def serve(records: list[Record], out: Path, concurrency: int) -> dict:
     for item, record in zip(build_items("word_interpretation", records, range(len(records)), 0), records):
         answers[item_prompt("word_interpretation", item, "")].append(record.definition)
     with StubServer("openai", answer=lambda prompt: answers[prompt].popleft()) as stub:
-        code = infer_main(["--backend", "openai", "--model", "stub", "--input", str(rows_file), "--output-dir",
-                           str(out / "run"), "--base-url", stub.base_url, "--concurrency", str(concurrency),
-                           "--parse-answer", "auto"])
+        code = infer_main(
+            [
+                "--backend",
+                "openai",
+                "--model",
+                "stub",
+                "--input",
+                str(rows_file),
+                "--output-dir",
+                str(out / "run"),
+                "--base-url",
+                stub.base_url,
+                "--concurrency",
+                str(concurrency),
+                "--parse-answer",
+                "auto",
+            ]
+        )
     rows, _ = read_rows(out / "run" / "predictions.jsonl")
     summary = json.loads((out / "run" / "summary.json").read_text(encoding="utf-8"))
     served = Counter(r.definition for r in records)
@@ -79,12 +95,14 @@ def main() -> None:
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         for name, records in corpora.items():
-            records = records[:args.limit]
+            records = records[: args.limit]
             began = time.perf_counter()
             result = serve(records, Path(tmp) / name, args.concurrency)
             total += len(result["changed"])
-            print(f"{name}: {len(result['changed'])} of {result['rows']} served definitions changed by the parser "
-                  f"({time.perf_counter() - began:.1f} s)")
+            print(
+                f"{name}: {len(result['changed'])} of {result['rows']} served definitions changed by the parser "
+                f"({time.perf_counter() - began:.1f} s)"
+            )
             for row in result["changed"][:SHOWN]:
                 print(f"  {row['term']!r}: {row['raw']!r} -> {row['prediction']!r}")
     print(f"changed={total} goal=0")

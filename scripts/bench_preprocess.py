@@ -4,6 +4,7 @@ Runs the real CLI in a child process on 100k and 1M rows (same generator), so th
 by side: throughput is compared with the goal (full 3D-EX, ~1.3M rows, in under 120 s here) and the
 peak RSS of the 1M run with that of the 100k run (flat memory: ratio ~1).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,19 +33,26 @@ def write_csv(path: Path, rows: int, seed: int = 0) -> None:
             split = rng.choice(("train", "train", "train", "valid", "test"))
             if i % 4 == 0:
                 example = f"\"[['{ctx}', '{ctx} again'], ['{ctx}, too']]\""
-                source = f"\"[\"\"['{rng.choice(SOURCES)}']\"\", \"\"['{rng.choice(SOURCES)}']\"\"]\""
+                source = f'"[""[\'{rng.choice(SOURCES)}\']"", ""[\'{rng.choice(SOURCES)}\']""]"'
             else:
-                example = f"\"{ctx}, said \"\"he\"\"\""
+                example = f'"{ctx}, said ""he"""'
                 source = rng.choice(SOURCES)
-            f.write(f"{term},\"{definition}, roughly\",{example},{source},{split}\n")
+            f.write(f'{term},"{definition}, roughly",{example},{source},{split}\n')
 
 
 def run_once(csv_path: Path, out: Path) -> tuple[float, float]:
     """Run the preprocess CLI in a fresh child; return (seconds, child peak RSS in MiB)."""
-    cmd = [sys.executable, "-c",
-           "import resource,sys; from dataset.preprocess import main; rc=main(sys.argv[1:]); "
-           "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)",
-           "--input", str(csv_path), "--output-dir", str(out), "--force"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import resource,sys; from dataset.preprocess import main; rc=main(sys.argv[1:]); "
+        "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)",
+        "--input",
+        str(csv_path),
+        "--output-dir",
+        str(out),
+        "--force",
+    ]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     seconds = time.perf_counter() - t0
@@ -67,9 +75,14 @@ def main() -> int:
             print(f"rows={rows} seconds={seconds:.1f} rows_per_s={rows / seconds:,.0f} peak_rss_mib={rss:.0f}")
             csv_path.unlink()
     small, big = results[args.rows // 10], results[args.rows]
-    print(f"rss_ratio={big[1] / small[1]:.2f} (peak RSS at {args.rows:,} rows / at {args.rows // 10:,} rows; flat = ~1)")
+    print(
+        f"rss_ratio={big[1] / small[1]:.2f} (peak RSS at {args.rows:,} rows / at {args.rows // 10:,} rows; flat = ~1)"
+    )
     need = GOAL_ROWS / GOAL_SECONDS
-    print(f"# ratio = measured rows/s / rows/s needed for {GOAL_ROWS:,} rows in {GOAL_SECONDS:.0f} s (>= 1 meets the goal)")
+    print(
+        f"# ratio = measured rows/s / rows/s needed for {GOAL_ROWS:,} rows in {GOAL_SECONDS:.0f} s"
+        " (>= 1 meets the goal)"
+    )
     print(f"ratio={args.rows / big[0] / need:.2f} goal=1.0")
     return 0
 

@@ -4,6 +4,7 @@ Real Urban rows from the 3D-EX sample are encoded once (cutoff 128); the same ba
 forward + backward + AdamW step with each padding, alternating, after one warm-up step each.
 Throughput counts real (attention-1) tokens per second; the ratio is dynamic / fixed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,11 @@ FIXED_LEN = 128
 def fixed_batch(batch: dict[str, torch.Tensor], pid: int, width: int = FIXED_LEN) -> dict[str, torch.Tensor]:
     """The same batch right-padded to `width` (what padding="max_length" gives)."""
     extra = width - batch["input_ids"].shape[1]
-    return {"input_ids": F.pad(batch["input_ids"], (0, extra), value=pid),
-            "attention_mask": F.pad(batch["attention_mask"], (0, extra), value=0),
-            "labels": F.pad(batch["labels"], (0, extra), value=IGNORE_INDEX)}
+    return {
+        "input_ids": F.pad(batch["input_ids"], (0, extra), value=pid),
+        "attention_mask": F.pad(batch["attention_mask"], (0, extra), value=0),
+        "labels": F.pad(batch["labels"], (0, extra), value=IGNORE_INDEX),
+    }
 
 
 def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> float:
@@ -59,7 +62,9 @@ def main() -> int:
     records = list(itertools.islice((it for it in items if isinstance(it, Record)), args.batch_size * (args.steps + 1)))
     enc = encode_records(tok, records, FIXED_LEN)
     pid = pad_token_id(tok)
-    batches = [pad_batch(enc.examples[i:i + args.batch_size], pid) for i in range(0, len(enc.examples), args.batch_size)]
+    batches = [
+        pad_batch(enc.examples[i : i + args.batch_size], pid) for i in range(0, len(enc.examples), args.batch_size)
+    ]
     times = {"dynamic": 0.0, "fixed": 0.0}
     tokens = 0
     for k, batch in enumerate(batches):
@@ -71,8 +76,10 @@ def main() -> int:
             tokens += int(batch["attention_mask"].sum())
     widths = [b["input_ids"].shape[1] for b in batches[1:]]
     dyn, fix = tokens / times["dynamic"], tokens / times["fixed"]
-    print(f"SmolLM2-135M, {len(batches) - 1} steps x batch {args.batch_size}, real tokens {tokens}, "
-          f"dynamic widths {widths} vs fixed {FIXED_LEN}, {torch.get_num_threads()} threads")
+    print(
+        f"SmolLM2-135M, {len(batches) - 1} steps x batch {args.batch_size}, real tokens {tokens}, "
+        f"dynamic widths {widths} vs fixed {FIXED_LEN}, {torch.get_num_threads()} threads"
+    )
     print(f"dynamic padding: {dyn:.1f} tokens/s   fixed padding to {FIXED_LEN}: {fix:.1f} tokens/s")
     print(f"ratio={dyn / fix:.2f} goal={GOAL}")
     return 0

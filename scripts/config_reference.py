@@ -3,6 +3,7 @@
 README.md's "Config reference" section is this output; `tests/scripts/test_config_reference.py` fails
 when they differ (`python scripts/config_reference.py --write` updates the README).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,6 +33,7 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
     from evaluation.config import EvaluateConfig
     from evaluation.report import ReportConfig
     from inference.config import InferConfig
+    from inference.reward.config import RewardConfig
     from scripts.experiment import ExperimentConfig
     from scripts.fig4 import Fig4Settings
     from scripts.fig5 import Fig5Settings
@@ -40,20 +42,32 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
     from scripts.table3 import Table3Settings
     from scripts.table4 import Table4Settings
     from scripts.table7_8 import Table78Settings
-    from training.sft.config import TrainConfig
     from training.dskd.config import DSKDConfig
     from training.moe.config import FinetuneRouterConfig, MergeConfig
-    from inference.reward.config import RewardConfig
+    from training.sft.config import TrainConfig
 
-    return [("preprocess", PreprocessConfig), ("cluster", ClusterConfig), ("python -m clustering.assign", AssignConfig),
-            ("train", TrainConfig), ("`train --objective dskd` (`dskd` section)", DSKDConfig), ("merge", MergeConfig),
-            ("finetune-router", FinetuneRouterConfig), ("train-reward", RewardConfig), ("infer", InferConfig),
-            ("evaluate", EvaluateConfig), ("python -m evaluation.report", ReportConfig),
-            ("pipeline", PipelineConfig), ("scripts/table*.py, scripts/fig*.py", ExperimentConfig),
-            ("`scripts/table2.py` (`tables.table2`)", Table2Settings), ("`tables.table2.icl_models` items", IclModel),
-            ("`scripts/table3.py` (`tables.table3`)", Table3Settings), ("`scripts/table4.py` (`tables.table4`)", Table4Settings),
-            ("`scripts/fig4.py` (`tables.fig4`)", Fig4Settings), ("`scripts/fig5.py` (`tables.fig5`)", Fig5Settings),
-            ("`scripts/table7_8.py` (`tables.table7_8`)", Table78Settings)]
+    return [
+        ("preprocess", PreprocessConfig),
+        ("cluster", ClusterConfig),
+        ("python -m clustering.assign", AssignConfig),
+        ("train", TrainConfig),
+        ("`train --objective dskd` (`dskd` section)", DSKDConfig),
+        ("merge", MergeConfig),
+        ("finetune-router", FinetuneRouterConfig),
+        ("train-reward", RewardConfig),
+        ("infer", InferConfig),
+        ("evaluate", EvaluateConfig),
+        ("python -m evaluation.report", ReportConfig),
+        ("pipeline", PipelineConfig),
+        ("scripts/table*.py, scripts/fig*.py", ExperimentConfig),
+        ("`scripts/table2.py` (`tables.table2`)", Table2Settings),
+        ("`tables.table2.icl_models` items", IclModel),
+        ("`scripts/table3.py` (`tables.table3`)", Table3Settings),
+        ("`scripts/table4.py` (`tables.table4`)", Table4Settings),
+        ("`scripts/fig4.py` (`tables.fig4`)", Fig4Settings),
+        ("`scripts/fig5.py` (`tables.fig5`)", Fig5Settings),
+        ("`scripts/table7_8.py` (`tables.table7_8`)", Table78Settings),
+    ]
 
 
 def type_name(annotation: object) -> str:
@@ -84,8 +98,14 @@ def reference() -> str:
     for command, model in config_models():
         doc = (model.__doc__ or "").strip().split("\n")[0]
         label = command if "`" in command else f"`{command}`"
-        lines = [f"### {label} ({model.__name__})", "", doc, "", "| key | type | default | meaning |",
-                 "|---|---|---|---|"]
+        lines = [
+            f"### {label} ({model.__name__})",
+            "",
+            doc,
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for name, field in model.model_fields.items():
             text = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | {type_name(field.annotation)} | {default_text(field)} | {text} |")

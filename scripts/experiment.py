@@ -10,6 +10,7 @@ can be rerun by hand. Layout of `work_dir`:
     dense/seed<s>/  moe/<partition>-N<n>/seed<s>/  routers/<partition>-N<n>/<policy>/seed<s>/
     orm/<system>/seed<s>/  infer/<system>/<dataset>/seed<s>/  eval/<system>/<dataset>/  tables/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,32 +43,48 @@ TOY_CONFIG = ROOT / "run_config" / "paper_toy.json"
 class ExperimentConfig(StageConfig):
     """Data, models and per-stage settings shared by every experiment of the paper."""
 
-    SECTIONS: ClassVar[tuple[str, ...]] = ("cluster", "train", "merge", "finetune_router", "reward", "infer",
-                                           "evaluate")
+    SECTIONS: ClassVar[tuple[str, ...]] = (
+        "cluster",
+        "train",
+        "merge",
+        "finetune_router",
+        "reward",
+        "infer",
+        "evaluate",
+    )
 
     work_dir: str = Field(description="folder for every artefact of the run")
     seed: int = Field(42, ge=0, description="seed of data sampling and clustering (paper: 42)")
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1,
-                             description="training and decoding seeds, one run each (paper: 21, 42, 84)")
+    seeds: list[int] = Field(
+        default_factory=lambda: [42],
+        min_length=1,
+        description="training and decoding seeds, one run each (paper: 21, 42, 84)",
+    )
     builtin: Literal["wordnet"] | None = Field("wordnet", description="embedded lexicon (null: use input)")
     input: list[str] = Field(default_factory=list, description="your own data files (preprocess formats)")
-    datasets: list[str] | None = Field(None, description="test sources reported, in this order "
-                                                         "(null: every source of the test split)")
-    base_model: str = Field("asset:smollm2", description="base model of experts and dense baseline "
-                                                         "(asset:smollm2 = offline SmolLM2-135M)")
+    datasets: list[str] | None = Field(
+        None, description="test sources reported, in this order (null: every source of the test split)"
+    )
+    base_model: str = Field(
+        "asset:smollm2", description="base model of experts and dense baseline (asset:smollm2 = offline SmolLM2-135M)"
+    )
     embedder: str = Field("minilm", description="clustering embedder preset or sentence-transformers path")
     num_clusters: int = Field(4, ge=1, description="number of experts N")
     train_records: int | None = Field(None, ge=1, description="seeded sample of the train split (null: all)")
     valid_records: int | None = Field(None, ge=1, description="seeded sample of the valid split (null: all)")
-    eval_items: int | None = Field(None, ge=1, description="test inputs per dataset generated and scored "
-                                                           "(null: all)")
-    metrics: list[str] = Field(default_factory=lambda: ["bleu", "rouge", "meteor", "nist", "bertscore",
-                                                         "moverscore", "mauve"], description="evaluate metrics")
-    metric_encoder: str | None = Field("asset:minilm", description="one encoder for BERTScore/MoverScore/MAUVE "
-                                                                   "(null: evaluate's defaults, the paper's)")
+    eval_items: int | None = Field(None, ge=1, description="test inputs per dataset generated and scored (null: all)")
+    metrics: list[str] = Field(
+        default_factory=lambda: ["bleu", "rouge", "meteor", "nist", "bertscore", "moverscore", "mauve"],
+        description="evaluate metrics",
+    )
+    metric_encoder: str | None = Field(
+        "asset:minilm",
+        description="one encoder for BERTScore/MoverScore/MAUVE (null: evaluate's defaults, the paper's)",
+    )
     metric_encoder_layers: int = Field(6, ge=1, description="BERTScore layer of metric_encoder")
-    launcher: Literal["none", "deepspeed"] = Field("none", description="train in this process, or through "
-                                                                      "`deepspeed --num_gpus`")
+    launcher: Literal["none", "deepspeed"] = Field(
+        "none", description="train in this process, or through `deepspeed --num_gpus`"
+    )
     num_gpus: int = Field(8, ge=1, description="GPUs per training run with launcher deepspeed")
     cluster: dict[str, Any] = Field(default_factory=dict, description="extra cluster keys")
     train: dict[str, Any] = Field(default_factory=dict, description="extra train keys (experts and dense)")
@@ -76,10 +93,14 @@ class ExperimentConfig(StageConfig):
     reward: dict[str, Any] = Field(default_factory=dict, description="extra train-reward keys")
     infer: dict[str, Any] = Field(default_factory=dict, description="extra infer keys")
     evaluate: dict[str, Any] = Field(default_factory=dict, description="extra evaluate keys")
-    whole_test_as: str | None = Field(None, description="also report the whole test split under this name "
-                                                       "(the paper's 3D-EX column; null: no such row)")
-    tables: dict[str, dict[str, Any]] = Field(default_factory=dict, description="settings of each paper "
-                                              "script by name (table2, table3, table4, fig4, fig5, table7_8)")
+    whole_test_as: str | None = Field(
+        None,
+        description="also report the whole test split under this name (the paper's 3D-EX column; null: no such row)",
+    )
+    tables: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="settings of each paper script by name (table2, table3, table4, fig4, fig5, table7_8)",
+    )
 
     @model_validator(mode="after")
     def _one_data_source(self) -> ExperimentConfig:
@@ -93,20 +114,29 @@ def stage_models() -> dict[str, type[StageConfig]]:
     from clustering.config import ClusterConfig
     from evaluation.config import EvaluateConfig
     from inference.config import InferConfig
-    from training.sft.config import TrainConfig
-    from training.moe.config import FinetuneRouterConfig, MergeConfig
     from inference.reward.config import RewardConfig
+    from training.moe.config import FinetuneRouterConfig, MergeConfig
+    from training.sft.config import TrainConfig
 
-    return {"cluster": ClusterConfig, "train": TrainConfig, "merge": MergeConfig,
-            "finetune_router": FinetuneRouterConfig, "reward": RewardConfig, "infer": InferConfig,
-            "evaluate": EvaluateConfig}
+    return {
+        "cluster": ClusterConfig,
+        "train": TrainConfig,
+        "merge": MergeConfig,
+        "finetune_router": FinetuneRouterConfig,
+        "reward": RewardConfig,
+        "infer": InferConfig,
+        "evaluate": EvaluateConfig,
+    }
 
 
 def check_sections(cfg: ExperimentConfig, source: str) -> None:
     """Fail before any work when a stage section names a key its stage does not have or gives a key a value
     it rejects (a wrong type, say); the keys each step adds (input, output_dir) are its own to check."""
-    problems = [f"{source}: {section}.{p.split(': ', 1)[1]}" for section, model in stage_models().items()
-                for p in section_problems(model, getattr(cfg, section), source)]
+    problems = [
+        f"{source}: {section}.{p.split(': ', 1)[1]}"
+        for section, model in stage_models().items()
+        for p in section_problems(model, getattr(cfg, section), source)
+    ]
     if problems:
         raise ConfigError(problems)
 
@@ -115,7 +145,9 @@ def table_settings(cfg: ExperimentConfig, name: str, model: type[StageConfig], s
     """Validate the `tables.<name>` settings of one paper script (errors name that section)."""
     unknown = sorted(set(cfg.tables) - set(TABLE_SCRIPTS))
     if unknown:
-        raise ConfigError([f"{source}: tables.{k}: unknown script (one of {', '.join(TABLE_SCRIPTS)})" for k in unknown])
+        raise ConfigError(
+            [f"{source}: tables.{k}: unknown script (one of {', '.join(TABLE_SCRIPTS)})" for k in unknown]
+        )
     try:
         return load_config(None, model, cfg.tables.get(name, {}))
     except ConfigError as e:
@@ -125,16 +157,19 @@ def table_settings(cfg: ExperimentConfig, name: str, model: type[StageConfig], s
 def table_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
     """The parser of a paper script: the experiment flags plus `--toy`."""
     parser = stage_parser(prog, doc, ExperimentConfig)
-    parser.add_argument("--toy", action="store_true",
-                        help=f"run on CPU with small models ({TOY_CONFIG.relative_to(ROOT)}) instead of the "
-                             f"full-scale setting ({FULL_CONFIG.relative_to(ROOT)})")
+    parser.add_argument(
+        "--toy",
+        action="store_true",
+        help=f"run on CPU with small models ({TOY_CONFIG.relative_to(ROOT)}) instead of the "
+        f"full-scale setting ({FULL_CONFIG.relative_to(ROOT)})",
+    )
     return parser
 
 
 def table_config(args: argparse.Namespace) -> tuple[ExperimentConfig, str]:
     """The experiment config of a paper script: --config, else the --toy or the full-scale file."""
     if args.toy and args.config:
-        raise ConfigError(["--toy and --config: give one (--toy means --config " f"{TOY_CONFIG.relative_to(ROOT)})"])
+        raise ConfigError([f"--toy and --config: give one (--toy means --config {TOY_CONFIG.relative_to(ROOT)})"])
     args.config = args.config or str(TOY_CONFIG if args.toy else FULL_CONFIG)
     return config_from_args(args, ExperimentConfig), args.config
 
@@ -175,8 +210,12 @@ def split_by_source(test_file: Path, out: Path, wanted: list[str] | None, whole:
     names = wanted if wanted is not None else sorted(set(groups) - {whole}) + ([whole] if whole else [])
     missing = [n for n in names if n not in groups]
     if missing:
-        raise DataError(str(test_file), None, "source", f"no test records of {', '.join(missing)} "
-                                                        f"(sources present: {', '.join(sorted(groups))})")
+        raise DataError(
+            str(test_file),
+            None,
+            "source",
+            f"no test records of {', '.join(missing)} (sources present: {', '.join(sorted(groups))})",
+        )
     files = {}
     for name in names:
         path = out / f"test.{name.replace('/', '_')}.jsonl"
@@ -242,6 +281,7 @@ def once(step: Callable[..., Path]) -> Callable[..., Path]:
         if key not in self.done:
             self.done[key] = step(*bound.args, **bound.kwargs)
         return self.done[key]
+
     return wrapper
 
 
@@ -272,14 +312,17 @@ class Experiment:
         argv = ["--output-dir", str(self.w / "data")]
         argv += ["--builtin", cfg.builtin] if cfg.builtin else ["--input", *cfg.input]
         _call("preprocess", preprocess_main, argv)
-        return sample_splits(self.w / "data", self.w / "sample", cfg.seed,
-                             {"train": cfg.train_records, "valid": cfg.valid_records, "test": None})
+        return sample_splits(
+            self.w / "data",
+            self.w / "sample",
+            cfg.seed,
+            {"train": cfg.train_records, "valid": cfg.valid_records, "test": None},
+        )
 
     @cached_property
     def test_sets(self) -> dict[str, Path]:
         """Test file of each reported dataset (record source)."""
-        return split_by_source(self.data / "test.jsonl", self.w / "sample", self.cfg.datasets,
-                               self.cfg.whole_test_as)
+        return split_by_source(self.data / "test.jsonl", self.w / "sample", self.cfg.datasets, self.cfg.whole_test_as)
 
     @once
     def clusters(self, partition: str = "semantic", n: int | None = None, **extra: Any) -> Path:
@@ -287,12 +330,21 @@ class Experiment:
         from clustering.cluster import main as cluster_main
 
         n = self.cfg.num_clusters if n is None else n
-        base = {"num_clusters": n, "partition": partition, "embedder": self.cfg.embedder, "seed": self.cfg.seed,
-                **self.cfg.cluster}
+        base = {
+            "num_clusters": n,
+            "partition": partition,
+            "embedder": self.cfg.embedder,
+            "seed": self.cfg.seed,
+            **self.cfg.cluster,
+        }
         defaults = {k: f.default for k, f in stage_models()["cluster"].model_fields.items()}
         name = variant_name(f"{partition}-N{n}", extra, defaults | base)
-        data = {"input": str(self.data / "cluster.jsonl"), "output_dir": str(self.w / "clusters" / name),
-                **base, **extra}
+        data = {
+            "input": str(self.data / "cluster.jsonl"),
+            "output_dir": str(self.w / "clusters" / name),
+            **base,
+            **extra,
+        }
         _call(f"cluster {name}", cluster_main, ["--config", str(self._config(f"cluster_{name}", "cluster", data))])
         return Path(data["output_dir"])
 
@@ -301,11 +353,14 @@ class Experiment:
 
         path = self._config(step, "train", data)
         if self.cfg.launcher == "none":
-            _call(step, train_main, ["--config", str(path)] + (["--experts", str(experts_from)] if experts_from else []))
+            _call(
+                step, train_main, ["--config", str(path)] + (["--experts", str(experts_from)] if experts_from else [])
+            )
             return
         if experts_from is None:
-            _launch(step, ["deepspeed", "--num_gpus", str(self.cfg.num_gpus), "training/train.py", "--config",
-                           str(path)])
+            _launch(
+                step, ["deepspeed", "--num_gpus", str(self.cfg.num_gpus), "training/train.py", "--config", str(path)]
+            )
             return
         from training.sft.config import TrainConfig
         from training.sft.experts import launcher_commands
@@ -314,8 +369,12 @@ class Experiment:
             _launch(step, shlex.split(command))
 
     def _train_base(self, output_dir: Path, seed: int) -> dict[str, Any]:
-        return {"model_name_or_path": resolve_asset(self.cfg.base_model), "output_dir": str(output_dir),
-                "seed": seed, **self.cfg.train}
+        return {
+            "model_name_or_path": resolve_asset(self.cfg.base_model),
+            "output_dir": str(output_dir),
+            "seed": seed,
+            **self.cfg.train,
+        }
 
     @once
     def experts(self, partition: str = "semantic", n: int | None = None, seed: int = 42) -> Path:
@@ -328,8 +387,11 @@ class Experiment:
     @once
     def dense(self, seed: int = 42) -> Path:
         """One model on all training data with the optimizer steps of all N experts together."""
-        data = {**self._train_base(self.w / "dense" / f"seed{seed}", seed),
-                "train_file": str(self.data / "train.jsonl"), "valid_file": str(self.data / "valid.jsonl")}
+        data = {
+            **self._train_base(self.w / "dense" / f"seed{seed}", seed),
+            "train_file": str(self.data / "train.jsonl"),
+            "valid_file": str(self.data / "valid.jsonl"),
+        }
         if isinstance(data.get("max_steps"), int) and data["max_steps"] > 0:
             data["max_steps"] *= self.cfg.num_clusters
         self._train(f"train_dense_seed{seed}", data)
@@ -345,25 +407,36 @@ class Experiment:
         if n == 1:
             return experts / "expert-0"
         variant = experts.parent.name
-        data = {"experts": [str(experts / f"expert-{i}") for i in range(n)],
-                "output_dir": str(self.w / "moe" / variant / f"seed{seed}"),
-                "cluster_dir": str(self.w / "clusters" / variant), "seed": seed, **self.cfg.merge}
+        data = {
+            "experts": [str(experts / f"expert-{i}") for i in range(n)],
+            "output_dir": str(self.w / "moe" / variant / f"seed{seed}"),
+            "cluster_dir": str(self.w / "clusters" / variant),
+            "seed": seed,
+            **self.cfg.merge,
+        }
         name = f"merge_{variant}_seed{seed}"
         _call(name, merge_main, ["--config", str(self._config(name, "merge", data))])
         return Path(data["output_dir"])
 
     @once
-    def router(self, policy: str, top_k: int | None = None, partition: str = "semantic", n: int | None = None,
-               seed: int = 42) -> Path:
+    def router(
+        self, policy: str, top_k: int | None = None, partition: str = "semantic", n: int | None = None, seed: int = 42
+    ) -> Path:
         """The merged MoE with its router finetuned for `policy` (token policies: `top_k` experts per token)."""
         from training.moe.finetune_router import main as router_main
 
         moe = self.moe(partition, n, seed)
         label = policy + (f"-top{top_k}" if top_k else "")
-        data = {"moe_dir": str(moe), "train_file": str(self.data / "train.jsonl"),
-                "valid_file": str(self.data / "valid.jsonl"), "policy": policy, "seed": seed,
-                "output_dir": str(self.w / "routers" / moe.parent.name / label / f"seed{seed}"),
-                **({"top_k": top_k} if top_k else {}), **self.cfg.finetune_router}
+        data = {
+            "moe_dir": str(moe),
+            "train_file": str(self.data / "train.jsonl"),
+            "valid_file": str(self.data / "valid.jsonl"),
+            "policy": policy,
+            "seed": seed,
+            "output_dir": str(self.w / "routers" / moe.parent.name / label / f"seed{seed}"),
+            **({"top_k": top_k} if top_k else {}),
+            **self.cfg.finetune_router,
+        }
         name = f"router_{moe.parent.name}_{label}_seed{seed}"
         _call(name, router_main, ["--config", str(self._config(name, "finetune_router", data))])
         return Path(data["output_dir"])
@@ -374,8 +447,14 @@ class Experiment:
         from inference.reward.train import main as reward_main
 
         out = self.w / "orm" / system / f"seed{seed}"
-        data = {"train": str(self.data / "train.jsonl"), "valid": str(self.data / "valid.jsonl"),
-                "output_dir": str(out), "policy_model": str(policy_model), "seed": seed, **self.cfg.reward}
+        data = {
+            "train": str(self.data / "train.jsonl"),
+            "valid": str(self.data / "valid.jsonl"),
+            "output_dir": str(out),
+            "policy_model": str(policy_model),
+            "seed": seed,
+            **self.cfg.reward,
+        }
         name = f"reward_{system}_seed{seed}"
         _call(name, reward_main, ["--config", str(self._config(name, "reward", data))])
         return out / "model"
@@ -385,14 +464,22 @@ class Experiment:
         from inference.infer import main as infer_main
 
         out = self.w / "infer" / system / dataset / f"seed{seed}"
-        data = {"input": str(self.test_sets[dataset]), "output_dir": str(out), "model": str(model), "seed": seed,
-                "max_items": self.cfg.eval_items, **self.cfg.infer, **infer}
+        data = {
+            "input": str(self.test_sets[dataset]),
+            "output_dir": str(out),
+            "model": str(model),
+            "seed": seed,
+            "max_items": self.cfg.eval_items,
+            **self.cfg.infer,
+            **infer,
+        }
         name = f"infer_{system}_{dataset}_seed{seed}"
         _call(name, infer_main, ["--config", str(self._config(name, "infer", data))])
         return out / "predictions.jsonl"
 
-    def score(self, system: str, dataset: str, runs: Mapping[int, Path], compare_to: str | None = None,
-              **evaluate: Any) -> dict[str, Any]:
+    def score(
+        self, system: str, dataset: str, runs: Mapping[int, Path], compare_to: str | None = None, **evaluate: Any
+    ) -> dict[str, Any]:
         """Evaluate every seed's run of `system` on `dataset` (mean, and std over seeds); `compare_to`
         (another system's name, already scored) adds paired significance tests. Returns scores.json
         plus `significance` when compared."""
@@ -402,11 +489,22 @@ class Experiment:
         preds = combine_seeds(system, runs, self.w / "infer" / system / dataset / "predictions.jsonl")
         out = self.w / "eval" / system / dataset
         encoder = resolve_asset(cfg.metric_encoder) if cfg.metric_encoder else None
-        data: dict[str, Any] = {"predictions": str(preds), "references": str(self.test_sets[dataset]),
-                                "output_dir": str(out), "metrics": cfg.metrics, "dataset": dataset, "seed": cfg.seed}
+        data: dict[str, Any] = {
+            "predictions": str(preds),
+            "references": str(self.test_sets[dataset]),
+            "output_dir": str(out),
+            "metrics": cfg.metrics,
+            "dataset": dataset,
+            "seed": cfg.seed,
+        }
         if encoder:
-            data.update(bertscore_model=encoder, bertscore_num_layers=cfg.metric_encoder_layers,
-                        moverscore_model=encoder, mauve_model=encoder, mauve_pooling="mean")
+            data.update(
+                bertscore_model=encoder,
+                bertscore_num_layers=cfg.metric_encoder_layers,
+                moverscore_model=encoder,
+                mauve_model=encoder,
+                mauve_pooling="mean",
+            )
         if compare_to:
             data["compare_to"] = str(self.w / "infer" / compare_to / dataset / "predictions.jsonl")
         data.update({**cfg.evaluate, **evaluate})
@@ -418,13 +516,19 @@ class Experiment:
             result["significance"] = json.loads((out / "significance.json").read_text(encoding="utf-8"))
         return result
 
-    def system(self, system: str, models: Mapping[int, Path | str], compare_to: str | None = None,
-               **infer: Any) -> dict[str, dict[str, Any]]:
+    def system(
+        self, system: str, models: Mapping[int, Path | str], compare_to: str | None = None, **infer: Any
+    ) -> dict[str, dict[str, Any]]:
         """Generate with each seed's model on every dataset and score; returns {dataset: scores.json}."""
-        return {dataset: self.score(system, dataset,
-                                    {seed: self.predict(system, model, dataset, seed, **infer)
-                                     for seed, model in models.items()}, compare_to)
-                for dataset in self.test_sets}
+        return {
+            dataset: self.score(
+                system,
+                dataset,
+                {seed: self.predict(system, model, dataset, seed, **infer) for seed, model in models.items()},
+                compare_to,
+            )
+            for dataset in self.test_sets
+        }
 
 
 def inputs_line(system: str, dataset: str, scores: Mapping[str, Any]) -> str:
@@ -432,8 +536,10 @@ def inputs_line(system: str, dataset: str, scores: Mapping[str, Any]) -> str:
     counts = scores["counts"]
     n = "/".join(str(k) for k in sorted({run["ids"] for run in counts["runs"]}))
     failed, empty = counts["failed_predictions"], counts["empty_predictions"]
-    return (f"{system} / {dataset}: N = {n} inputs per seed; {failed} failed and {empty - failed} empty "
-            "predictions, each scored 0")
+    return (
+        f"{system} / {dataset}: N = {n} inputs per seed; {failed} failed and {empty - failed} empty "
+        "predictions, each scored 0"
+    )
 
 
 def seed_scores(scores: Mapping[str, Any], metrics: tuple[str, ...] = TABLE_METRICS) -> list[dict[str, float]]:

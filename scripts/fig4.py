@@ -9,6 +9,7 @@ tables/fig4.{png,md,csv,tex,json}: one curve per system x dataset on a log2 N ax
 numbers for Fig. 4, only its finding (consistent gains up to 128 samples on all five benchmarks), which is
 printed beside ours together with whether each of our curves is monotone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,20 +26,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError, DataError  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402
-from scripts.experiment import (Experiment, ExperimentConfig, table_config, table_parser,  # noqa: E402
-                                table_settings, write_table)
+from scripts.experiment import (
+    Experiment,
+    ExperimentConfig,
+    table_config,
+    table_parser,  # noqa: E402
+    table_settings,
+    write_table,
+)
 from scripts.paper_numbers import FIG4_MAX_SAMPLES  # noqa: E402
 
-PAPER_FINDING = (f"paper (Fig. 4): the oracle verifier gives consistent BLEU gains up to {FIG4_MAX_SAMPLES} "
-                 "samples on all five benchmarks (64 test inputs each; no numbers printed)")
+PAPER_FINDING = (
+    f"paper (Fig. 4): the oracle verifier gives consistent BLEU gains up to {FIG4_MAX_SAMPLES} "
+    "samples on all five benchmarks (64 test inputs each; no numbers printed)"
+)
 LABELS = {"dense": "LM-Lexicon-Dense", "moe": "LM-Lexicon-MoE"}
 
 
 class Fig4Settings(StageConfig):
     """Settings of `tables.fig4`: systems, samples per input, inputs per dataset."""
 
-    systems: list[Literal["dense", "moe"]] = Field(default_factory=lambda: ["dense", "moe"], min_length=1,
-                                                   description="curves: dense baseline and/or the semantic MoE")
+    systems: list[Literal["dense", "moe"]] = Field(
+        default_factory=lambda: ["dense", "moe"],
+        min_length=1,
+        description="curves: dense baseline and/or the semantic MoE",
+    )
     max_samples: int = Field(FIG4_MAX_SAMPLES, ge=1, description="samples per input; N = 1, 2, 4, ... up to it")
     items: int = Field(64, ge=1, description="test inputs per dataset (seeded subset; paper: 64)")
     datasets: list[str] | None = Field(None, description="datasets (null: every reported one)")
@@ -67,8 +79,11 @@ def read_samples(path: Path, max_samples: int) -> tuple[dict[str, list[str]], di
     if not by_id:
         raise DataError(str(path), None, "id", "no samples")
     samples = {i: [slots.get(k) for k in range(max_samples)] for i, slots in by_id.items()}
-    counts = {"inputs": len(samples), "failed_samples": sum(s is None for ss in samples.values() for s in ss),
-              "failed_inputs": sum(all(s is None for s in ss) for ss in samples.values())}
+    counts = {
+        "inputs": len(samples),
+        "failed_samples": sum(s is None for ss in samples.values() for s in ss),
+        "failed_inputs": sum(all(s is None for s in ss) for ss in samples.values()),
+    }
     return {i: [s or "" for s in ss] for i, ss in samples.items()}, counts
 
 
@@ -94,8 +109,10 @@ def oracle_curve(samples: dict[str, list[str]], test_file: Path, counts: Sequenc
 def setting_label(cfg: ExperimentConfig, settings: Fig4Settings, seed: int) -> str:
     """What our curves are (from the config) next to the paper's setting."""
     data = f"builtin {cfg.builtin}" if cfg.builtin else "your input files"
-    return (f"ours: {cfg.base_model} dense / {cfg.num_clusters}-expert MoE ({data}), {settings.items} inputs per "
-            f"dataset, {settings.max_samples} samples, seed {seed}; paper: Llama-3-8B, 64 inputs, 128 samples")
+    return (
+        f"ours: {cfg.base_model} dense / {cfg.num_clusters}-expert MoE ({data}), {settings.items} inputs per "
+        f"dataset, {settings.max_samples} samples, seed {seed}; paper: Llama-3-8B, 64 inputs, 128 samples"
+    )
 
 
 def plot(curves: dict[str, list[float]], counts: Sequence[int], title: str, path: Path) -> None:
@@ -129,8 +146,12 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
     datasets = settings.datasets or list(exp.test_sets)
     unknown = [d for d in datasets if d not in exp.test_sets]
     if unknown:
-        raise ConfigError([f"{source}: tables.fig4.datasets: {d!r} is not a reported dataset "
-                           f"({', '.join(exp.test_sets)})" for d in unknown])
+        raise ConfigError(
+            [
+                f"{source}: tables.fig4.datasets: {d!r} is not a reported dataset ({', '.join(exp.test_sets)})"
+                for d in unknown
+            ]
+        )
     seed = cfg.seeds[0]
     counts = sample_counts(settings.max_samples)
     protocol = cfg.evaluate.get("protocol", "max")
@@ -142,8 +163,15 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
         model = exp.dense(seed) if system == "dense" else exp.moe(seed=seed)
         for dataset in datasets:
             name = f"{LABELS[system]} / {dataset}"
-            preds = exp.predict(f"{system}_bon{settings.max_samples}", model, dataset, seed,
-                                n_samples=settings.max_samples, max_items=settings.items, batch_size=prompts_per_call)
+            preds = exp.predict(
+                f"{system}_bon{settings.max_samples}",
+                model,
+                dataset,
+                seed,
+                n_samples=settings.max_samples,
+                max_items=settings.items,
+                batch_size=prompts_per_call,
+            )
             samples, inputs[name] = read_samples(preds.parent / "samples.jsonl", settings.max_samples)
             curves[name] = oracle_curve(samples, exp.test_sets[dataset], counts, protocol)
     monotone = {name: all(b >= a for a, b in zip(values, values[1:])) for name, values in curves.items()}
@@ -152,21 +180,34 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
     rows = [[str(n)] + [f"{values[k]:.2f}" for values in curves.values()] for k, n in enumerate(counts)]
     rows.append([f"gain N=1→{counts[-1]}"] + [f"{values[-1] - values[0]:+.2f}" for values in curves.values()])
     rows.append(["monotone"] + ["yes" if monotone[name] else "no" for name in curves])
-    rows.append(["inputs (all samples failed)"] + [f"{inputs[name]['inputs']} ({inputs[name]['failed_inputs']})"
-                                                   for name in curves])
+    rows.append(
+        ["inputs (all samples failed)"]
+        + [f"{inputs[name]['inputs']} ({inputs[name]['failed_inputs']})" for name in curves]
+    )
     label = setting_label(cfg, settings, seed)
     out = Path(cfg.work_dir) / "tables"
     plot(curves, counts, "Fig. 4 — Best-of-N, oracle verifier\n" + textwrap.fill(label, 100), out / "fig4.png")
     print(f"\nFig. 4 — Best-of-N with the oracle verifier, oracle BLEU by N ({label})")
-    result = {"setting": label, "counts": counts, "curves": curves, "monotone": monotone, "inputs": inputs,
-              "paper": PAPER_FINDING, "png": str(out / "fig4.png")}
+    result = {
+        "setting": label,
+        "counts": counts,
+        "curves": curves,
+        "monotone": monotone,
+        "inputs": inputs,
+        "paper": PAPER_FINDING,
+        "png": str(out / "fig4.png"),
+    }
     write_table(Table(["N"] + list(curves), rows), out, "fig4", result)
     for name, n in inputs.items():
-        print(f"{name}: N = {n['inputs']} inputs, {n['failed_inputs']} with every sample failed, "
-              f"{n['failed_samples']} of {n['inputs'] * settings.max_samples} samples failed (failed = BLEU 0)")
+        print(
+            f"{name}: N = {n['inputs']} inputs, {n['failed_inputs']} with every sample failed, "
+            f"{n['failed_samples']} of {n['inputs'] * settings.max_samples} samples failed (failed = BLEU 0)"
+        )
     print(PAPER_FINDING)
-    print(f"ours: {'monotone' if all(monotone.values()) else 'NOT monotone'} on "
-          f"{sum(monotone.values())} of {len(monotone)} curves up to {counts[-1]} samples; plot in {out / 'fig4.png'}")
+    print(
+        f"ours: {'monotone' if all(monotone.values()) else 'NOT monotone'} on "
+        f"{sum(monotone.values())} of {len(monotone)} curves up to {counts[-1]} samples; plot in {out / 'fig4.png'}"
+    )
     return result
 
 

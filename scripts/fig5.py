@@ -6,6 +6,7 @@ here the `none` partition). Settings in the config's `tables.fig5`: `num_experts
 paper's BLEU points as markers) and the table with the paper's values beside ours; every N other than the
 config's num_clusters gets a p-value against that MoE (paired t-test on per-item BLEU).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,20 +22,39 @@ from evaluation.report import Table  # noqa: E402
 from run_config.cli import run_main  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402
 from run_config.runtime import atomic_open  # noqa: E402
-from scripts.experiment import (Experiment, ExperimentConfig, fmt, table_config, table_parser,  # noqa: E402
-                                table_settings, write_table)
+from scripts.experiment import (
+    Experiment,
+    ExperimentConfig,
+    fmt,
+    table_config,
+    table_parser,  # noqa: E402
+    table_settings,
+    write_table,
+)
 from scripts.paper_numbers import FIG5_BLEU  # noqa: E402
-from scripts.table3 import (P_TEST, describe, mean_std, moe_system, p_cell, p_values, report_datasets,  # noqa: E402
-                            score_moe)
+from scripts.table3 import (
+    P_TEST,
+    describe,
+    mean_std,
+    moe_system,
+    p_cell,
+    p_values,
+    report_datasets,  # noqa: E402
+    score_moe,
+)
 
 
 class Fig5Settings(StageConfig):
     """Settings of scripts/fig5.py (`tables.fig5` of the experiment config)."""
 
-    num_experts: list[int] = Field(default_factory=lambda: [1, 2, 4, 8], min_length=1,
-                                   description="numbers of experts N (1: one model on all data)")
-    datasets: list[str] | None = Field(None, min_length=1, description="test sets reported (null: the last one, "
-                                                                       "3D-EX in the full setting)")
+    num_experts: list[int] = Field(
+        default_factory=lambda: [1, 2, 4, 8],
+        min_length=1,
+        description="numbers of experts N (1: one model on all data)",
+    )
+    datasets: list[str] | None = Field(
+        None, min_length=1, description="test sets reported (null: the last one, 3D-EX in the full setting)"
+    )
 
     @model_validator(mode="after")
     def _valid(self) -> Fig5Settings:
@@ -55,8 +75,14 @@ def plot(results: list[dict[str, Any]], datasets: list[str], path: Path, title: 
     for ax, metric, label in zip(axes, ("bleu", "rougeL"), ("BLEU", "ROUGE-L")):
         for dataset in datasets:
             rows = [r for r in results if r["dataset"] == dataset]
-            ax.errorbar([r["n"] for r in rows], [r[metric][0] for r in rows], yerr=[r[metric][1] for r in rows],
-                        marker="o", capsize=3, label=f"ours ({dataset})")
+            ax.errorbar(
+                [r["n"] for r in rows],
+                [r[metric][0] for r in rows],
+                yerr=[r[metric][1] for r in rows],
+                marker="o",
+                capsize=3,
+                label=f"ours ({dataset})",
+            )
         if metric == "bleu":
             ax.plot(list(FIG5_BLEU), list(FIG5_BLEU.values()), "k*", markersize=10, label="paper (3D-EX)")
         ax.set_xscale("log", base=2)
@@ -85,20 +111,47 @@ def run_fig5(cfg: ExperimentConfig, source: str) -> Path:
             partition = "none" if n == 1 else "semantic"
             compare_to = None if n == cfg.num_clusters else reference
             scores = score_moe(exp, partition, n, dataset, compare_to)
-            results.append({"n": n, "dataset": dataset, "system": moe_system(cfg, partition, n),
-                            **{m: mean_std(scores, m) for m in ("bleu", "rougeL")}, "p": p_values(scores)})
+            results.append(
+                {
+                    "n": n,
+                    "dataset": dataset,
+                    "system": moe_system(cfg, partition, n),
+                    **{m: mean_std(scores, m) for m in ("bleu", "rougeL")},
+                    "p": p_values(scores),
+                }
+            )
     results.sort(key=lambda r: (datasets.index(r["dataset"]), r["n"]))
-    rows = [[str(r["n"]) + (f" · {r['dataset']}" if len(datasets) > 1 else ""), fmt(*r["bleu"]),
-             fmt(FIG5_BLEU.get(r["n"])), fmt(*r["rougeL"]), p_cell(r["p"][P_TEST]["bleu"] if r["p"] else None)]
-            for r in results]
+    rows = [
+        [
+            str(r["n"]) + (f" · {r['dataset']}" if len(datasets) > 1 else ""),
+            fmt(*r["bleu"]),
+            fmt(FIG5_BLEU.get(r["n"])),
+            fmt(*r["rougeL"]),
+            p_cell(r["p"][P_TEST]["bleu"] if r["p"] else None),
+        ]
+        for r in results
+    ]
     table = Table(["N", "BLEU (ours)", "BLEU (paper)", "ROUGE-L (ours)", f"p vs N={cfg.num_clusters} (ours)"], rows)
-    title = (f"Fig. 5 left (number of experts). Ours: {describe(cfg)}; scored on {', '.join(datasets)}; N = 1 is "
-             f"the no-split model. Paper: Llama-3-8B experts on 3D-EX (BLEU at N = 1, 4, 8 from its text).")
+    title = (
+        f"Fig. 5 left (number of experts). Ours: {describe(cfg)}; scored on {', '.join(datasets)}; N = 1 is "
+        f"the no-split model. Paper: Llama-3-8B experts on 3D-EX (BLEU at N = 1, 4, 8 from its text)."
+    )
     out = Path(cfg.work_dir) / "tables"
     plot(results, datasets, out / "fig5.png", title)
     print(title)
-    write_table(table, out, "fig5", {"title": title, "p_test": P_TEST, "settings": settings.model_dump(),
-                                     "rows": results, "paper_bleu": FIG5_BLEU, "plot": str(out / "fig5.png")})
+    write_table(
+        table,
+        out,
+        "fig5",
+        {
+            "title": title,
+            "p_test": P_TEST,
+            "settings": settings.model_dump(),
+            "rows": results,
+            "paper_bleu": FIG5_BLEU,
+            "plot": str(out / "fig5.png"),
+        },
+    )
     print(f"fig5: plot -> {out / 'fig5.png'}")
     return out
 

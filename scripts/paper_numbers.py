@@ -3,6 +3,7 @@
 BLEU / ROUGE-L are (mean, std) pairs; std is None where the paper gives none. Dataset names are the
 record sources of this toolkit (dataset/records.py).
 """
+
 from __future__ import annotations
 
 DATASETS = ("WordNet", "Oxford", "Wikipedia", "Urban", "3D-EX")
@@ -38,8 +39,10 @@ def _table2() -> dict[str, dict[str, dict[str, tuple[float, float | None]]]]:
     out: dict[str, dict[str, dict[str, tuple[float, float | None]]]] = {}
     for method, values in _T2_ROWS.items():
         std = _T2_STD.get(method, (None,) * len(values))
-        out[method] = {d: {"bleu": (values[2 * i], std[2 * i]), "rougeL": (values[2 * i + 1], std[2 * i + 1])}
-                       for i, d in enumerate(DATASETS)}
+        out[method] = {
+            d: {"bleu": (values[2 * i], std[2 * i]), "rougeL": (values[2 * i + 1], std[2 * i + 1])}
+            for i, d in enumerate(DATASETS)
+        }
     return out
 
 
@@ -67,11 +70,9 @@ TABLE4 = {
 FIG5_BLEU = {1: 41.38, 4: 45.69, 8: 46.86}
 
 # Table 7: mean intra-cluster distance per cluster (lower = more cohesive), N = 4, 3D-EX, NV-Embed-v2.
-TABLE7 = {"C0 Adjective": 0.176, "C1 Scientific": 0.168, "C2 Proper Noun": 0.173, "C3 Person Name": 0.185,
-          "avg": 0.175}
+TABLE7 = {"C0 Adjective": 0.176, "C1 Scientific": 0.168, "C2 Proper Noun": 0.173, "C3 Person Name": 0.185, "avg": 0.175}
 # Table 8: mean inter-centroid distance per cluster pair (higher = better separated).
-TABLE8 = {"C0-C1": 0.694, "C0-C2": 0.713, "C0-C3": 0.765, "C1-C2": 0.681, "C1-C3": 0.707, "C2-C3": 0.720,
-          "avg": 0.713}
+TABLE8 = {"C0-C1": 0.694, "C0-C2": 0.713, "C0-C3": 0.765, "C1-C2": 0.681, "C1-C3": 0.707, "C2-C3": 0.720, "avg": 0.713}
 
 # Fig. 4: BoN with an oracle verifier on 64 test items per dataset, 1 to 128 samples (a curve; the
 # paper prints no table of it). Fig. 7: ICL on WordNet, k = 0 ... 128 shots (Table 2 uses 32).

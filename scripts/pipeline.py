@@ -4,6 +4,7 @@ router finetuning -> infer -> evaluate -> Table-2-style report.
 Each stage runs through its own CLI with a config written to `<work_dir>/configs/<step>.json`, so every
 step can be rerun by hand; every stage skips work that is already done, so a rerun takes seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,11 @@ from run_config.cli import config_from_args, run_main, stage_parser  # noqa: E40
 from run_config.runtime import write_json, write_manifest  # noqa: E402
 from scripts.experiment import TABLE_METRICS, Experiment, ExperimentConfig, seed_scores, write_table  # noqa: E402
 
-SYSTEMS = {"dense": "LM-Lexicon-Dense", "moe": "LM-Lexicon-MoE (domain routing)",
-           "moe_learned": "LM-Lexicon-MoE (learned domain router)"}
+SYSTEMS = {
+    "dense": "LM-Lexicon-Dense",
+    "moe": "LM-Lexicon-MoE (domain routing)",
+    "moe_learned": "LM-Lexicon-MoE (learned domain router)",
+}
 
 
 class PipelineConfig(ExperimentConfig):
@@ -41,8 +45,10 @@ def run_pipeline(cfg: PipelineConfig, source: str) -> Path:
         models.setdefault("moe", {})[seed] = exp.moe(seed=seed)
         if cfg.learned_router and cfg.num_clusters > 1:
             models.setdefault("moe_learned", {})[seed] = exp.router("learned-domain", seed=seed)
-    results = {SYSTEMS[name]: {dataset: seed_scores(scores) for dataset, scores in exp.system(name, runs).items()}
-               for name, runs in models.items()}
+    results = {
+        SYSTEMS[name]: {dataset: seed_scores(scores) for dataset, scores in exp.system(name, runs).items()}
+        for name, runs in models.items()
+    }
     metrics = [m for m in TABLE_METRICS if any(m in s for per in results.values() for ss in per.values() for s in ss)]
     out = Path(cfg.work_dir) / "report"
     write_table(table2(results, metrics=metrics), out, "table2")

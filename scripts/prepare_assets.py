@@ -1,4 +1,5 @@
 """Build the offline assets once: NLTK WordNet folder, plain-HF SmolLM2-135M, the embedded lexicon; compile kernels."""
+
 from __future__ import annotations
 
 import os

@@ -10,6 +10,7 @@ ICL with GPT-4-Turbo, Claude-3-Opus and Gemini-1.5-Pro (keys from OPENAI_API_KEY
 GEMINI_API_KEY). `--toy` runs the same chain on CPU with the ICL rows on the local base model. The paper's
 prior-work rows (Rerank-T5 ... LlamaDict) are printed for reference only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,17 @@ from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402
 from run_config.runtime import atomic_open  # noqa: E402
-from scripts.experiment import (TABLE_METRICS, Experiment, ExperimentConfig, fmt, seed_scores,  # noqa: E402
-                                table_config, table_parser, table_settings, write_table)
+from scripts.experiment import (
+    TABLE_METRICS,
+    Experiment,
+    ExperimentConfig,
+    fmt,
+    seed_scores,  # noqa: E402
+    table_config,
+    table_parser,
+    table_settings,
+    write_table,
+)
 from scripts.paper_numbers import ICL_SHOTS, TABLE2  # noqa: E402
 
 SYSTEM_NAMES = {"dense": "LM-Lexicon-Dense", "moe": "LM-Lexicon-MoE"}
@@ -49,8 +59,9 @@ class IclModel(StageConfig):
     name: str = Field(description="row label; the paper's are GPT-4-Turbo, Claude-3-Opus, Gemini-1.5-Pro")
     backend: Literal["local", "vllm", "openai", "anthropic", "gemini"] = Field(description="infer backend")
     model: str = Field(description="API model name, or HF folder / asset:smollm2 for local and vllm")
-    api_key_env: KeyEnvName = Field(None, description="env var of the API key (default: the vendor's, e.g. "
-                                                      "OPENAI_API_KEY)")
+    api_key_env: KeyEnvName = Field(
+        None, description="env var of the API key (default: the vendor's, e.g. OPENAI_API_KEY)"
+    )
     base_url: str | None = Field(None, description="API base URL (null: the vendor's)")
 
 
@@ -64,23 +75,38 @@ PAPER_ICL_MODELS = [
 class Table2Settings(StageConfig):
     """Which rows of Table 2 to run (`tables.table2` of the experiment config); defaults = the paper's."""
 
-    systems: list[Literal["dense", "moe"]] = Field(default_factory=lambda: ["dense", "moe"],
-                                                   description="LM-Lexicon systems (MoE: domain routing, N = num_clusters)")
+    systems: list[Literal["dense", "moe"]] = Field(
+        default_factory=lambda: ["dense", "moe"],
+        description="LM-Lexicon systems (MoE: domain routing, N = num_clusters)",
+    )
     methods: list[Literal["zero-shot", "bon-oracle", "bon-orm"]] = Field(
         default_factory=lambda: ["zero-shot", "bon-oracle", "bon-orm"],
-        description="decoding of each system: one sample, or Best-of-N picked by the oracle / the reward model")
-    bon_samples: int = Field(32, ge=2, description="N of Best-of-N (the paper gives no N for Table 2; 32 = its "
-                                                   "1:32 ORM sampling ratio); oracle and ORM pick from the same samples")
-    icl_modes: list[Literal["random", "retrieval"]] = Field(default_factory=lambda: ["random", "retrieval"],
-                                                            description="ICL baseline rows per model")
+        description="decoding of each system: one sample, or Best-of-N picked by the oracle / the reward model",
+    )
+    bon_samples: int = Field(
+        32,
+        ge=2,
+        description="N of Best-of-N (the paper gives no N for Table 2; 32 = its "
+        "1:32 ORM sampling ratio); oracle and ORM pick from the same samples",
+    )
+    icl_modes: list[Literal["random", "retrieval"]] = Field(
+        default_factory=lambda: ["random", "retrieval"], description="ICL baseline rows per model"
+    )
     icl_k: int = Field(ICL_SHOTS, ge=1, le=128, description="demos per input (paper: 32), drawn from the train split")
-    icl_models: list[IclModel] = Field(default_factory=lambda: [IclModel(**m) for m in PAPER_ICL_MODELS],
-                                       description="ICL models (empty: no ICL rows)")
-    icl_max_items: int | None = Field(100, ge=1, description="ICL test inputs per dataset, at most eval_items "
-                                                             "(original: 100 random items; null: eval_items)")
+    icl_models: list[IclModel] = Field(
+        default_factory=lambda: [IclModel(**m) for m in PAPER_ICL_MODELS], description="ICL models (empty: no ICL rows)"
+    )
+    icl_max_items: int | None = Field(
+        100,
+        ge=1,
+        description="ICL test inputs per dataset, at most eval_items (original: 100 random items; null: eval_items)",
+    )
     prior_work: bool = Field(True, description="also print the paper's prior-work rows (paper numbers only)")
-    report_sacrebleu: bool = Field(False, description="add a standard corpus sacreBLEU column after the paper's "
-                                                      "BLEU (needs sacrebleu in the experiment's metrics)")
+    report_sacrebleu: bool = Field(
+        False,
+        description="add a standard corpus sacreBLEU column after the paper's "
+        "BLEU (needs sacrebleu in the experiment's metrics)",
+    )
 
 
 def check_api_keys(settings: Table2Settings, source: str) -> None:
@@ -102,8 +128,9 @@ def check_api_keys(settings: Table2Settings, source: str) -> None:
 def check_sacrebleu(cfg: ExperimentConfig, settings: Table2Settings, source: str) -> None:
     """Fail before any work when the sacreBLEU column is asked for but never computed."""
     if settings.report_sacrebleu and "sacrebleu" not in cfg.metrics:
-        raise ConfigError(f"{source}: tables.table2.report_sacrebleu: needs \"sacrebleu\" in metrics "
-                          f"(now {', '.join(cfg.metrics)})")
+        raise ConfigError(
+            f'{source}: tables.table2.report_sacrebleu: needs "sacrebleu" in metrics (now {", ".join(cfg.metrics)})'
+        )
 
 
 def _slug(name: str) -> str:
@@ -123,8 +150,15 @@ def run_rows(exp: Experiment, settings: Table2Settings) -> dict[str, dict[str, d
         for mode in settings.icl_modes:
             system = f"icl-{mode}-k{settings.icl_k}-{_slug(m.name)}"
             rows[f"{m.name} {ICL_SUFFIX[mode]}"] = exp.system(
-                system, {icl_seed: model}, backend=m.backend, icl_mode=mode, icl_k=settings.icl_k,
-                icl_examples=str(exp.data / "train.jsonl"), max_items=icl_items, **extra)
+                system,
+                {icl_seed: model},
+                backend=m.backend,
+                icl_mode=mode,
+                icl_k=settings.icl_k,
+                icl_examples=str(exp.data / "train.jsonl"),
+                max_items=icl_items,
+                **extra,
+            )
     for system in settings.systems:
         models = {seed: exp.dense(seed) if system == "dense" else exp.moe(seed=seed) for seed in cfg.seeds}
         label = SYSTEM_NAMES[system]
@@ -137,13 +171,23 @@ def run_rows(exp: Experiment, settings: Table2Settings) -> dict[str, dict[str, d
             if method not in settings.methods:
                 continue
             verifier = method.removeprefix("bon-")
-            rewards = {seed: str(exp.reward_model(system, model, seed)) for seed, model in models.items()
-                       if verifier == "orm"}
+            rewards = {
+                seed: str(exp.reward_model(system, model, seed)) for seed, model in models.items() if verifier == "orm"
+            }
             per_dataset = {}
             for dataset in exp.test_sets:
-                runs = {seed: exp.predict(f"{system}-bon{n}", model, dataset, seed, n_samples=n, selection=verifier,
-                                          **({"reward_model": rewards[seed]} if rewards else {}))
-                        for seed, model in models.items()}
+                runs = {
+                    seed: exp.predict(
+                        f"{system}-bon{n}",
+                        model,
+                        dataset,
+                        seed,
+                        n_samples=n,
+                        selection=verifier,
+                        **({"reward_model": rewards[seed]} if rewards else {}),
+                    )
+                    for seed, model in models.items()
+                }
                 per_dataset[dataset] = exp.score(f"{system}-bon{n}-{verifier}", dataset, runs)
             rows[label + METHOD_SUFFIX[method]] = per_dataset
     return rows
@@ -175,8 +219,12 @@ def _avg(values: Sequence[float | None]) -> float | None:
     return sum(values) / len(values) if values and None not in values else None
 
 
-def build_table(ours: Mapping[str, Mapping[str, Mapping[str, Any]]], datasets: Sequence[str], prior_work: bool,
-                report_sacrebleu: bool = False) -> Any:
+def build_table(
+    ours: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    datasets: Sequence[str],
+    prior_work: bool,
+    report_sacrebleu: bool = False,
+) -> Any:
     """One `ours` and one `paper` line per row (BLEU / ROUGE-L per dataset, then their mean over the datasets
     shown; with `report_sacrebleu`, standard sacreBLEU after BLEU, which the paper never reports), prior-work
     rows as `paper` lines only."""
@@ -194,6 +242,7 @@ def build_table(ours: Mapping[str, Mapping[str, Mapping[str, Any]]], datasets: S
     if prior_work:
         table_rows += [line(label, "paper", lambda d, m, lb=label: paper_cell(lb, d, m)) for label in PRIOR_WORK]
     for label, per_dataset in ours.items():
+
         def mine(d: str, m: str, per: Mapping[str, Any] = per_dataset) -> tuple[float | None, float | None]:
             value = per.get(d, {}).get(m)
             return (value["mean"], value["std"]) if value else (None, None)
@@ -212,8 +261,17 @@ def metrics_csv(ours: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
         for dataset, per_metric in per_dataset.items():
             for metric, v in per_metric.items():
                 paper = paper_cell(label, dataset, metric)[0]
-                writer.writerow([label, dataset, metric, f"{v['mean']:.4f}", f"{v['std']:.4f}", len(v["seeds"]),
-                                 "" if paper is None else paper])
+                writer.writerow(
+                    [
+                        label,
+                        dataset,
+                        metric,
+                        f"{v['mean']:.4f}",
+                        f"{v['std']:.4f}",
+                        len(v["seeds"]),
+                        "" if paper is None else paper,
+                    ]
+                )
     return buf.getvalue()
 
 
@@ -221,11 +279,18 @@ def title(cfg: ExperimentConfig, datasets: Sequence[str], settings: Table2Settin
     """What was run, from the config (never a claim the config does not make)."""
     data = cfg.builtin and f"the embedded {cfg.builtin} lexicon" or ", ".join(cfg.input)
     seeds = ", ".join(map(str, cfg.seeds))
-    return (f"Table 2 (ours: {cfg.base_model} on {data}; datasets {', '.join(datasets)}; seeds {seeds}; MoE N={cfg.num_clusters}; BoN N="
-            f"{settings.bon_samples}; ICL k={settings.icl_k}). Paper: Llama-3-8B on 3D-EX and its four sources, "
-            "seeds 21/42/84. Avg. = mean over the datasets shown, for ours and the paper alike."
-            + (" sacreBLEU: standard corpus BLEU (13a tokens, exp smoothing), lower than the paper's BLEU "
-               "(Moses sentence BLEU+1, max over references; docs/metrics.md)." if settings.report_sacrebleu else ""))
+    return (
+        f"Table 2 (ours: {cfg.base_model} on {data}; datasets {', '.join(datasets)}; seeds {seeds}; "
+        f"MoE N={cfg.num_clusters}; BoN N="
+        f"{settings.bon_samples}; ICL k={settings.icl_k}). Paper: Llama-3-8B on 3D-EX and its four sources, "
+        "seeds 21/42/84. Avg. = mean over the datasets shown, for ours and the paper alike."
+        + (
+            " sacreBLEU: standard corpus BLEU (13a tokens, exp smoothing), lower than the paper's BLEU "
+            "(Moses sentence BLEU+1, max over references; docs/metrics.md)."
+            if settings.report_sacrebleu
+            else ""
+        )
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -240,11 +305,22 @@ def _run(args: argparse.Namespace) -> int:
     with atomic_open(out / "table2_metrics.csv") as f:
         f.write(metrics_csv(ours))
     print(title(cfg, datasets, settings))
-    paper = {label: {d: {m: paper_cell(label, d, m) for m in SHOWN} for d in datasets}
-             for label in [*(PRIOR_WORK if settings.prior_work else []), *ours]}
-    write_table(build_table(ours, datasets, settings.prior_work, settings.report_sacrebleu), out, "table2",
-                {"title": title(cfg, datasets, settings), "settings": settings.model_dump(mode="json"),
-                 "datasets": datasets, "ours": ours, "paper": paper})
+    paper = {
+        label: {d: {m: paper_cell(label, d, m) for m in SHOWN} for d in datasets}
+        for label in [*(PRIOR_WORK if settings.prior_work else []), *ours]
+    }
+    write_table(
+        build_table(ours, datasets, settings.prior_work, settings.report_sacrebleu),
+        out,
+        "table2",
+        {
+            "title": title(cfg, datasets, settings),
+            "settings": settings.model_dump(mode="json"),
+            "datasets": datasets,
+            "ours": ours,
+            "paper": paper,
+        },
+    )
     print(f"table2: wrote {out}/table2.{{md,csv,tex,json}} and table2_metrics.csv (every metric)")
     return 0
 

@@ -6,6 +6,7 @@ semantic clusters. Here: `none` is one model on all training data (N = 1), every
 (the config's num_clusters) merged; settings in the config's `tables.table3`: `partitions` (default the
 paper's four) and `datasets` (rows reported; default the last test set, 3D-EX in the full setting).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,25 +22,42 @@ from evaluation.report import Table  # noqa: E402
 from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402
-from scripts.experiment import (Experiment, ExperimentConfig, fmt, table_config, table_parser,  # noqa: E402
-                                table_settings, write_table)
+from scripts.experiment import (
+    Experiment,
+    ExperimentConfig,
+    fmt,
+    table_config,
+    table_parser,  # noqa: E402
+    table_settings,
+    write_table,
+)
 from scripts.paper_numbers import TABLE3  # noqa: E402
 
 Partition = Literal["semantic", "none", "random", "lexical"]
-LABELS = {"semantic": "LM-Lexicon (semantic clusters, N={n})", "none": "+ w/ no split (N=1)",
-          "random": "+ w/ random split (N={n}, balanced)", "lexical": "+ w/ lexical split (TF-IDF, N={n})"}
+LABELS = {
+    "semantic": "LM-Lexicon (semantic clusters, N={n})",
+    "none": "+ w/ no split (N=1)",
+    "random": "+ w/ random split (N={n}, balanced)",
+    "lexical": "+ w/ lexical split (TF-IDF, N={n})",
+}
 P_TEST = "ttest"
-P_NOTE = ("p (ours): paired t-test on per-item BLEU against the semantic row (the paper does not name its test; "
-          "the paired bootstrap cannot go below 2/(B+1), the paper's p-values do; both are in table3.json)")
+P_NOTE = (
+    "p (ours): paired t-test on per-item BLEU against the semantic row (the paper does not name its test; "
+    "the paired bootstrap cannot go below 2/(B+1), the paper's p-values do; both are in table3.json)"
+)
 
 
 class Table3Settings(StageConfig):
     """Settings of scripts/table3.py (`tables.table3` of the experiment config)."""
 
-    partitions: list[Partition] = Field(default_factory=lambda: ["semantic", "none", "random", "lexical"],
-                                        min_length=1, description="partitions compared (semantic is the reference)")
-    datasets: list[str] | None = Field(None, min_length=1, description="test sets reported (null: the last one, "
-                                                                       "3D-EX in the full setting)")
+    partitions: list[Partition] = Field(
+        default_factory=lambda: ["semantic", "none", "random", "lexical"],
+        min_length=1,
+        description="partitions compared (semantic is the reference)",
+    )
+    datasets: list[str] | None = Field(
+        None, min_length=1, description="test sets reported (null: the last one, 3D-EX in the full setting)"
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Table3Settings:
@@ -58,8 +76,12 @@ def report_datasets(exp: Experiment, wanted: list[str] | None, key: str) -> list
     available = list(exp.test_sets)
     unknown = [d for d in wanted or [] if d not in available]
     if unknown:
-        raise ConfigError([f"{exp.source}: tables.{key}.datasets: unknown test set {d!r} "
-                           f"(one of {', '.join(available)})" for d in unknown])
+        raise ConfigError(
+            [
+                f"{exp.source}: tables.{key}.datasets: unknown test set {d!r} (one of {', '.join(available)})"
+                for d in unknown
+            ]
+        )
     return wanted or available[-1:]
 
 
@@ -92,8 +114,10 @@ def data_label(cfg: ExperimentConfig) -> str:
 def describe(cfg: ExperimentConfig) -> str:
     """What our numbers come from, read from the config (base model, embedder, data, items, seeds)."""
     items = f"{cfg.eval_items} test items per set" if cfg.eval_items else "full test sets"
-    return (f"{cfg.base_model} experts, {cfg.embedder} clusters, trained on {data_label(cfg)} "
-            f"({cfg.train_records or 'all'} train records), {items}, seeds {', '.join(map(str, cfg.seeds))}")
+    return (
+        f"{cfg.base_model} experts, {cfg.embedder} clusters, trained on {data_label(cfg)} "
+        f"({cfg.train_records or 'all'} train records), {items}, seeds {', '.join(map(str, cfg.seeds))}"
+    )
 
 
 def p_cell(p: float | None) -> str:
@@ -112,24 +136,53 @@ def run_table3(cfg: ExperimentConfig, source: str) -> Path:
         for partition in order:
             n = 1 if partition == "none" else cfg.num_clusters
             scores = score_moe(exp, partition, n, dataset, None if partition == "semantic" else reference)
-            results.append({"partition": partition, "n": n, "dataset": dataset,
-                            "system": moe_system(cfg, partition, n),
-                            **{m: mean_std(scores, m) for m in ("bleu", "rougeL")}, "p": p_values(scores)})
+            results.append(
+                {
+                    "partition": partition,
+                    "n": n,
+                    "dataset": dataset,
+                    "system": moe_system(cfg, partition, n),
+                    **{m: mean_std(scores, m) for m in ("bleu", "rougeL")},
+                    "p": p_values(scores),
+                }
+            )
     rows = []
     for r in results:
         (pb, pb_std), (pr, pr_std), pp = TABLE3[r["partition"]]
         label = LABELS[r["partition"]].format(n=r["n"]) + (f" · {r['dataset']}" if len(datasets) > 1 else "")
-        rows.append([label, fmt(*r["bleu"]), fmt(pb, pb_std), fmt(*r["rougeL"]), fmt(pr, pr_std),
-                     p_cell(r["p"][P_TEST]["bleu"] if r["p"] else None), p_cell(pp)])
-    table = Table(["Setting", "BLEU (ours)", "BLEU (paper)", "ROUGE-L (ours)", "ROUGE-L (paper)", "p (ours)",
-                   "p (paper)"], rows)
-    title = (f"Table 3 (data partition ablation). Ours: {describe(cfg)}; scored on {', '.join(datasets)}. "
-             f"Paper: 4 x Llama-3-8B MoE on 3D-EX, seeds 21/42/84.")
+        rows.append(
+            [
+                label,
+                fmt(*r["bleu"]),
+                fmt(pb, pb_std),
+                fmt(*r["rougeL"]),
+                fmt(pr, pr_std),
+                p_cell(r["p"][P_TEST]["bleu"] if r["p"] else None),
+                p_cell(pp),
+            ]
+        )
+    table = Table(
+        ["Setting", "BLEU (ours)", "BLEU (paper)", "ROUGE-L (ours)", "ROUGE-L (paper)", "p (ours)", "p (paper)"], rows
+    )
+    title = (
+        f"Table 3 (data partition ablation). Ours: {describe(cfg)}; scored on {', '.join(datasets)}. "
+        f"Paper: 4 x Llama-3-8B MoE on 3D-EX, seeds 21/42/84."
+    )
     out = Path(cfg.work_dir) / "tables"
     print(title)
-    write_table(table, out, "table3", {"title": title, "p_test": P_TEST, "p_note": P_NOTE,
-                                       "settings": settings.model_dump(), "rows": results,
-                                       "paper": {k: list(v) for k, v in TABLE3.items()}})
+    write_table(
+        table,
+        out,
+        "table3",
+        {
+            "title": title,
+            "p_test": P_TEST,
+            "p_note": P_NOTE,
+            "settings": settings.model_dump(),
+            "rows": results,
+            "paper": {k: list(v) for k, v in TABLE3.items()},
+        },
+    )
     print(P_NOTE)
     return out
 

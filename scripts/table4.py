@@ -8,6 +8,7 @@ BLEU against domain routing (the paired bootstrap's p is in the JSON). The paper
 not say soft or hard (its appendix lists both): `hard-sequence` (one expert per sequence, chosen by the
 learned router, the same compute as domain routing) is the default; `soft-sequence` can be added.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError, LexiconError  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402
-from scripts.experiment import (Experiment, ExperimentConfig, fmt, table_config, table_parser,  # noqa: E402
-                                table_settings, write_table)
+from scripts.experiment import (
+    Experiment,
+    ExperimentConfig,
+    fmt,
+    table_config,
+    table_parser,  # noqa: E402
+    table_settings,
+    write_table,
+)
 from scripts.paper_numbers import TABLE4  # noqa: E402
 
 PolicyRow = Literal["domain", "token-top1", "token-top2", "hard-sequence", "soft-sequence"]
@@ -41,9 +49,11 @@ HEADER = ["Setting", "BLEU (ours)", "BLEU (paper)", "ROUGE-L (ours)", "ROUGE-L (
 class Table4Settings(StageConfig):
     """Settings of `tables.table4`: which routing policies (rows) and which dataset."""
 
-    policies: list[PolicyRow] = Field(default_factory=lambda: ["domain", "token-top1", "token-top2", "hard-sequence"],
-                                      description="rows: domain (the baseline of the p-values, required), "
-                                                  "token-top1, token-top2, hard-sequence, soft-sequence")
+    policies: list[PolicyRow] = Field(
+        default_factory=lambda: ["domain", "token-top1", "token-top2", "hard-sequence"],
+        description="rows: domain (the baseline of the p-values, required), "
+        "token-top1, token-top2, hard-sequence, soft-sequence",
+    )
     dataset: str | None = Field(None, description="dataset scored (null: the last reported one; paper: 3D-EX)")
 
     @model_validator(mode="after")
@@ -63,8 +73,10 @@ def setting_label(cfg: ExperimentConfig, dataset: str) -> str:
     """What our numbers are (from the config), e.g. 'ours: 4 experts of SmolLM2 ..., WordNet, seeds 42'."""
     data = f"builtin {cfg.builtin}" if cfg.builtin else "your input files"
     items = f"{cfg.eval_items} test inputs" if cfg.eval_items else "all test inputs"
-    return (f"ours: {cfg.num_clusters} semantic experts of {cfg.base_model} ({data}), {dataset}, {items}, "
-            f"seeds {'/'.join(map(str, cfg.seeds))}; paper: 4 experts of Llama-3-8B, 3D-EX, seeds 21/42/84")
+    return (
+        f"ours: {cfg.num_clusters} semantic experts of {cfg.base_model} ({data}), {dataset}, {items}, "
+        f"seeds {'/'.join(map(str, cfg.seeds))}; paper: 4 experts of Llama-3-8B, 3D-EX, seeds 21/42/84"
+    )
 
 
 def p_cell(p: float | None) -> str:
@@ -85,8 +97,10 @@ def policy_model(exp: Experiment, row: str, seed: int) -> Path:
     routing = read_routing(model)
     want = policy or "domain"
     if routing["policy"] != want or (top_k and routing.get("top_k") != top_k):
-        raise LexiconError(f"{model}: routing.json has policy {routing['policy']} top_k {routing.get('top_k')}, "
-                           f"expected {want}" + (f" top_k {top_k}" if top_k else ""))
+        raise LexiconError(
+            f"{model}: routing.json has policy {routing['policy']} top_k {routing.get('top_k')}, "
+            f"expected {want}" + (f" top_k {top_k}" if top_k else "")
+        )
     return model
 
 
@@ -96,8 +110,9 @@ def run_table4(cfg: ExperimentConfig, settings: Table4Settings, source: str) -> 
     datasets = list(exp.test_sets)
     dataset = settings.dataset or datasets[-1]
     if dataset not in exp.test_sets:
-        raise ConfigError([f"{source}: tables.table4.dataset: {dataset!r} is not a reported dataset "
-                           f"({', '.join(datasets)})"])
+        raise ConfigError(
+            [f"{source}: tables.table4.dataset: {dataset!r} is not a reported dataset ({', '.join(datasets)})"]
+        )
     rows, table = [], []
     for row in settings.rows():
         label, _, _, paper_key = ROWS[row]
@@ -109,12 +124,30 @@ def run_table4(cfg: ExperimentConfig, settings: Table4Settings, source: str) -> 
         tests = (scores.get("significance") or {}).get("metrics", {}).get("bleu")
         p = tests["ttest"]["p_value"] if tests else None
         paper_bleu, paper_rouge, paper_p = TABLE4[paper_key]
-        table.append([label, fmt(scores["bleu"], std.get("bleu")), fmt(*paper_bleu),
-                      fmt(scores["rougeL"], std.get("rougeL")), fmt(*paper_rouge), p_cell(p), p_cell(paper_p)])
-        rows.append({"policy": row, "system": system, "models": {str(s): str(m) for s, m in models.items()},
-                     "bleu": scores["bleu"], "rougeL": scores["rougeL"], "std": std,
-                     "p_ttest": p, "p_bootstrap": tests["bootstrap"]["p_value"] if tests else None,
-                     "paper": {"bleu": paper_bleu, "rougeL": paper_rouge, "p": paper_p}})
+        table.append(
+            [
+                label,
+                fmt(scores["bleu"], std.get("bleu")),
+                fmt(*paper_bleu),
+                fmt(scores["rougeL"], std.get("rougeL")),
+                fmt(*paper_rouge),
+                p_cell(p),
+                p_cell(paper_p),
+            ]
+        )
+        rows.append(
+            {
+                "policy": row,
+                "system": system,
+                "models": {str(s): str(m) for s, m in models.items()},
+                "bleu": scores["bleu"],
+                "rougeL": scores["rougeL"],
+                "std": std,
+                "p_ttest": p,
+                "p_bootstrap": tests["bootstrap"]["p_value"] if tests else None,
+                "paper": {"bleu": paper_bleu, "rougeL": paper_rouge, "p": paper_p},
+            }
+        )
     from evaluation.report import Table
 
     label = setting_label(cfg, dataset)

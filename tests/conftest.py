@@ -1,4 +1,5 @@
 """Shared test fixtures: offline environment, real 3D-EX sample files, small real models."""
+
 from __future__ import annotations
 
 import os
@@ -7,8 +8,13 @@ from pathlib import Path
 
 import pytest
 
-for _var, _val in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                   "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}.items():
+for _var, _val in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "WANDB_MODE": "disabled",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
     os.environ.setdefault(_var, _val)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
 """main.py dispatch and every stage's own entry point."""
+
 from __future__ import annotations
 
 import subprocess
@@ -24,8 +25,9 @@ def test_unknown_stage_suggests(capsys):
 
 @pytest.mark.parametrize("module", sorted({m for m, _ in main.STAGES.values()}))
 def test_entry_point_help(module):
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
 

@@ -1,4 +1,5 @@
 """Records -> token ids for causal-LM finetuning (prompt masked with -100), and dynamic padding."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -22,16 +23,18 @@ class Encoded:
     truncated: bool
 
 
-def encode_example(tokenizer: Any, term: str, context: str, definition: str, cutoff_len: int,
-                   train_on_prompt: bool = False) -> Encoded | None:
+def encode_example(
+    tokenizer: Any, term: str, context: str, definition: str, cutoff_len: int, train_on_prompt: bool = False
+) -> Encoded | None:
     """Tokenize prompt and target separately (BOS/EOS from the tokenizer), mask the prompt.
 
     The prompt is never cut: an example whose prompt alone reaches `cutoff_len` returns None (the
     caller counts it). A target that does not fit is truncated and flagged. With `train_on_prompt`
     the prompt tokens keep their labels too.
     """
-    prompt, target = build_training_text(term, context, definition, bos_token=tokenizer.bos_token or "",
-                                         eos_token=tokenizer.eos_token or "")
+    prompt, target = build_training_text(
+        term, context, definition, bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or ""
+    )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
     room = cutoff_len - len(prompt_ids)
@@ -53,12 +56,16 @@ class EncodedSet:
     prompt_too_long: int
 
     def summary(self) -> dict[str, int]:
-        return {"examples": len(self.examples), "truncated_targets": self.truncated,
-                "dropped_prompt_too_long": self.prompt_too_long}
+        return {
+            "examples": len(self.examples),
+            "truncated_targets": self.truncated,
+            "dropped_prompt_too_long": self.prompt_too_long,
+        }
 
 
-def encode_records(tokenizer: Any, records: Iterable[Record], cutoff_len: int,
-                   train_on_prompt: bool = False) -> EncodedSet:
+def encode_records(
+    tokenizer: Any, records: Iterable[Record], cutoff_len: int, train_on_prompt: bool = False
+) -> EncodedSet:
     """Encode every record; count truncated targets and records whose prompt alone exceeds the cutoff."""
     examples: list[dict[str, list[int]]] = []
     kept: list[Record] = []
@@ -77,8 +84,10 @@ def encode_records(tokenizer: Any, records: Iterable[Record], cutoff_len: int,
 def encode_prompts(tokenizer: Any, records: Sequence[Record]) -> list[list[int]]:
     """Token ids of the inference prompt of each record (the exact prefix of its training text)."""
     bos = tokenizer.bos_token or ""
-    return [tokenizer(build_prompt(r.term, r.context, bos_token=bos), add_special_tokens=False)["input_ids"]
-            for r in records]
+    return [
+        tokenizer(build_prompt(r.term, r.context, bos_token=bos), add_special_tokens=False)["input_ids"]
+        for r in records
+    ]
 
 
 def left_pad(prompts: Sequence[list[int]], pad_token_id: int) -> dict[str, torch.Tensor]:
@@ -87,8 +96,8 @@ def left_pad(prompts: Sequence[list[int]], pad_token_id: int) -> dict[str, torch
     ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
     return {"input_ids": ids, "attention_mask": mask}
 
 

@@ -1,4 +1,5 @@
 """DeepSpeed JSON configs: checked so the run config stays the one source of optimizer and schedule."""
+
 from __future__ import annotations
 
 import logging
@@ -23,14 +24,18 @@ def load_deepspeed_config(path: str | Path) -> dict[str, Any]:
     """
     cfg, _text = read_json_config(path)
     if "scheduler" in cfg:
-        raise ConfigError(f"{path}: scheduler: remove it; the run config's lr_scheduler_type/warmup_ratio "
-                          "are the one schedule (a DeepSpeed scheduler would silently replace them)")
+        raise ConfigError(
+            f"{path}: scheduler: remove it; the run config's lr_scheduler_type/warmup_ratio "
+            "are the one schedule (a DeepSpeed scheduler would silently replace them)"
+        )
     opt = cfg.get("optimizer")
     if opt is not None:
         fixed = sorted(k for k, v in opt.get("params", {}).items() if v != "auto")
         if fixed:
-            raise ConfigError(f"{path}: optimizer.params: {', '.join(fixed)} must be \"auto\" (filled from the "
-                              "run config), or drop the optimizer block")
+            raise ConfigError(
+                f'{path}: optimizer.params: {", ".join(fixed)} must be "auto" (filled from the '
+                "run config), or drop the optimizer block"
+            )
     zero = cfg.get("zero_optimization", {})
     if zero.get("stage") == 3 and zero.get("stage3_gather_16bit_weights_on_model_save") is not True:
         log.info("%s: setting stage3_gather_16bit_weights_on_model_save (consolidated HF output)", path)
@@ -55,6 +60,13 @@ def ensure_single_process_env() -> bool:
     otherwise tries MPI discovery). Returns True when it had to."""
     if "RANK" in os.environ:
         return False
-    os.environ.update({"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": os.environ.get("MASTER_PORT") or str(free_port())})
+    os.environ.update(
+        {
+            "RANK": "0",
+            "LOCAL_RANK": "0",
+            "WORLD_SIZE": "1",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": os.environ.get("MASTER_PORT") or str(free_port()),
+        }
+    )
     return True

@@ -4,6 +4,7 @@
 `deepspeed --num_gpus N training/train.py ...`, `--experts <clustering output dir>` for one expert per
 cluster, `--objective dskd` for decoder sense-knowledge distillation (training.dskd).
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,12 +27,24 @@ log = logging.getLogger("training.train")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("train", __doc__, TrainConfig, skip=("report_to",))
-    parser.add_argument("--report-to", "--report_to", dest="report_to", choices=["none", "wandb", "tensorboard"],
-                        default=None, help="experiment tracker (wandb runs offline without WANDB_API_KEY)")
-    parser.add_argument("--experts", metavar="DIR", help="clustering output: train one expert per "
-                        "DIR/clusters/cluster-{k}/ into OUTPUT_DIR/expert-{k}/")
-    parser.add_argument("--print-commands", action="store_true",
-                        help="with --experts: print the multi-GPU deepspeed command of each expert and exit")
+    parser.add_argument(
+        "--report-to",
+        "--report_to",
+        dest="report_to",
+        choices=["none", "wandb", "tensorboard"],
+        default=None,
+        help="experiment tracker (wandb runs offline without WANDB_API_KEY)",
+    )
+    parser.add_argument(
+        "--experts",
+        metavar="DIR",
+        help="clustering output: train one expert per DIR/clusters/cluster-{k}/ into OUTPUT_DIR/expert-{k}/",
+    )
+    parser.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="with --experts: print the multi-GPU deepspeed command of each expert and exit",
+    )
     parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per expert in --print-commands (default: 8)")
     return parser
 
@@ -93,8 +106,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"train: {cfg.output_dir} is finished for this config (remove its manifest.json to retrain)")
         return 0
     summary = trainer.train(cfg)
-    print(f"train: {summary['global_step']} steps, train loss {summary['train_loss']:.4f}, best valid BLEU "
-          f"{summary['best_bleu']} -> {cfg.output_dir}")
+    print(
+        f"train: {summary['global_step']} steps, train loss {summary['train_loss']:.4f}, best valid BLEU "
+        f"{summary['best_bleu']} -> {cfg.output_dir}"
+    )
     return 0
 
 

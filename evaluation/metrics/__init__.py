@@ -6,6 +6,7 @@ examples (`per_example`) or only a corpus, and `compute(hyps, refs) -> dict[str,
 `reduce` is how several references combine: "max" (max over single references), "multi" (one
 multi-reference score) or "best" (the larger of the two, the original code's BLEU).
 """
+
 from __future__ import annotations
 
 import difflib
@@ -47,15 +48,15 @@ class Metric:
         check_inputs(self.name, hyps, refs)
         return {self.name: float(np.mean(self.sentence_scores(hyps, refs, reduce))) if hyps else 0.0}
 
-    def corpus_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]],
-                      reduce: Reduce = "max") -> tuple[dict[str, float], dict[str, int]]:
+    def corpus_scores(
+        self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max"
+    ) -> tuple[dict[str, float], dict[str, int]]:
         """`compute`'s scores and the counts of items the metric left out (MAUVE's empty texts; none here)."""
         return self.compute(hyps, refs, reduce), {}
 
     def signature(self) -> dict[str, object]:
         """Settings and package versions that determine this metric's numbers."""
-        return {**{k: getattr(self.settings, k) for k in self.settings_used},
-                **{p: version(p) for p in self.packages}}
+        return {**{k: getattr(self.settings, k) for k in self.settings_used}, **{p: version(p) for p in self.packages}}
 
 
 def check_inputs(name: str, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> None:
@@ -77,8 +78,14 @@ METRICS: dict[str, str] = {
     "moverscore": "evaluation.metrics.moverscore:MoverScore",
     "mauve": "evaluation.metrics.mauve:Mauve",
 }
-ALIASES = {"rouge": "rougeL", "rouge-l": "rougeL", "rougel": "rougeL", "bert-score": "bertscore",
-           "mover-score": "moverscore", "corpus_bleu": "sacrebleu"}
+ALIASES = {
+    "rouge": "rougeL",
+    "rouge-l": "rougeL",
+    "rougel": "rougeL",
+    "bert-score": "bertscore",
+    "mover-score": "moverscore",
+    "corpus_bleu": "sacrebleu",
+}
 
 
 def resolve_names(names: Sequence[str]) -> list[str]:

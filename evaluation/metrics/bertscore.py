@@ -5,6 +5,7 @@ idf weights come from the references of the call, each counted once per predicti
 it, as `bert_score.score` counts them. Rescaling needs a baseline table: bert-score ships one per
 hub model it knows; a local folder needs `bertscore_baseline_file`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,10 @@ def baseline_problem(rescale: bool, model: str, num_layers: int | None, given: s
     if given is None:
         if packaged_baseline(model) is not None:
             return None
-        return (f"needed with bertscore_rescale: bert-score ships no baseline for {model!r} "
-                "(give a CSV table LAYER,P,R,F with one row per layer)")
+        return (
+            f"needed with bertscore_rescale: bert-score ships no baseline for {model!r} "
+            "(give a CSV table LAYER,P,R,F with one row per layer)"
+        )
     path = Path(given)
     if not path.is_file():
         return f"{given}: no such file"
@@ -64,8 +67,13 @@ class BertScore(Metric):
 
     name = "bertscore"
     packages = ("bert-score", "transformers")
-    settings_used = ("bertscore_model", "bertscore_num_layers", "bertscore_idf", "bertscore_rescale",
-                     "bertscore_baseline_file")
+    settings_used = (
+        "bertscore_model",
+        "bertscore_num_layers",
+        "bertscore_idf",
+        "bertscore_rescale",
+        "bertscore_baseline_file",
+    )
 
     def __init__(self, settings: MetricSettings | None = None):
         super().__init__(settings)
@@ -73,13 +81,17 @@ class BertScore(Metric):
 
         s = self.settings
         if s.bertscore_num_layers is None and s.bertscore_model not in model2layers:
-            raise ConfigError(f"bertscore_num_layers: required for model {s.bertscore_model!r} "
-                              "(bert-score knows default layers only for hub names such as roberta-large)")
+            raise ConfigError(
+                f"bertscore_num_layers: required for model {s.bertscore_model!r} "
+                "(bert-score knows default layers only for hub names such as roberta-large)"
+            )
         self._scorer = None
 
     def signature(self) -> dict[str, object]:
-        return {**super().signature(), **({"bertscore_idf_documents": IDF_DOCUMENTS} if self.settings.bertscore_idf
-                                          else {})}
+        return {
+            **super().signature(),
+            **({"bertscore_idf_documents": IDF_DOCUMENTS} if self.settings.bertscore_idf else {}),
+        }
 
     def _get_scorer(self, idf_sents: Sequence[str]):
         """The scorer (model loaded once); with idf, its weights are recomputed from these references."""
@@ -87,10 +99,16 @@ class BertScore(Metric):
 
         s = self.settings
         if self._scorer is None:
-            self._scorer = BERTScorer(model_type=s.bertscore_model, num_layers=s.bertscore_num_layers,
-                                      idf=s.bertscore_idf, rescale_with_baseline=s.bertscore_rescale, lang="en",
-                                      baseline_path=s.bertscore_baseline_file, device=s.device,
-                                      batch_size=s.batch_size)
+            self._scorer = BERTScorer(
+                model_type=s.bertscore_model,
+                num_layers=s.bertscore_num_layers,
+                idf=s.bertscore_idf,
+                rescale_with_baseline=s.bertscore_rescale,
+                lang="en",
+                baseline_path=s.bertscore_baseline_file,
+                device=s.device,
+                batch_size=s.batch_size,
+            )
         if s.bertscore_idf:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Overwriting the previous importance weights")
@@ -105,7 +123,8 @@ class BertScore(Metric):
         pair = np.zeros(len(flat_h))
         if live:
             scorer = self._get_scorer(flat_r)
-            _, _, f1 = scorer.score([flat_h[i] for i in live], [flat_r[i] for i in live],
-                                    batch_size=self.settings.batch_size)
+            _, _, f1 = scorer.score(
+                [flat_h[i] for i in live], [flat_r[i] for i in live], batch_size=self.settings.batch_size
+            )
             pair[live] = f1.numpy()
         return best_per_example(pair, sizes) * 100.0

@@ -1,4 +1,5 @@
 """BLEU: Moses sentence BLEU (the paper's, per example) and sacrebleu corpus BLEU (standard, for comparison)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """MAUVE (mauve-text) between predictions and gold definitions, on features of a local or hub model."""
+
 from __future__ import annotations
 
 import logging
@@ -34,12 +35,14 @@ class Mauve(Metric):
 
         s = self.settings
         live = [t for t in texts if t.strip()]
-        feats, kept = load_encoder(s.mauve_model, s.device).features(live, s.mauve_pooling, batch_size=s.batch_size,
-                                                                     max_length=s.max_length)
+        feats, kept = load_encoder(s.mauve_model, s.device).features(
+            live, s.mauve_pooling, batch_size=s.batch_size, max_length=s.max_length
+        )
         return feats, len(texts) - len(kept)
 
-    def corpus_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]],
-                      reduce: Reduce = "max") -> tuple[dict[str, float], dict[str, int]]:
+    def corpus_scores(
+        self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max"
+    ) -> tuple[dict[str, float], dict[str, int]]:
         import mauve
 
         check_inputs(self.name, hyps, refs)
@@ -54,8 +57,14 @@ class Mauve(Metric):
         if len(p) < MIN_RELIABLE_SAMPLES:
             log.warning("MAUVE on %d samples (< %d): the estimate is noisy", len(p), MIN_RELIABLE_SAMPLES)
         s = self.settings
-        out = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=s.mauve_num_buckets or "auto",
-                                  device_id=-1, seed=s.seed, verbose=False)
+        out = mauve.compute_mauve(
+            p_features=p,
+            q_features=q,
+            num_buckets=s.mauve_num_buckets or "auto",
+            device_id=-1,
+            seed=s.seed,
+            verbose=False,
+        )
         return {self.name: float(out.mauve) * 100.0}, counts
 
     def compute(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> dict[str, float]:

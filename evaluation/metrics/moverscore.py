@@ -6,6 +6,7 @@ Score = 1 / (1 + EMD) between the L2-normalised token embeddings of reference an
 pair with an empty side (or a side left with no token) scores 0. Texts are cut at
 `moverscore_max_length` subwords before special tokens are added (510, as the original).
 """
+
 from __future__ import annotations
 
 import string
@@ -43,8 +44,9 @@ class MoverScore(Metric):
         enc = load_encoder(s.moverscore_model, s.device)
         max_length = s.moverscore_max_length + enc.tokenizer.num_special_tokens_to_add(pair=False)
         out = {}
-        for text, (tokens, states) in zip(unique, enc.token_states(unique, s.moverscore_layer, s.batch_size,
-                                                                   max_length)):
+        for text, (tokens, states) in zip(
+            unique, enc.token_states(unique, s.moverscore_layer, s.batch_size, max_length)
+        ):
             keep = [i for i, t in enumerate(tokens) if "##" not in t and t not in _PUNCTUATION]
             vecs = states[keep]
             out[text] = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-30)
@@ -56,8 +58,11 @@ class MoverScore(Metric):
         flat_h, flat_r, sizes = flatten_pairs(hyps, refs)
         emb = self.embed([t for t in (*flat_h, *flat_r) if t.strip()])
         none = np.zeros((0, 0))
-        pairs = tqdm(zip(flat_h, flat_r), total=len(flat_h), desc="moverscore", unit=" pairs", disable=None,
-                     mininterval=1.0)
-        pair = [1.0 / (1.0 + mover_distance(ref, hyp)) if len(ref) and len(hyp) else 0.0
-                for ref, hyp in ((emb.get(r, none), emb.get(h, none)) for h, r in pairs)]
+        pairs = tqdm(
+            zip(flat_h, flat_r), total=len(flat_h), desc="moverscore", unit=" pairs", disable=None, mininterval=1.0
+        )
+        pair = [
+            1.0 / (1.0 + mover_distance(ref, hyp)) if len(ref) and len(hyp) else 0.0
+            for ref, hyp in ((emb.get(r, none), emb.get(h, none)) for h, r in pairs)
+        ]
         return best_per_example(pair, sizes) * 100.0

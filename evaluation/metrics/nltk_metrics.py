@@ -1,4 +1,5 @@
 """METEOR and NIST from NLTK (METEOR's WordNet read offline), on NLTK word tokens."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -43,8 +44,13 @@ class Meteor(Metric):
     def sentence_scores(self, hyps: Sequence[str], refs: Sequence[Sequence[str]], reduce: Reduce = "max") -> np.ndarray:
         from nltk.translate.meteor_score import meteor_score
 
-        return np.asarray([meteor_score([word_tokens(r) for r in rs], word_tokens(h))
-                           for h, rs in zip(hyps, refs)], dtype=np.float64) * 100.0
+        return (
+            np.asarray(
+                [meteor_score([word_tokens(r) for r in rs], word_tokens(h)) for h, rs in zip(hyps, refs)],
+                dtype=np.float64,
+            )
+            * 100.0
+        )
 
 
 class Nist(Metric):

@@ -4,6 +4,7 @@ Tokens come from rouge_score's own tokenizer (or NLTK word tokens for orig-compa
 from `rouge_score.scoring.fmeasure`; only the LCS length is computed differently (Hyyrö 2004: one
 big-integer step per hypothesis token instead of a Python DP table), with the same result.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

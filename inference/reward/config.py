@@ -1,4 +1,5 @@
 """Typed config of the train-reward stage (outcome reward model for Best-of-N)."""
+
 from __future__ import annotations
 
 from pydantic import Field, model_validator
@@ -23,8 +24,11 @@ class RewardConfig(DecodingConfig):
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (Table 12)")
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping (Table 12)")
-    trainable_top_layers: int | None = Field(None, ge=0, description="train only the scalar head, final norm "
-                                             "and this many top decoder layers (null: the whole model)")
+    trainable_top_layers: int | None = Field(
+        None,
+        ge=0,
+        description="train only the scalar head, final norm and this many top decoder layers (null: the whole model)",
+    )
     batch_size: int = Field(8, ge=1, description="pairs per optimizer step")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     seed: int = Field(42, ge=0, description="seed of subsets, sampling, shuffling and the new head")

@@ -5,6 +5,7 @@ definition), right-padded; the HF sequence-classification head reads the last no
 Negatives are the policy's own samples (paper: 1:32 sampling, the 8 most likely kept), ranked by the
 mean token log-likelihood up to EOS with pads excluded (bug 33).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -57,13 +58,14 @@ def load_reward_model(path: str | Path, device: str) -> tuple[Any, Any]:
 
 
 def freeze_below_top_layers(model: Any, top_layers: int) -> int:
-    """Freeze all but the scalar head, the final norm and the top `top_layers` decoder layers; return trainable count."""
+    """Freeze all but the scalar head, the final norm and the top `top_layers` decoder layers;
+    return the trainable count."""
     base = model.base_model
     layers = getattr(base, "layers", None)
     if layers is None:
         raise ValueError(f"{type(model).__name__}: trainable_top_layers needs a decoder with `.layers`")
     model.requires_grad_(False)
-    for module in [*list(layers)[len(layers) - top_layers:], getattr(base, "norm", None), model.score]:
+    for module in [*list(layers)[len(layers) - top_layers :], getattr(base, "norm", None), model.score]:
         if module is not None:
             module.requires_grad_(True)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -95,7 +97,7 @@ class RewardScorer:
         out: list[float] = []
         with torch.inference_mode():
             for start in range(0, len(triples), self.batch_size):
-                out += compute_rewards(self.model, self.tokenizer, triples[start:start + self.batch_size]).tolist()
+                out += compute_rewards(self.model, self.tokenizer, triples[start : start + self.batch_size]).tolist()
         return out
 
 
@@ -106,11 +108,20 @@ def pairwise_accuracy(scorer: RewardScorer, pairs: Sequence[Pair]) -> float:
     return sum(c > r for c, r in zip(chosen, rejected)) / len(pairs)
 
 
-def mine_negatives(backend: Backend, records: Sequence[Record], sampling: Sampling, samples_per_prompt: int,
-                   keep: int) -> list[Pair]:
+def mine_negatives(
+    backend: Backend, records: Sequence[Record], sampling: Sampling, samples_per_prompt: int, keep: int
+) -> list[Pair]:
     """Sample `samples_per_prompt` answers per record; keep the `keep` most likely distinct non-gold ones."""
-    requests = [Request(r.id, r.term, r.context, build_prompt(r.term, r.context, bos_token=backend.bos_token),
-                        tuple(range(samples_per_prompt))) for r in records]
+    requests = [
+        Request(
+            r.id,
+            r.term,
+            r.context,
+            build_prompt(r.term, r.context, bos_token=backend.bos_token),
+            tuple(range(samples_per_prompt)),
+        )
+        for r in records
+    ]
     samples: dict[str, list[tuple[float, str]]] = defaultdict(list)
     for gen in backend.generate(requests, sampling):
         text = normalize_space(gen.text or "")  # the policy's own text, read as validation and `infer` read it

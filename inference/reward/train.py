@@ -7,6 +7,7 @@
    the held-out pairs before and after; save an HF checkpoint to `model/`, then `metrics.json` and
    `manifest.json`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,17 +23,45 @@ from tqdm import tqdm
 
 from dataset.records import Record, load_records
 from inference.output import write_rows
+from inference.reward.config import RewardConfig
+from inference.reward.model import (
+    Pair,
+    RewardScorer,
+    bradley_terry_loss,
+    compute_rewards,
+    freeze_below_top_layers,
+    load_reward_model,
+    mine_negatives,
+    pairwise_accuracy,
+)
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import (clear_manifest, fingerprint, is_finished, set_seed, staged_dir, write_json,
-                                write_manifest)
-from inference.reward.config import RewardConfig
-from inference.reward.model import (Pair, RewardScorer, bradley_terry_loss, compute_rewards, freeze_below_top_layers,
-                                   load_reward_model, mine_negatives, pairwise_accuracy)
+from run_config.runtime import (
+    clear_manifest,
+    fingerprint,
+    is_finished,
+    set_seed,
+    staged_dir,
+    write_json,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
-MINING_KEYS = ("train", "valid", "policy_model", "samples_per_prompt", "negatives_per_prompt", "max_train_prompts",
-               "max_valid_prompts", "temperature", "top_k", "top_p", "repetition_penalty", "max_new_tokens", "seed")
+MINING_KEYS = (
+    "train",
+    "valid",
+    "policy_model",
+    "samples_per_prompt",
+    "negatives_per_prompt",
+    "max_train_prompts",
+    "max_valid_prompts",
+    "temperature",
+    "top_k",
+    "top_p",
+    "repetition_penalty",
+    "max_new_tokens",
+    "seed",
+)
 
 
 def _subset(records: list[Record], n: int | None, seed: int) -> list[Record]:
@@ -53,7 +82,10 @@ def mine_pairs(cfg: RewardConfig, out: Path) -> tuple[list[Pair], list[Pair]]:
     backend = LocalBackend.from_path(cfg.policy_model, device=cfg.device, batch_size=cfg.generate_batch_size)
     sampling = cfg.sampling(cfg.seed)
     result = []
-    for split, path, limit in (("train", cfg.train, cfg.max_train_prompts), ("valid", cfg.valid, cfg.max_valid_prompts)):
+    for split, path, limit in (
+        ("train", cfg.train, cfg.max_train_prompts),
+        ("valid", cfg.valid, cfg.max_valid_prompts),
+    ):
         records = _subset(load_records(path), limit, cfg.seed)
         log.info("mining %d x %d samples from %s (%s)", len(records), cfg.samples_per_prompt, cfg.policy_model, split)
         pairs = mine_negatives(backend, records, sampling, cfg.samples_per_prompt, cfg.negatives_per_prompt)
@@ -79,10 +111,19 @@ def train_reward_model(cfg: RewardConfig, train: list[Pair], valid: list[Pair], 
     if cfg.trainable_top_layers is not None:
         trainable = freeze_below_top_layers(model, cfg.trainable_top_layers)
     scorer = RewardScorer(model, tokenizer)
-    metrics: dict[str, Any] = {"train_pairs": len(train), "valid_pairs": len(valid), "trainable_parameters": trainable,
-                               "valid_accuracy_before": pairwise_accuracy(scorer, valid), "loss": []}
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
-                                  weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    metrics: dict[str, Any] = {
+        "train_pairs": len(train),
+        "valid_pairs": len(valid),
+        "trainable_parameters": trainable,
+        "valid_accuracy_before": pairwise_accuracy(scorer, valid),
+        "loss": [],
+    }
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        betas=(0.9, 0.95),
+    )
     rng = random.Random(cfg.seed)
     steps = (len(train) + cfg.batch_size - 1) // cfg.batch_size
     with tqdm(total=steps * cfg.epochs, desc="train-reward", unit=" steps", disable=None) as bar:
@@ -91,10 +132,13 @@ def train_reward_model(cfg: RewardConfig, train: list[Pair], valid: list[Pair], 
             rng.shuffle(order)
             model.train()
             for start in range(0, len(order), cfg.batch_size):
-                batch = [train[i] for i in order[start:start + cfg.batch_size]]
-                rewards = compute_rewards(model, tokenizer, [(p.term, p.context, p.chosen) for p in batch]
-                                          + [(p.term, p.context, p.rejected) for p in batch])
-                loss = bradley_terry_loss(rewards[:len(batch)], rewards[len(batch):])
+                batch = [train[i] for i in order[start : start + cfg.batch_size]]
+                rewards = compute_rewards(
+                    model,
+                    tokenizer,
+                    [(p.term, p.context, p.chosen) for p in batch] + [(p.term, p.context, p.rejected) for p in batch],
+                )
+                loss = bradley_terry_loss(rewards[: len(batch)], rewards[len(batch) :])
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -143,9 +187,11 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     set_seed(cfg.seed)
     metrics = run(cfg)
-    print(f"train-reward: {metrics['train_pairs']} pairs, held-out pairwise accuracy "
-          f"{metrics['valid_accuracy_before']:.3f} -> {metrics['valid_accuracy']:.3f}; "
-          f"model in {Path(cfg.output_dir) / 'model'}")
+    print(
+        f"train-reward: {metrics['train_pairs']} pairs, held-out pairwise accuracy "
+        f"{metrics['valid_accuracy_before']:.3f} -> {metrics['valid_accuracy']:.3f}; "
+        f"model in {Path(cfg.output_dir) / 'model'}"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Small real inputs for the clustering tests: slices of the embedded WordNet lexicon and of Urban."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,8 +20,12 @@ def _write(path: Path, records: list[Record]) -> Path:
 @pytest.fixture(scope="session")
 def wordnet_small(wordnet_lexicon, tmp_path_factory) -> Path:
     """~800 real WordNet rows: every 60th train row, every 50th valid and test row."""
-    rows = [r for split, step in (("train", 60), ("valid", 50), ("test", 50))
-            for i, r in enumerate(read_records(wordnet_lexicon / f"{split}.jsonl")) if i % step == 0]
+    rows = [
+        r
+        for split, step in (("train", 60), ("valid", 50), ("test", 50))
+        for i, r in enumerate(read_records(wordnet_lexicon / f"{split}.jsonl"))
+        if i % step == 0
+    ]
     return _write(tmp_path_factory.mktemp("wordnet") / "all.jsonl", rows)
 
 
@@ -40,6 +45,22 @@ def urban_train(data_3dex, tmp_path_factory) -> Path:
 def semantic_run(wordnet_small, tmp_path_factory) -> Path:
     """Definition-embedded clusters (the original recipe) routed by term + context."""
     out = tmp_path_factory.mktemp("semantic")
-    assert toolkit_main(["cluster", "--input", str(wordnet_small), "--num-clusters", "4", "--output-dir", str(out),
-                         "--text-field", "definition", "--cache-dir", str(out.parent / "emb-cache")]) == 0
+    assert (
+        toolkit_main(
+            [
+                "cluster",
+                "--input",
+                str(wordnet_small),
+                "--num-clusters",
+                "4",
+                "--output-dir",
+                str(out),
+                "--text-field",
+                "definition",
+                "--cache-dir",
+                str(out.parent / "emb-cache"),
+            ]
+        )
+        == 0
+    )
     return out

@@ -1,4 +1,5 @@
 """The assignment CLI and loader: round trip with the cluster stage's routing, errors."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,10 @@ from run_config.errors import ConfigError
 def test_cli_routes_like_the_cluster_stage(semantic_run, tmp_path, capsys):
     test_file = semantic_run / "clusters" / "cluster-0" / "test.jsonl"
     out = tmp_path / "routed.jsonl"
-    assert main(["--cluster-dir", str(semantic_run), "--input", str(test_file), "--output", str(out),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(["--cluster-dir", str(semantic_run), "--input", str(test_file), "--output", str(out), "--device", "cpu"])
+        == 0
+    )
     routed = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in routed] == [r.id for r in load_records(test_file)]
     assert {r["cluster"] for r in routed} == {0}  # the stage put exactly these rows in cluster 0
@@ -35,8 +38,19 @@ def test_assigner_interface(semantic_run):
 def test_errors(tmp_path, capsys):
     with pytest.raises(ConfigError, match="not a cluster folder"):
         load_assigner(tmp_path)
-    assert main(["--cluster-dir", str(tmp_path), "--input", str(tmp_path / "none.jsonl"),
-                 "--output", str(tmp_path / "o.jsonl")]) == 1
+    assert (
+        main(
+            [
+                "--cluster-dir",
+                str(tmp_path),
+                "--input",
+                str(tmp_path / "none.jsonl"),
+                "--output",
+                str(tmp_path / "o.jsonl"),
+            ]
+        )
+        == 1
+    )
     assert "none.jsonl: no such file" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """Cluster stage end to end on real rows with all-MiniLM-L6-v2; ablation partitions; CLI errors; configs."""
+
 from __future__ import annotations
 
 import json
@@ -55,20 +56,35 @@ def test_valid_rows_are_routed_by_term_and_context_with_reported_agreement(seman
     valid = [r for r in load_records(wordnet_small) if r.split == "valid"]
     assert agreement["rows"] == len(valid) and 0.0 < agreement["agreement"] < 1.0
     routed = load_assigner(semantic_run, device="cpu").assign([(r.term, r.context) for r in valid])
-    in_files = {r.id: j for j in range(4)
-                for r in load_records(semantic_run / "clusters" / f"cluster-{j}" / "valid.jsonl")}
+    in_files = {
+        r.id: j for j in range(4) for r in load_records(semantic_run / "clusters" / f"cluster-{j}" / "valid.jsonl")
+    }
     assert [in_files[r.id] for r in valid] == routed.tolist()
 
 
 def test_rerun_is_skipped_and_cache_is_reused(semantic_run, wordnet_small, capsys, monkeypatch):
-    assert run("--input", wordnet_small, "--num-clusters", 4, "--output-dir", semantic_run, "--text-field",
-               "definition", "--cache-dir", semantic_run.parent / "emb-cache") == 0
+    assert (
+        run(
+            "--input",
+            wordnet_small,
+            "--num-clusters",
+            4,
+            "--output-dir",
+            semantic_run,
+            "--text-field",
+            "definition",
+            "--cache-dir",
+            semantic_run.parent / "emb-cache",
+        )
+        == 0
+    )
     assert "is up to date" in capsys.readouterr().out
     cached = sorted((semantic_run.parent / "emb-cache").glob("emb-*.npy"))
     assert len(cached) == 1
     manifest = json.loads(cached[0].with_suffix(".json").read_text())
     assert manifest["text_field"] == "definition" and manifest["rows"] == len(
-        [r for r in load_records(wordnet_small) if r.split == "train"])
+        [r for r in load_records(wordnet_small) if r.split == "train"]
+    )
 
 
 def test_urban_rows_cluster_by_term_and_context(urban_train, tmp_path):
@@ -90,8 +106,18 @@ def test_urban_rows_cluster_by_term_and_context(urban_train, tmp_path):
 
 @pytest.mark.parametrize("partition,k", [("lexical", 4), ("random", 4), ("none", 1), ("semantic", 1)])
 def test_ablation_partitions(partition, k, wordnet_small, semantic_run, tmp_path):
-    argv = ["--input", wordnet_small, "--num-clusters", k, "--output-dir", tmp_path, "--partition", partition,
-            "--cache-dir", semantic_run.parent / "emb-cache-term-context"]
+    argv = [
+        "--input",
+        wordnet_small,
+        "--num-clusters",
+        k,
+        "--output-dir",
+        tmp_path,
+        "--partition",
+        partition,
+        "--cache-dir",
+        semantic_run.parent / "emb-cache-term-context",
+    ]
     assert run(*argv) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     sizes = report["sizes"]
@@ -107,26 +133,53 @@ def test_ablation_partitions(partition, k, wordnet_small, semantic_run, tmp_path
 
 
 def test_plain_kmeans_ablation(wordnet_small, semantic_run, tmp_path):
-    assert run("--input", wordnet_small, "--output-dir", tmp_path, "--algorithm", "kmeans", "--num-clusters", 4,
-               "--cache-dir", semantic_run.parent / "emb-cache-term-context", "--no-plot") == 0
+    assert (
+        run(
+            "--input",
+            wordnet_small,
+            "--output-dir",
+            tmp_path,
+            "--algorithm",
+            "kmeans",
+            "--num-clusters",
+            4,
+            "--cache-dir",
+            semantic_run.parent / "emb-cache-term-context",
+            "--no-plot",
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["kmeans"]["algorithm"] == "kmeans" and sum(report["sizes"]) == report["train_rows"]
     assert report["train_nearest_centroid_agreement"] == 1.0
     assert report["valid_routing_agreement"]["agreement"] == 1.0  # same recipe at train and test time
 
 
-@pytest.mark.parametrize("argv,code,message", [
-    (["--input", "{tmp}/missing.jsonl", "--output-dir", "{tmp}/o"], 1, "missing.jsonl: no such file"),
-    (["--input", "{bad}", "--output-dir", "{tmp}/o"], 1, "bad.jsonl:2: definition: missing"),
-    (["--input", "{few}", "--output-dir", "{tmp}/o", "--num-clusters", "4"], 1, "need at least num_clusters=4"),
-    (["--input", "{few}", "--output-dir", "{tmp}/o", "--partition", "none"], 2, "needs num_clusters 1"),
-    (["--input", "{few}", "--output-dir", "{tmp}/o", "--num-clusters", "0"], 2, "num_clusters"),
-    (["--input", "{few}", "--output-dir", "{tmp}/o", "--set", "num_clustres=2"], 2, "did you mean num_clusters"),
-    (["--input", "{few}", "--output-dir", "{tmp}/o", "--embedder", "/nonexistent/model", "--num-clusters", "1"], 2, "cannot load"),
-])
+@pytest.mark.parametrize(
+    "argv,code,message",
+    [
+        (["--input", "{tmp}/missing.jsonl", "--output-dir", "{tmp}/o"], 1, "missing.jsonl: no such file"),
+        (["--input", "{bad}", "--output-dir", "{tmp}/o"], 1, "bad.jsonl:2: definition: missing"),
+        (["--input", "{few}", "--output-dir", "{tmp}/o", "--num-clusters", "4"], 1, "need at least num_clusters=4"),
+        (["--input", "{few}", "--output-dir", "{tmp}/o", "--partition", "none"], 2, "needs num_clusters 1"),
+        (["--input", "{few}", "--output-dir", "{tmp}/o", "--num-clusters", "0"], 2, "num_clusters"),
+        (["--input", "{few}", "--output-dir", "{tmp}/o", "--set", "num_clustres=2"], 2, "did you mean num_clusters"),
+        (
+            ["--input", "{few}", "--output-dir", "{tmp}/o", "--embedder", "/nonexistent/model", "--num-clusters", "1"],
+            2,
+            "cannot load",
+        ),
+    ],
+)
 def test_cli_errors(argv, code, message, tmp_path, capsys):
-    row = {"id": "a", "term": "bank", "context": "the bank of the river", "definition": "land by a river",
-           "source": "WordNet", "split": "train"}
+    row = {
+        "id": "a",
+        "term": "bank",
+        "context": "the bank of the river",
+        "definition": "land by a river",
+        "source": "WordNet",
+        "split": "train",
+    }
     (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n" + json.dumps({"term": "x", "context": "y"}) + "\n")
     (tmp_path / "few.jsonl").write_text(json.dumps(row) + "\n")
     subst = {"tmp": tmp_path, "bad": tmp_path / "bad.jsonl", "few": tmp_path / "few.jsonl"}
@@ -143,7 +196,17 @@ def test_shipped_configs_load(path):
 
 def test_original_flag_names_are_accepted(tmp_path):
     legacy = tmp_path / "legacy.json"
-    legacy.write_text(json.dumps({"input": "all.jsonl", "output_dir": "o", "cluster_centroids": 8,
-                                  "clusterer": "kmeans", "split_by": "lexical", "sample_num": 10000}))
+    legacy.write_text(
+        json.dumps(
+            {
+                "input": "all.jsonl",
+                "output_dir": "o",
+                "cluster_centroids": 8,
+                "clusterer": "kmeans",
+                "split_by": "lexical",
+                "sample_num": 10000,
+            }
+        )
+    )
     cfg = load_config(legacy, ClusterConfig)
     assert (cfg.num_clusters, cfg.algorithm, cfg.partition) == (8, "kmeans", "lexical")

@@ -1,4 +1,5 @@
 """Embedded-text recipes, embedder presets, the embedding cache, TF-IDF save/load."""
+
 from __future__ import annotations
 
 import json
@@ -6,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from clustering.embed import (EMBEDDER_PRESETS, SentenceEncoder, TfidfEncoder, build_text, embed_cached,
-                              make_spec)
+from clustering.embed import EMBEDDER_PRESETS, SentenceEncoder, TfidfEncoder, build_text, embed_cached, make_spec
 from dataset.records import read_records
 from prompts.builder import render_question
 
@@ -23,11 +23,14 @@ def wordnet_rows(wordnet_lexicon):
 
 
 def test_text_recipes():
-    assert build_text("bank", "the river bank", "sloping land", "term_context", "word_interpretation") == \
-        render_question("bank", "the river bank")
+    assert build_text(
+        "bank", "the river bank", "sloping land", "term_context", "word_interpretation"
+    ) == render_question("bank", "the river bank")
     assert build_text("bank", "the river bank", "sloping land", "definition", "word_interpretation") == "sloping land"
-    assert build_text("bank", "the river bank", "sloping land", "instruction_definition", "word_interpretation") == \
-        render_question("bank", "the river bank") + "\n\nsloping land"
+    assert (
+        build_text("bank", "the river bank", "sloping land", "instruction_definition", "word_interpretation")
+        == render_question("bank", "the river bank") + "\n\nsloping land"
+    )
     with pytest.raises(ValueError, match="needs the gold definition"):
         build_text("bank", "the river bank", None, "definition", "word_interpretation")
 

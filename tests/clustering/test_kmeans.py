@@ -1,4 +1,5 @@
 """Spherical k-means: blobs recovered, balance for awkward n, determinism, sparse input."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +7,16 @@ import pytest
 import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
-from clustering.kmeans import (cluster_sums, kmeans_plusplus, moved_sums, normalize_rows, similarities, similarities_of,
-                               spherical_kmeans, sums_and_squares)
+from clustering.kmeans import (
+    cluster_sums,
+    kmeans_plusplus,
+    moved_sums,
+    normalize_rows,
+    similarities,
+    similarities_of,
+    spherical_kmeans,
+    sums_and_squares,
+)
 from clustering.transport import balanced_assignment
 
 

@@ -1,4 +1,5 @@
 """Cohesion and separation against hand computation."""
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -20,18 +21,29 @@ def by_hand(x: np.ndarray, labels: np.ndarray, k: int) -> dict:
         mean = members.mean(axis=0)
         means.append(mean)
         intra.append(float(np.mean([np.linalg.norm(p - mean) for p in members])))
-    sep = [1 - float(means[a] @ means[b] / np.linalg.norm(means[a]) / np.linalg.norm(means[b]))
-           for a, b in combinations(range(k), 2)]
+    sep = [
+        1 - float(means[a] @ means[b] / np.linalg.norm(means[a]) / np.linalg.norm(means[b]))
+        for a, b in combinations(range(k), 2)
+    ]
     inter = [float(np.linalg.norm(means[a] - means[b])) for a, b in combinations(range(k), 2)]
     everything = [float(a @ b) for a, b in combinations(x, 2)]
-    return {"cohesion": cohesion, "baseline": sum(everything) / len(everything), "separation": sep,
-            "intra": intra, "inter": inter}
+    return {
+        "cohesion": cohesion,
+        "baseline": sum(everything) / len(everything),
+        "separation": sep,
+        "intra": intra,
+        "inter": inter,
+    }
 
 
 @pytest.mark.parametrize("sparse", [False, True])
 def test_quality_matches_hand_computation(sparse):
-    x = normalize_rows(np.array([[1, 0, 0], [0.9, 0.1, 0], [0.8, 0, 0.2], [0, 1, 0], [0, 0.7, 0.3],
-                                 [0, 0, 1], [0.1, 0, 0.9]], dtype=np.float64))
+    x = normalize_rows(
+        np.array(
+            [[1, 0, 0], [0.9, 0.1, 0], [0.8, 0, 0.2], [0, 1, 0], [0, 0.7, 0.3], [0, 0, 1], [0.1, 0, 0.9]],
+            dtype=np.float64,
+        )
+    )
     labels = np.array([0, 0, 0, 1, 1, 2, 2])
     q = cluster_quality(sp.csr_matrix(x) if sparse else x, labels, 3)
     hand = by_hand(x.astype(np.float64), labels, 3)

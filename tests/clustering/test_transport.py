@@ -1,4 +1,5 @@
 """Exact balanced assignment: optimality against scipy's Hungarian solver, balance, warm starts."""
+
 from __future__ import annotations
 
 import itertools
@@ -46,8 +47,9 @@ def test_matches_hungarian_optimum(case):
 
 def test_points_move_through_intermediate_clusters():
     # Cluster 0 is over-full; the cheap way to relieve it goes 0 -> 1 -> 2, not 0 -> 2 directly.
-    cost = np.array([[0.0, 0.1, 9.0], [0.0, 0.2, 9.0], [5.0, 0.0, 0.05], [5.0, 0.0, 0.3], [9.0, 9.0, 0.0],
-                     [0.0, 0.3, 9.0]])
+    cost = np.array(
+        [[0.0, 0.1, 9.0], [0.0, 0.2, 9.0], [5.0, 0.0, 0.05], [5.0, 0.0, 0.3], [9.0, 9.0, 0.0], [0.0, 0.3, 9.0]]
+    )
     labels, _ = balanced_assignment(cost)
     check(cost, labels)
     assert labels.tolist() == [1, 0, 2, 1, 2, 0]  # total 0.15: the unique optimum

@@ -1,4 +1,5 @@
 """Preprocess stage on the real 3D-EX files and on malformed fixtures."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,9 +8,9 @@ import json
 import pytest
 
 from dataset.preprocess import main
+from dataset.readers import iter_3dex_csv
 from dataset.records import load_records
 from dataset.stats import compute_stats
-from dataset.readers import iter_3dex_csv
 
 HEADER = "WORD,DEFINITION,EXAMPLE,DATASET_NAME,SPLIT_TYPE\n"
 
@@ -52,11 +53,15 @@ def test_stats_cli(data_3dex, capsys):
 
 def test_csv_quirks(tmp_path):
     src = tmp_path / "quirks.csv"
-    src.write_bytes(("\ufeff" + HEADER
-                     + 'bank,"land beside a river, sloping","she sat on the ""bank""",WordNet,train\n'
-                     + 'run,"to move\nfast","""he ran",Oxford,dev\n'
-                     + 'x,def,"[[\'ctx one\', \'ctx two\'], [\'ctx three\']]","[""[\'WordNet\']"", ""[\'Oxford\']""]",test\n'
-                     ).encode())
+    src.write_bytes(
+        (
+            "\ufeff"
+            + HEADER
+            + 'bank,"land beside a river, sloping","she sat on the ""bank""",WordNet,train\n'
+            + 'run,"to move\nfast","""he ran",Oxford,dev\n'
+            + 'x,def,"[[\'ctx one\', \'ctx two\'], [\'ctx three\']]","[""[\'WordNet\']"", ""[\'Oxford\']""]",test\n'
+        ).encode()
+    )
     out = tmp_path / "out"
     assert run("--input", src, "--output-dir", out) == 0
     recs = load_records(out / "all.jsonl")
@@ -73,8 +78,10 @@ def test_csv_quirks(tmp_path):
 
 def test_filters_are_counted(tmp_path):
     src = tmp_path / "f.csv"
-    src.write_text(HEADER + ",def,ctx,Urban,test\nw,,ctx,Urban,test\nw,d,,Urban,test\nw,d,c,,test\n"
-                   "w,d,c,Webster's Unabridged,test\nw,d,c,Urban,test\n")
+    src.write_text(
+        HEADER + ",def,ctx,Urban,test\nw,,ctx,Urban,test\nw,d,,Urban,test\nw,d,c,,test\n"
+        "w,d,c,Webster's Unabridged,test\nw,d,c,Urban,test\n"
+    )
     out = tmp_path / "out"
     assert run("--input", src, "--output-dir", out) == 0
     s = json.loads((out / "summary.json").read_text())["files"][0]
@@ -82,14 +89,19 @@ def test_filters_are_counted(tmp_path):
     assert s["dropped"]["excluded source Webster's Unabridged (no usage contexts)"] == 1
 
 
-@pytest.mark.parametrize("body,where", [
-    ('w,d,c,Urban\n', "bad.csv:3: SPLIT_TYPE: missing (row has 4 of 5 fields)"),
-    ('w,d,c,Urban,test,extra\n', "bad.csv:3: row has 6 fields, header has 5"),
-    ('w,d,c,Urban,holdout\n', "bad.csv:3: SPLIT_TYPE: unknown split 'holdout'"),
-    ('w,d,"[[\'a\'], [\'b\']]","[\'Urban\', \'Oxford\', \'WordNet\']",test\n',
-     "bad.csv:3: EXAMPLE: 2 example groups but 3 dataset names"),
-    ('w,d,"unterminated,Urban,test\n', "bad.csv:3: malformed CSV"),
-])
+@pytest.mark.parametrize(
+    "body,where",
+    [
+        ("w,d,c,Urban\n", "bad.csv:3: SPLIT_TYPE: missing (row has 4 of 5 fields)"),
+        ("w,d,c,Urban,test,extra\n", "bad.csv:3: row has 6 fields, header has 5"),
+        ("w,d,c,Urban,holdout\n", "bad.csv:3: SPLIT_TYPE: unknown split 'holdout'"),
+        (
+            "w,d,\"[['a'], ['b']]\",\"['Urban', 'Oxford', 'WordNet']\",test\n",
+            "bad.csv:3: EXAMPLE: 2 example groups but 3 dataset names",
+        ),
+        ('w,d,"unterminated,Urban,test\n', "bad.csv:3: malformed CSV"),
+    ],
+)
 def test_malformed_csv_errors(tmp_path, capsys, body, where):
     src = tmp_path / "bad.csv"
     src.write_text(HEADER + "ok,fine,context,Urban,test\n" + body)
@@ -119,9 +131,20 @@ def test_skip_bad_rows_counts_them(tmp_path):
 
 def test_jsonl_inputs_original_format(tmp_path, capsys):
     src = tmp_path / "test.jsonl"
-    src.write_text(json.dumps({"term": "bank", "context": "the bank  of a river", "definition": "land",
-                               "source": "3D-EX", "instruction": "ignored"}) + "\n\n"
-                   + json.dumps({"term": "x", "context": "c", "definition": 3}) + "\n")
+    src.write_text(
+        json.dumps(
+            {
+                "term": "bank",
+                "context": "the bank  of a river",
+                "definition": "land",
+                "source": "3D-EX",
+                "instruction": "ignored",
+            }
+        )
+        + "\n\n"
+        + json.dumps({"term": "x", "context": "c", "definition": 3})
+        + "\n"
+    )
     out = tmp_path / "out"
     assert run("--input", src, "--output-dir", out) == 1
     assert "test.jsonl:3: definition: expected a string, got 3" in capsys.readouterr().err
@@ -137,14 +160,17 @@ def test_jsonl_inputs_original_format(tmp_path, capsys):
 def test_ishiwatari_format(tmp_path):
     d = tmp_path / "slang"
     d.mkdir()
-    (d / "valid.txt").write_text("yeet%slang.1\tverb\tslang\tto throw with force\t[]\t[]\n"
-                                 "lit%slang.7\tadj\tslang\texciting\t[]\t[]\n")
+    (d / "valid.txt").write_text(
+        "yeet%slang.1\tverb\tslang\tto throw with force\t[]\t[]\nlit%slang.7\tadj\tslang\texciting\t[]\t[]\n"
+    )
     (d / "valid.eg").write_text("yeet%slang.1\the <TRG> the ball\nlit%slang.7\tthe party was <TRG>\n")
     out = tmp_path / "out"
     assert run("--input", d / "valid.txt", "--output-dir", out) == 0
     recs = load_records(out / "urban" / "valid.jsonl")
     assert [(r.term, r.context, r.definition) for r in recs] == [
-        ("yeet", "he yeet the ball", "to throw with force"), ("lit", "the party was lit", "exciting")]
+        ("yeet", "he yeet the ball", "to throw with force"),
+        ("lit", "the party was lit", "exciting"),
+    ]
     (d / "valid.eg").write_text("yeet%slang.1\the <TRG> the ball\nlit%slang.8\tthe party was <TRG>\n")
     assert run("--input", d / "valid.txt", "--output-dir", tmp_path / "o2") == 1
 
@@ -181,8 +207,9 @@ def _ishiwatari(folder, records, split="test"):
     """Write records as an Ishiwatari split (`folder/<split>.txt` + `.eg`, the term as <TRG>)."""
     folder.mkdir(parents=True)
     usable = [r for r in records if "%" not in r.term and r.term in r.context][:20]
-    txt = "".join(f"{r.term}%{folder.name}.{i}\tnoun\t{folder.name}\t{r.definition}\t[]\t[]\n"
-                  for i, r in enumerate(usable))
+    txt = "".join(
+        f"{r.term}%{folder.name}.{i}\tnoun\t{folder.name}\t{r.definition}\t[]\t[]\n" for i, r in enumerate(usable)
+    )
     eg = "".join(f"{r.term}%{folder.name}.{i}\t{r.context.replace(r.term, '<TRG>', 1)}\n" for i, r in enumerate(usable))
     (folder / f"{split}.txt").write_text(txt, encoding="utf-8")
     (folder / f"{split}.eg").write_text(eg, encoding="utf-8")
@@ -202,10 +229,13 @@ def test_files_sharing_a_name_are_taken_when_their_ids_cannot_collide(data_3dex,
     assert len(load_records(tmp_path / "out" / "urban" / "test.jsonl")) == n_slang
     for name in ("a", "b"):  # our own JSONL files (ids of their own) in two folders
         (tmp_path / name).mkdir()
-        (tmp_path / name / "test.jsonl").write_text((tmp_path / "out" / f"{'wordnet' if name == 'a' else 'urban'}"
-                                                     / "test.jsonl").read_text(), encoding="utf-8")
-    assert run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl",
-               "--output-dir", tmp_path / "out2") == 0
+        (tmp_path / name / "test.jsonl").write_text(
+            (tmp_path / "out" / f"{'wordnet' if name == 'a' else 'urban'}" / "test.jsonl").read_text(), encoding="utf-8"
+        )
+    assert (
+        run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl", "--output-dir", tmp_path / "out2")
+        == 0
+    )
     assert len(load_records(tmp_path / "out2" / "all.jsonl")) == len(records)
 
 
@@ -221,14 +251,19 @@ def test_only_a_real_id_collision_is_refused(data_3dex, tmp_path, capsys):
     assert run("--input", csvs[0], csvs[0], "--output-dir", tmp_path / "o2") == 2
     assert "given 2 times" in capsys.readouterr().err
     for name in ("a", "b"):  # the original JSONL format: no ids, so they are built from the file name
-        lines = [json.dumps({"term": r.term, "context": r.context, "definition": r.definition, "source": "Urban"})
-                 + "\n" for _, r in itertools.islice(iter_3dex_csv(csvs[0]), 10)]
+        lines = [
+            json.dumps({"term": r.term, "context": r.context, "definition": r.definition, "source": "Urban"}) + "\n"
+            for _, r in itertools.islice(iter_3dex_csv(csvs[0]), 10)
+        ]
         (tmp_path / name / "test.jsonl").write_text("".join(lines), encoding="utf-8")
-    assert run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl",
-               "--output-dir", tmp_path / "o3") == 1
+    assert (
+        run("--input", tmp_path / "a" / "test.jsonl", tmp_path / "b" / "test.jsonl", "--output-dir", tmp_path / "o3")
+        == 1
+    )
     err = capsys.readouterr().err
-    assert (f"{tmp_path / 'b' / 'test.jsonl'}:1: id: 'test:1' has the id prefix 'test:' of "
-            f"{tmp_path / 'a' / 'test.jsonl'}") in err
+    assert (
+        f"{tmp_path / 'b' / 'test.jsonl'}:1: id: 'test:1' has the id prefix 'test:' of {tmp_path / 'a' / 'test.jsonl'}"
+    ) in err
     assert not [p for p in (tmp_path / "o3").rglob("*") if p.is_file()]  # nothing half-written
     urban = [r for _, r in iter_3dex_csv(csvs[0])]
     wordnet = [_ishiwatari(tmp_path / name / "wordnet", urban)[0] for name in ("a", "b")]
@@ -238,7 +273,7 @@ def test_only_a_real_id_collision_is_refused(data_3dex, tmp_path, capsys):
 
 def _urban_lines(data_3dex, n: int) -> list[str]:
     """The header and the first `n` rows of the real Urban test file."""
-    return (data_3dex / "Urban_test.csv").read_text(encoding="utf-8").splitlines(keepends=True)[:n + 1]
+    return (data_3dex / "Urban_test.csv").read_text(encoding="utf-8").splitlines(keepends=True)[: n + 1]
 
 
 def test_csv_column_named_twice_is_refused(data_3dex, tmp_path, capsys):
@@ -254,8 +289,10 @@ def test_csv_column_named_twice_is_refused(data_3dex, tmp_path, capsys):
     for on_bad_row in ("error", "skip"):  # not a bad row: the whole file is ambiguous
         assert run("--input", src, "--output-dir", out, "--on-bad-row", on_bad_row) == 1
         err = capsys.readouterr().err.strip().splitlines()
-        assert err == [f"preprocess: error: {src}:1: DEFINITION: column given 2 times in the header "
-                       "(WORD, DEFINITION, EXAMPLE, DATASET_NAME, SPLIT_TYPE, DEFINITION)"]
+        assert err == [
+            f"preprocess: error: {src}:1: DEFINITION: column given 2 times in the header "
+            "(WORD, DEFINITION, EXAMPLE, DATASET_NAME, SPLIT_TYPE, DEFINITION)"
+        ]
         assert not out.exists()
     assert run("--stats", src) == 1
 

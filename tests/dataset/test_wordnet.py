@@ -1,4 +1,5 @@
 """The embedded default lexicon (WordNet 3.0 glosses and usage examples)."""
+
 from __future__ import annotations
 
 from dataset.records import load_records

@@ -1,4 +1,5 @@
 """Evaluation fixtures: the real Urban test split, preprocessed once per session."""
+
 from __future__ import annotations
 
 from pathlib import Path

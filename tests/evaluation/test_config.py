@@ -1,4 +1,5 @@
 """Every shipped evaluate config loads; config errors name the key."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,10 @@ def test_shipped_config_loads(path):
 
 def test_bad_keys_are_reported_with_file_and_line(tmp_path):
     bad = tmp_path / "e.json"
-    bad.write_text('{\n "predictions": "p",\n "references": "r",\n "output_dir": "o",\n "metrcs": ["bleu"],\n'
-                   ' "protocol": "median"\n}\n')
+    bad.write_text(
+        '{\n "predictions": "p",\n "references": "r",\n "output_dir": "o",\n "metrcs": ["bleu"],\n'
+        ' "protocol": "median"\n}\n'
+    )
     with pytest.raises(ConfigError) as err:
         load_config(bad, EvaluateConfig)
     text = str(err.value)

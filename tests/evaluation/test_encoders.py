@@ -1,5 +1,6 @@
 """Encoders on real models: a text with no tokens (GPT-2-style tokenizers add no special tokens) never
 reaches the model, and padding never changes a text's states."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The evaluate CLI end to end on real Urban rows: outputs, seeds, Best-of-N, significance, error cases."""
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,24 @@ def run(*args) -> int:
 def test_minimal_command_line_writes_scores_table_and_examples(urban, refs, tmp_path, capsys):
     preds = write_jsonl(tmp_path / "p.jsonl", gold(urban))
     out = tmp_path / "out"
-    assert toolkit.main(["evaluate", "--predictions", str(preds), "--references", str(refs), "--protocol", "max",
-                         "--metrics", "bleu,rouge", "--output-dir", str(out)]) == 0
+    assert (
+        toolkit.main(
+            [
+                "evaluate",
+                "--predictions",
+                str(preds),
+                "--references",
+                str(refs),
+                "--protocol",
+                "max",
+                "--metrics",
+                "bleu,rouge",
+                "--output-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((out / "scores.json").read_text())
     assert scores["bleu"] == pytest.approx(100.0) and scores["rougeL"] == pytest.approx(100.0)
     assert scores["dataset"] == "Urban" and scores["protocol"] == "max"
@@ -54,11 +71,19 @@ def test_minimal_command_line_writes_scores_table_and_examples(urban, refs, tmp_
 def test_seeds_best_of_n_missing_and_empty(urban, refs, tmp_path):
     rows = []
     for seed in (21, 42, 84):
-        for i, r in enumerate(urban[:N - 5]):  # 5 ids never predicted
-            rows.append({"id": r.id, "prediction": r.definition if (i + seed) % 4 else "", "model": "m",
-                         "seed": seed, "sample_idx": 0})
-            rows.append({"id": r.id, "prediction": "some other words entirely", "model": "m", "seed": seed,
-                         "sample_idx": 1})
+        for i, r in enumerate(urban[: N - 5]):  # 5 ids never predicted
+            rows.append(
+                {
+                    "id": r.id,
+                    "prediction": r.definition if (i + seed) % 4 else "",
+                    "model": "m",
+                    "seed": seed,
+                    "sample_idx": 0,
+                }
+            )
+            rows.append(
+                {"id": r.id, "prediction": "some other words entirely", "model": "m", "seed": seed, "sample_idx": 1}
+            )
     preds = write_jsonl(tmp_path / "p.jsonl", rows)
     out = tmp_path / "out"
     assert run("--predictions", preds, "--references", refs, "--metrics", "bleu", "rouge", "--output-dir", out) == 0
@@ -77,25 +102,44 @@ def test_seeds_best_of_n_missing_and_empty(urban, refs, tmp_path):
 
 def test_compare_to_gives_p_values(urban, refs, tmp_path, capsys):
     good = write_jsonl(tmp_path / "good.jsonl", gold(urban))
-    bad = write_jsonl(tmp_path / "bad.jsonl", [{"id": r.id, "prediction": urban[-1 - i].definition}
-                                              for i, r in enumerate(urban[:N])])
+    bad = write_jsonl(
+        tmp_path / "bad.jsonl", [{"id": r.id, "prediction": urban[-1 - i].definition} for i, r in enumerate(urban[:N])]
+    )
     out = tmp_path / "out"
-    assert run("--predictions", good, "--references", refs, "--compare-to", bad, "--output-dir", out,
-               "--bootstrap-samples", 200) == 0
+    assert (
+        run(
+            "--predictions",
+            good,
+            "--references",
+            refs,
+            "--compare-to",
+            bad,
+            "--output-dir",
+            out,
+            "--bootstrap-samples",
+            200,
+        )
+        == 0
+    )
     sig = json.loads((out / "significance.json").read_text())["metrics"]
     assert sig["bleu"]["bootstrap"]["p_value"] < 0.05 and sig["bleu"]["ttest"]["p_value"] < 0.05
     assert sig["bleu"]["bootstrap"]["delta"] > 0
     assert "bootstrap p=" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("rows,message", [
-    ([{"id": "nope", "prediction": "x"}], "p.jsonl:1: id: 1 prediction id(s) not in"),
-    ([{"id": "Urban_test:1:0", "prediction": "x"}, {"id": "Urban_test:1:0", "prediction": "y"}],
-     "p.jsonl:2: id: duplicate prediction for id 'Urban_test:1:0'"),
-    ([{"id": "Urban_test:1:0"}], "p.jsonl:1: prediction: missing"),
-    ([{"id": "Urban_test:1:0", "prediction": 3}], "p.jsonl:1: prediction: expected str"),
-    ([{"id": "Urban_test:1:0", "prediction": "x", "seed": "21"}], "p.jsonl:1: seed: expected int"),
-])
+@pytest.mark.parametrize(
+    "rows,message",
+    [
+        ([{"id": "nope", "prediction": "x"}], "p.jsonl:1: id: 1 prediction id(s) not in"),
+        (
+            [{"id": "Urban_test:1:0", "prediction": "x"}, {"id": "Urban_test:1:0", "prediction": "y"}],
+            "p.jsonl:2: id: duplicate prediction for id 'Urban_test:1:0'",
+        ),
+        ([{"id": "Urban_test:1:0"}], "p.jsonl:1: prediction: missing"),
+        ([{"id": "Urban_test:1:0", "prediction": 3}], "p.jsonl:1: prediction: expected str"),
+        ([{"id": "Urban_test:1:0", "prediction": "x", "seed": "21"}], "p.jsonl:1: seed: expected int"),
+    ],
+)
 def test_bad_predictions_fail_with_file_line_field(rows, message, refs, tmp_path, capsys):
     preds = write_jsonl(tmp_path / "p.jsonl", rows)
     assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "out") == 1
@@ -137,8 +181,9 @@ SHIPPED = sorted((Path(__file__).resolve().parents[2] / "run_config").glob("eval
 
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: p.name)
-def test_empty_and_failed_predictions_score_under_every_shipped_config(config, urban, refs, tmp_path, minilm_dir,
-                                                                       smollm2_dir):
+def test_empty_and_failed_predictions_score_under_every_shipped_config(
+    config, urban, refs, tmp_path, minilm_dir, smollm2_dir
+):
     """Every metric of every shipped config, the paper-era models swapped for local ones (MAUVE on SmolLM2's
     GPT-2-style tokens, `last` pooling as gpt2-large): empty, blank and failed rows score 0 and are counted."""
     rows = gold(urban)[:24]
@@ -148,8 +193,22 @@ def test_empty_and_failed_predictions_score_under_every_shipped_config(config, u
     rows[3]["prediction"] = "."  # empty once orig-compat removes periods
     preds = write_jsonl(tmp_path / "p.jsonl", rows)
     out = tmp_path / "out"
-    local = ["--bertscore-model", minilm_dir, "--bertscore-num-layers", 6, "--moverscore-model", minilm_dir,
-             "--mauve-model", smollm2_dir, "--mauve-num-buckets", 2, "--device", "cpu", "--batch-size", 16]
+    local = [
+        "--bertscore-model",
+        minilm_dir,
+        "--bertscore-num-layers",
+        6,
+        "--moverscore-model",
+        minilm_dir,
+        "--mauve-model",
+        smollm2_dir,
+        "--mauve-num-buckets",
+        2,
+        "--device",
+        "cpu",
+        "--batch-size",
+        16,
+    ]
     assert run("--config", config, "--predictions", preds, "--references", refs, "--output-dir", out, *local) == 0
     scores = json.loads((out / "scores.json").read_text())
     compat = scores["protocol"] == "orig-compat"
@@ -158,9 +217,9 @@ def test_empty_and_failed_predictions_score_under_every_shipped_config(config, u
     assert seed["n_examples"] == 24 and seed["n_empty"] == 3 + compat
     per_example = [json.loads(line) for line in (out / "per_example.jsonl").open()]
     metrics = [m for m in seed["scores"] if m not in ("sacrebleu", "mauve")]
-    for row in per_example[:3 + compat]:
+    for row in per_example[: 3 + compat]:
         assert row["empty"] and all(row[m] == 0.0 for m in metrics), row
-    assert all(not row["empty"] for row in per_example[3 + compat:])
+    assert all(not row["empty"] for row in per_example[3 + compat :])
     if "mauve" in seed["scores"]:
         assert seed["excluded"] == {"mauve_excluded_predictions": 3, "mauve_excluded_references": 0}
         assert 0 < seed["scores"]["mauve"] <= 100 and "bertscore" in metrics and "moverscore" in metrics
@@ -168,8 +227,21 @@ def test_empty_and_failed_predictions_score_under_every_shipped_config(config, u
 
 def test_rescaling_without_a_baseline_is_refused_before_any_work(refs, tmp_path, minilm_dir, capsys):
     out = tmp_path / "out"
-    args = ["--predictions", refs, "--references", refs, "--metrics", "bleu,bertscore", "--output-dir", out,
-            "--bertscore-model", minilm_dir, "--bertscore-num-layers", 6, "--bertscore-rescale"]
+    args = [
+        "--predictions",
+        refs,
+        "--references",
+        refs,
+        "--metrics",
+        "bleu,bertscore",
+        "--output-dir",
+        out,
+        "--bertscore-model",
+        minilm_dir,
+        "--bertscore-num-layers",
+        6,
+        "--bertscore-rescale",
+    ]
     assert run(*args) == 2
     assert "bertscore_baseline_file: value error, needed with bertscore_rescale" in capsys.readouterr().err
     assert not out.exists()

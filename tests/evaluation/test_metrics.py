@@ -1,4 +1,5 @@
 """Metric units: registry, known scores (hand-computed, empty, unicode, multi-reference), rouge_score agreement."""
+
 from __future__ import annotations
 
 import math
@@ -23,20 +24,28 @@ def test_registry_names_and_aliases():
         assert metric.name == name and metric.higher_is_better
 
 
-@pytest.mark.parametrize("metric,hyp,refs,reduce,expected", [
-    ("bleu", "x y z", ["a b c"], "max", 100 * (1 / 4 * 1 / 3 * 1 / 2) ** 0.25),     # Moses BLEU+1 floor
-    ("bleu", "a person", ["a person who is afraid", "a man"], "max",                 # best single reference
-     100 * max(math.exp(1 - 5 / 2), (2 / 3 * 1 / 2) ** 0.25)),
-    ("bleu", "a person", ["a person who is afraid", "a man"], "multi", 100.0),      # closest-length BP, multi-ref
-    ("bleu", "a person", ["a person who is afraid", "a man"], "best", 100.0),
-    ("bleu", "café noir", ["café noir"], "max", 100.0),                              # unicode
-    ("rougeL", "the cat sat on the mat", ["the cat on the mat"], "max", 100 * 2 * 1 * (5 / 6) / (1 + 5 / 6)),
-    ("rougeL", "The Cat!", ["the cat"], "max", 100.0),                               # lowercased, punctuation dropped
-    ("rougeL", "a b", ["c d", "a x b"], "max", 100 * 2 * 1 * (2 / 3) / (1 + 2 / 3)),  # best reference
-    ("rougeL", "café", ["cafe"], "max", 0.0),                                        # rouge_score: café -> caf
-    ("nist", "a b c d e f", ["a b c d e f"], "max", None),
-    ("meteor", "a dog runs", ["a dog runs"], "max", None),
-])
+@pytest.mark.parametrize(
+    "metric,hyp,refs,reduce,expected",
+    [
+        ("bleu", "x y z", ["a b c"], "max", 100 * (1 / 4 * 1 / 3 * 1 / 2) ** 0.25),  # Moses BLEU+1 floor
+        (
+            "bleu",
+            "a person",
+            ["a person who is afraid", "a man"],
+            "max",  # best single reference
+            100 * max(math.exp(1 - 5 / 2), (2 / 3 * 1 / 2) ** 0.25),
+        ),
+        ("bleu", "a person", ["a person who is afraid", "a man"], "multi", 100.0),  # closest-length BP, multi-ref
+        ("bleu", "a person", ["a person who is afraid", "a man"], "best", 100.0),
+        ("bleu", "café noir", ["café noir"], "max", 100.0),  # unicode
+        ("rougeL", "the cat sat on the mat", ["the cat on the mat"], "max", 100 * 2 * 1 * (5 / 6) / (1 + 5 / 6)),
+        ("rougeL", "The Cat!", ["the cat"], "max", 100.0),  # lowercased, punctuation dropped
+        ("rougeL", "a b", ["c d", "a x b"], "max", 100 * 2 * 1 * (2 / 3) / (1 + 2 / 3)),  # best reference
+        ("rougeL", "café", ["cafe"], "max", 0.0),  # rouge_score: café -> caf
+        ("nist", "a b c d e f", ["a b c d e f"], "max", None),
+        ("meteor", "a dog runs", ["a dog runs"], "max", None),
+    ],
+)
 def test_known_scores(metric, hyp, refs, reduce, expected):
     unit = get_metric(metric, S)
     (value,) = unit.sentence_scores([hyp], [refs], reduce)

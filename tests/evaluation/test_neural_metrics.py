@@ -1,4 +1,5 @@
 """BERTScore, MoverScore and MAUVE offline on all-MiniLM-L6-v2: sane orderings on real Urban definitions."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,15 @@ from run_config.errors import ConfigError
 @pytest.fixture(scope="module")
 def settings(minilm_dir) -> MetricSettings:
     m = str(minilm_dir)
-    return MetricSettings(bertscore_model=m, bertscore_num_layers=6, moverscore_model=m, mauve_model=m,
-                          mauve_pooling="mean", mauve_num_buckets=5, batch_size=32)
+    return MetricSettings(
+        bertscore_model=m,
+        bertscore_num_layers=6,
+        moverscore_model=m,
+        mauve_model=m,
+        mauve_pooling="mean",
+        mauve_num_buckets=5,
+        batch_size=32,
+    )
 
 
 @pytest.mark.parametrize("name", ["bertscore", "moverscore"])
@@ -22,7 +30,8 @@ def test_identical_strings_score_highest(name, settings, by_term):
     smock = [r.definition for r in by_term["smock"]]
     unit = get_metric(name, settings)
     same, para, other = unit.sentence_scores(
-        [smock[1], "an excessively big shirt", "a penis that is long and skinny"], [[smock[1]]] * 3)
+        [smock[1], "an excessively big shirt", "a penis that is long and skinny"], [[smock[1]]] * 3
+    )
     assert same == pytest.approx(100.0, abs=1e-3)
     assert same > para > other > 0
     # several references: the best one counts
@@ -70,7 +79,8 @@ def test_empty_strings_on_either_side_score_zero(name, settings, by_term):
     smock = [r.definition for r in by_term["smock"]]
     unit = get_metric(name, settings)
     empty_hyp, empty_ref, both, blank, mixed = unit.sentence_scores(
-        ["", smock[1], "", "  ", smock[1]], [[smock[1]], [""], [""], [smock[1]], ["", smock[1]]])
+        ["", smock[1], "", "  ", smock[1]], [[smock[1]], [""], [""], [smock[1]], ["", smock[1]]]
+    )
     assert empty_hyp == empty_ref == both == blank == 0.0
     assert mixed == pytest.approx(100.0, abs=1e-3)  # an empty reference beside a real one: the real one counts
 
@@ -79,8 +89,9 @@ def test_moverscore_with_a_tokenizer_without_special_tokens(smollm2_dir, by_term
     """GPT-2-style tokens: "" has no token and "." none once punctuation is removed; both score 0."""
     smock = [r.definition for r in by_term["smock"]]
     unit = get_metric("moverscore", MetricSettings(moverscore_model=str(smollm2_dir), batch_size=4))
-    same, punct, empty_ref, other = unit.sentence_scores([smock[1], ".", smock[1], "a penis that is long"],
-                                                         [[smock[1]], [smock[1]], ["."], [smock[1]]])
+    same, punct, empty_ref, other = unit.sentence_scores(
+        [smock[1], ".", smock[1], "a penis that is long"], [[smock[1]], [smock[1]], ["."], [smock[1]]]
+    )
     assert same == pytest.approx(100.0, abs=1e-3) and punct == 0.0 and empty_ref == 0.0 and 0 < other < same
 
 
@@ -100,8 +111,9 @@ def test_mauve_leaves_empty_predictions_out_and_counts_them(pooling, model, requ
 
     from evaluation.encoders import load_encoder
 
-    s = MetricSettings(mauve_model=str(request.getfixturevalue(model)), mauve_pooling=pooling, mauve_num_buckets=4,
-                       batch_size=16)
+    s = MetricSettings(
+        mauve_model=str(request.getfixturevalue(model)), mauve_pooling=pooling, mauve_num_buckets=4, batch_size=16
+    )
     unit = get_metric("mauve", s)
     defs = [r.definition for r in urban[:40]]
     hyps = [d if i % 10 else ("" if i % 20 else " ") for i, d in enumerate(reversed(defs))]
@@ -113,7 +125,9 @@ def test_mauve_leaves_empty_predictions_out_and_counts_them(pooling, model, requ
     expected = mauve.compute_mauve(p_features=p, q_features=q, num_buckets=4, device_id=-1, seed=s.seed).mauve
     assert values["mauve"] == pytest.approx(expected * 100, abs=1e-6) and 0 < values["mauve"] <= 100
     assert unit.corpus_scores(["", " "], [[d] for d in defs[:2]]) == (
-        {"mauve": 0.0}, {"mauve_excluded_predictions": 2, "mauve_excluded_references": 0})
+        {"mauve": 0.0},
+        {"mauve_excluded_predictions": 2, "mauve_excluded_references": 0},
+    )
 
 
 def test_bertscore_idf_counts_documents_as_bert_score(settings, by_term, minilm_dir):
@@ -135,8 +149,9 @@ def test_bertscore_rescaling_with_a_baseline_file(settings, by_term, tmp_path):
     baseline = tmp_path / "minilm.tsv"
     baseline.write_text("LAYER,P,R,F\n" + "".join(f"{k},0.5,0.5,{0.2 + k / 100}\n" for k in range(7)))
     raw = get_metric("bertscore", settings).sentence_scores(smock[1:], [[smock[0]]] * 2)
-    rescaled = get_metric("bertscore", settings.model_copy(update={
-        "bertscore_rescale": True, "bertscore_baseline_file": str(baseline)})).sentence_scores(smock[1:], [[smock[0]]] * 2)
+    rescaled = get_metric(
+        "bertscore", settings.model_copy(update={"bertscore_rescale": True, "bertscore_baseline_file": str(baseline)})
+    ).sentence_scores(smock[1:], [[smock[0]]] * 2)
     b = 0.26  # layer 6's F
     assert rescaled.tolist() == pytest.approx(((raw / 100 - b) / (1 - b) * 100).tolist(), abs=1e-4)
 

@@ -1,13 +1,14 @@
 """Protocols and the Python API on real Urban rows (terms with several definitions)."""
+
 from __future__ import annotations
 
 import pytest
 
-from evaluation.api import best_sample, score, score_records
-from evaluation.config import MetricSettings
-from evaluation.bleu import moses_max_single_bleu, moses_sentence_bleu
-from evaluation.protocols import PROTOCOLS, get_protocol, reference_lists
 from evaluation import scoring
+from evaluation.api import best_sample, score, score_records
+from evaluation.bleu import moses_max_single_bleu, moses_sentence_bleu
+from evaluation.config import MetricSettings
+from evaluation.protocols import PROTOCOLS, get_protocol, reference_lists
 
 
 def test_term_references_keep_every_definition(by_term, urban):

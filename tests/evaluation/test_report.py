@@ -1,4 +1,5 @@
 """Table 2 rendering, mean ± std over seeds, the report CLI and significance tests."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,10 @@ from evaluation.report import main, mean_std, table2
 from evaluation.significance import paired_bootstrap, paired_ttest
 
 RESULTS = {
-    "LM-Lexicon-Dense": {"WordNet": [{"bleu": 36.4, "rougeL": 37.4}, {"bleu": 37.0, "rougeL": 37.8},
-                                     {"bleu": 37.6, "rougeL": 38.3}],
-                         "Urban": [{"bleu": 26.1, "rougeL": 28.35}]},
+    "LM-Lexicon-Dense": {
+        "WordNet": [{"bleu": 36.4, "rougeL": 37.4}, {"bleu": 37.0, "rougeL": 37.8}, {"bleu": 37.6, "rougeL": 38.3}],
+        "Urban": [{"bleu": 26.1, "rougeL": 28.35}],
+    },
     "Rerank-T5": {"WordNet": [{"bleu": 30.91, "rougeL": 30.99}], "Urban": [{"bleu": 17.77, "rougeL": 18.25}]},
 }
 
@@ -24,8 +26,15 @@ def test_mean_std_is_sample_std():
 
 def test_table2_markdown_csv_latex():
     table = table2(RESULTS)
-    assert table.header == ["Method", "WordNet BLEU", "WordNet ROUGE", "Urban BLEU", "Urban ROUGE",
-                            "Avg. BLEU", "Avg. ROUGE"]
+    assert table.header == [
+        "Method",
+        "WordNet BLEU",
+        "WordNet ROUGE",
+        "Urban BLEU",
+        "Urban ROUGE",
+        "Avg. BLEU",
+        "Avg. ROUGE",
+    ]
     assert table.rows[0][:2] == ["LM-Lexicon-Dense", "37.00±0.60"]
     assert table.rows[1] == ["Rerank-T5", "30.91", "30.99", "17.77", "18.25", "24.34", "24.62"]
     assert "| Rerank-T5 | 30.91 |" in table.markdown()
@@ -40,8 +49,14 @@ def test_missing_cell_is_a_dash_and_left_out_of_avg():
 
 def test_report_cli_from_scores_files(tmp_path, capsys):
     for name, ds, seeds in (("run1", "WordNet", [21, 42]), ("run2", "Urban", [21])):
-        scores = {"dataset": ds, "systems": {"MoE": {"seeds": [{"seed": s, "scores": {"bleu": 40.0 + i, "rougeL": 41.0}}
-                                                               for i, s in enumerate(seeds)]}}}
+        scores = {
+            "dataset": ds,
+            "systems": {
+                "MoE": {
+                    "seeds": [{"seed": s, "scores": {"bleu": 40.0 + i, "rougeL": 41.0}} for i, s in enumerate(seeds)]
+                }
+            },
+        }
         (tmp_path / name).mkdir()
         (tmp_path / name / "scores.json").write_text(json.dumps(scores))
     out = tmp_path / "tables"
@@ -77,11 +92,25 @@ def test_report_sacrebleu_column_beside_the_papers_bleu(urban, tmp_path, capsys)
     refs, preds = tmp_path / "test.jsonl", tmp_path / "p.jsonl"
     refs.write_text("".join(r.to_json() + "\n" for r in records))
     hyps = [" ".join(r.definition.split()[:3]) for r in records]
-    preds.write_text("".join(json.dumps({"id": r.id, "prediction": h, "model": "prefix"}) + "\n"
-                             for r, h in zip(records, hyps)))
+    preds.write_text(
+        "".join(json.dumps({"id": r.id, "prediction": h, "model": "prefix"}) + "\n" for r, h in zip(records, hyps))
+    )
     run = tmp_path / "eval"
-    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--metrics", "bleu,rouge,sacrebleu",
-                          "--output-dir", str(run)]) == 0
+    assert (
+        evaluate_main(
+            [
+                "--predictions",
+                str(preds),
+                "--references",
+                str(refs),
+                "--metrics",
+                "bleu,rouge,sacrebleu",
+                "--output-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     scores = json.loads((run / "scores.json").read_text())
     out = tmp_path / "tables"
     assert main(["--runs", str(run), "--output-dir", str(out), "--report-sacrebleu"]) == 0

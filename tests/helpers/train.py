@@ -1,4 +1,5 @@
 """Fixtures of the training tests: real Urban rows as train/valid splits, a tiny random Llama."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,7 +29,9 @@ def urban_splits(data_3dex: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     """~200 real Urban rows as train.jsonl and 24 further rows as valid.jsonl."""
     records = urban_records(data_3dex, 224)
     root = tmp_path_factory.mktemp("urban")
-    return write_split(root / "train.jsonl", records[:200], "train"), write_split(root / "valid.jsonl", records[200:], "valid")
+    return write_split(root / "train.jsonl", records[:200], "train"), write_split(
+        root / "valid.jsonl", records[200:], "valid"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -38,10 +41,19 @@ def tiny_llama(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tok = AutoTokenizer.from_pretrained(smollm2_dir)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(config).save_pretrained(out)
@@ -51,8 +63,34 @@ def tiny_llama(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 def tiny_args(model: Path, train: Path, valid: Path, out: Path, *extra: str) -> list[str]:
     """Command line of a few-second run on the tiny model."""
-    return ["--model-name-or-path", str(model), "--train-file", str(train), "--valid-file", str(valid),
-            "--output-dir", str(out), "--precision", "fp32", "--cutoff-len", "64", "--per-device-train-batch-size",
-            "4", "--per-device-eval-batch-size", "4", "--learning-rate", "1e-3", "--max-steps", "4",
-            "--eval-times", "2", "--eval-samples", "4", "--eval-max-new-tokens", "4", "--logging-steps", "1",
-            *extra]
+    return [
+        "--model-name-or-path",
+        str(model),
+        "--train-file",
+        str(train),
+        "--valid-file",
+        str(valid),
+        "--output-dir",
+        str(out),
+        "--precision",
+        "fp32",
+        "--cutoff-len",
+        "64",
+        "--per-device-train-batch-size",
+        "4",
+        "--per-device-eval-batch-size",
+        "4",
+        "--learning-rate",
+        "1e-3",
+        "--max-steps",
+        "4",
+        "--eval-times",
+        "2",
+        "--eval-samples",
+        "4",
+        "--eval-max-new-tokens",
+        "4",
+        "--logging-steps",
+        "1",
+        *extra,
+    ]

@@ -1,4 +1,5 @@
 """Fixtures of the inference tests: real Urban / WordNet rows, SmolLM2-135M loaded once."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,6 @@ import torch
 
 from dataset.readers import iter_3dex_csv
 from dataset.records import Record
-
 
 # One intra-op thread: on a shared 2-core machine, OpenMP threads of concurrent jobs thrash (10x slower).
 torch.set_num_threads(1)

@@ -1,4 +1,5 @@
 """API backends: the vendors' real SDK clients against local stub servers (retries, error rows, resume)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,16 @@ def request(term: str = "bank", samples: tuple[int, ...] = (0,)) -> Request:
 
 
 def backend(vendor: str, stub: StubServer, **kw) -> ApiBackend:
-    return ApiBackend(vendor, "model-x", api_key="test-key", base_url=stub.base_url, system_prompt="be brief",
-                      retry=kw.pop("retry", FAST_RETRY), timeout_s=kw.pop("timeout_s", 2.0), **kw)
+    return ApiBackend(
+        vendor,
+        "model-x",
+        api_key="test-key",
+        base_url=stub.base_url,
+        system_prompt="be brief",
+        retry=kw.pop("retry", FAST_RETRY),
+        timeout_s=kw.pop("timeout_s", 2.0),
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
@@ -78,16 +87,19 @@ def test_broken_reply_is_retried_then_an_error_row(vendor, fault):
 def test_timeout_bounds_the_whole_reply(vendor):
     """A reply trickled in over 1.5 s, each piece well within the 0.5 s read timeout, still times out."""
     with StubServer(vendor, statuses=["trickle"], trickle_s=1.5) as stub:
-        retried, = backend(vendor, stub, timeout_s=0.5).generate([request("bank")], Sampling())
+        (retried,) = backend(vendor, stub, timeout_s=0.5).generate([request("bank")], Sampling())
         stub.statuses.extend(["trickle"] * 2)
-        failed, = backend(vendor, stub, timeout_s=0.5, retry=RetryPolicy(1, 0.01, 0.01)).generate(
-            [request("oak")], Sampling())
+        (failed,) = backend(vendor, stub, timeout_s=0.5, retry=RetryPolicy(1, 0.01, 0.01)).generate(
+            [request("oak")], Sampling()
+        )
         stub.statuses.append("trickle")
-        slow_ok, = backend(vendor, stub, timeout_s=5.0).generate([request("elm")], Sampling())
+        (slow_ok,) = backend(vendor, stub, timeout_s=5.0).generate([request("elm")], Sampling())
     assert stub.responses == ["trickle", 200, "trickle", "trickle", "trickle"]
     assert retried.error is None and 'a definition of bank"' in retried.text  # a timeout is retried
-    assert failed.text is None and failed.error == "TimeoutError: no complete reply within timeout_s 0.5 " \
-        "(after 2 attempts)"
+    assert (
+        failed.text is None
+        and failed.error == "TimeoutError: no complete reply within timeout_s 0.5 (after 2 attempts)"
+    )
     assert failed.latency_s < stub.trickle_s  # the last attempt was cut off, not waited for
     assert slow_ok.error is None and 'a definition of elm"' in slow_ok.text  # the trickled reply is valid
 
@@ -107,6 +119,7 @@ def test_concurrency_and_rate_limit():
 
     async def six_starts() -> None:
         await asyncio.gather(*(limiter.acquire() for _ in range(6)))
+
     began = time.monotonic()
     asyncio.run(six_starts())
     assert time.monotonic() - began >= 5 / 50 - 1e-3
@@ -125,8 +138,24 @@ def test_cli_writes_parsed_predictions_and_reruns_only_failures(vendor, wordnet_
     monkeypatch.setenv("STUB_KEY", "test-key")
     rows = [json.loads(line) for line in wordnet_rows.read_text().splitlines()]
     victim = rows[3]["context"]
-    argv = ["--backend", vendor, "--model", "model-x", "--input", str(wordnet_rows), "--output-dir", str(tmp_path),
-            "--api-key-env", "STUB_KEY", "--max-retries", "1", "--retry-base-delay-s", "0.01", "--concurrency", "4"]
+    argv = [
+        "--backend",
+        vendor,
+        "--model",
+        "model-x",
+        "--input",
+        str(wordnet_rows),
+        "--output-dir",
+        str(tmp_path),
+        "--api-key-env",
+        "STUB_KEY",
+        "--max-retries",
+        "1",
+        "--retry-base-delay-s",
+        "0.01",
+        "--concurrency",
+        "4",
+    ]
     with StubServer(vendor, fail_on=victim) as stub:
         assert main(argv + ["--base-url", stub.base_url]) == 0
     preds = {r["id"]: r for r in read_rows(tmp_path / "predictions.jsonl")[0]}
@@ -152,10 +181,29 @@ def test_kill_midway_then_resume(wordnet_rows, tmp_path, monkeypatch):
     env = {**os.environ, "OPENAI_API_KEY": "test-key", "PYTHONPATH": str(REPO)}
     samples = tmp_path / "samples.jsonl"
     with StubServer("openai", latency_s=0.15) as stub:
-        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir",
-                str(tmp_path), "--base-url", stub.base_url, "--concurrency", "2", "--n-samples", "2"]
-        proc = subprocess.Popen([sys.executable, "-m", "inference.infer", *argv], cwd=REPO, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [
+            "--backend",
+            "openai",
+            "--model",
+            "model-x",
+            "--input",
+            str(wordnet_rows),
+            "--output-dir",
+            str(tmp_path),
+            "--base-url",
+            stub.base_url,
+            "--concurrency",
+            "2",
+            "--n-samples",
+            "2",
+        ]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "inference.infer", *argv],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and (not samples.is_file() or len(samples.read_text().splitlines()) < 8):
             time.sleep(0.05)
@@ -178,8 +226,20 @@ def test_kill_midway_then_resume(wordnet_rows, tmp_path, monkeypatch):
 def test_resume_refuses_another_setup(wordnet_rows, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
     with StubServer("openai") as stub:
-        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir",
-                str(tmp_path), "--base-url", stub.base_url, "--max-items", "3"]
+        argv = [
+            "--backend",
+            "openai",
+            "--model",
+            "model-x",
+            "--input",
+            str(wordnet_rows),
+            "--output-dir",
+            str(tmp_path),
+            "--base-url",
+            stub.base_url,
+            "--max-items",
+            "3",
+        ]
         assert main(argv) == 0
         assert main(argv[:-1] + ["4"]) == 2
         assert main(argv + ["--force"]) == 0

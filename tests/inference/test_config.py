@@ -1,4 +1,5 @@
 """Inference / train-reward configs: every shipped one loads; inconsistent ones fail with file:line: key."""
+
 from __future__ import annotations
 
 import json
@@ -7,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from inference.config import InferConfig
+from inference.reward.config import RewardConfig
 from run_config.errors import ConfigError
 from run_config.loader import load_config
-from inference.reward.config import RewardConfig
 
 RUN_CONFIG = Path(__file__).resolve().parents[2] / "run_config"
 SHIPPED = sorted(RUN_CONFIG.glob("infer_*.json")) + sorted(RUN_CONFIG.glob("train_reward*.json"))
@@ -23,7 +24,13 @@ def test_every_shipped_config_loads(path):
 
 def test_paper_decoding_defaults():
     cfg = InferConfig(input="x", output_dir="y", model="m")
-    assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (0.6, 50, 0.9, 1.05, 64)
+    assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens) == (
+        0.6,
+        50,
+        0.9,
+        1.05,
+        64,
+    )
     assert not cfg.greedy and cfg.n_samples == 1
 
 
@@ -33,14 +40,17 @@ def write(tmp_path, obj) -> Path:
     return path
 
 
-@pytest.mark.parametrize("extra,message", [
-    ({"greedy": True, "n_samples": 4}, "identical samples"),
-    ({"selection": "orm", "n_samples": 4}, "needs reward_model"),
-    ({"icl_mode": "random", "icl_k": 4}, "icl_examples"),
-    ({"icl_k": 200}, "icl_k"),
-    ({"task": "wsd", "icl_mode": "random", "icl_k": 2, "icl_examples": "t"}, "word_interpretation only"),
-    ({"temprature": 0.5}, "did you mean temperature"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"greedy": True, "n_samples": 4}, "identical samples"),
+        ({"selection": "orm", "n_samples": 4}, "needs reward_model"),
+        ({"icl_mode": "random", "icl_k": 4}, "icl_examples"),
+        ({"icl_k": 200}, "icl_k"),
+        ({"task": "wsd", "icl_mode": "random", "icl_k": 2, "icl_examples": "t"}, "word_interpretation only"),
+        ({"temprature": 0.5}, "did you mean temperature"),
+    ],
+)
 def test_bad_configs(tmp_path, extra, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, extra), InferConfig)
@@ -48,27 +58,45 @@ def test_bad_configs(tmp_path, extra, message):
 
 API = ("openai", "anthropic", "gemini")
 REFUSED = [  # (config, message): settings that cannot work, refused when the config loads (exit 2)
-    *[({"backend": b, "selection": "likelihood", "n_samples": 4}, f"needs token log-probs, which backend {b}")
-      for b in API],
+    *[
+        ({"backend": b, "selection": "likelihood", "n_samples": 4}, f"needs token log-probs, which backend {b}")
+        for b in API
+    ],
     *[({"backend": b, "greedy": True, "send_sampling": False}, "vendor's default temperature") for b in API],
     *[({"backend": b, "max_prompt_tokens": 512}, "no local tokenizer") for b in API],
-    *[({"task": t, "selection": s, "n_samples": 4, "reward_model": "r"}, f"selection {s} is defined for "
-       "word_interpretation only") for t in ("wsd", "context_synthesis", "definition_synthesis")
-      for s in ("likelihood", "oracle", "orm")],
-    *[({"task": t, "icl_mode": "random", "icl_k": 2, "icl_examples": "t"}, "word_interpretation only")
-      for t in ("wsd", "context_synthesis", "definition_synthesis")],
+    *[
+        (
+            {"task": t, "selection": s, "n_samples": 4, "reward_model": "r"},
+            f"selection {s} is defined for word_interpretation only",
+        )
+        for t in ("wsd", "context_synthesis", "definition_synthesis")
+        for s in ("likelihood", "oracle", "orm")
+    ],
+    *[
+        ({"task": t, "icl_mode": "random", "icl_k": 2, "icl_examples": "t"}, "word_interpretation only")
+        for t in ("wsd", "context_synthesis", "definition_synthesis")
+    ],
     *[({"backend": b, "domain_exports": ["d0"]}, "domain_exports is for backend vllm") for b in ("local", *API)],
     ({"icl_k": 32}, "icl_k 32 needs icl_mode random or retrieval"),
     ({"greedy": True, "n_samples": 2, "backend": "vllm"}, "identical samples"),
 ]
 ACCEPTED = [  # every other combination can work
     *[{"backend": b, "selection": "likelihood", "n_samples": 4} for b in ("local", "vllm")],
-    *[{"backend": b, "selection": s, "n_samples": 4, "reward_model": "r"} for b in ("local", "vllm", *API)
-      for s in ("first", "oracle", "orm")],
-    *[{"backend": b, "task": t} for b in ("local", "vllm", *API)
-      for t in ("wsd", "context_synthesis", "definition_synthesis")],
-    *[{"backend": b, "icl_mode": m, "icl_k": 4, "icl_examples": "t"} for b in ("local", "vllm", *API)
-      for m in ("random", "retrieval")],
+    *[
+        {"backend": b, "selection": s, "n_samples": 4, "reward_model": "r"}
+        for b in ("local", "vllm", *API)
+        for s in ("first", "oracle", "orm")
+    ],
+    *[
+        {"backend": b, "task": t}
+        for b in ("local", "vllm", *API)
+        for t in ("wsd", "context_synthesis", "definition_synthesis")
+    ],
+    *[
+        {"backend": b, "icl_mode": m, "icl_k": 4, "icl_examples": "t"}
+        for b in ("local", "vllm", *API)
+        for m in ("random", "retrieval")
+    ],
     *[{"backend": b, "greedy": True} for b in ("local", "vllm", *API)],
     {"backend": "vllm", "domain_exports": ["d0", "d1"], "selection": "likelihood", "n_samples": 8},
     {"backend": "local", "max_prompt_tokens": 512, "on_long_prompt": "skip"},
@@ -90,8 +118,9 @@ def test_combinations_that_can_work_load(tmp_path, extra):
 def test_likelihood_with_an_api_exits_2_before_any_work(tmp_path, capsys):
     from inference.infer import main
 
-    path = write(tmp_path, {"backend": "openai", "selection": "likelihood", "n_samples": 4,
-                            "output_dir": str(tmp_path / "out")})
+    path = write(
+        tmp_path, {"backend": "openai", "selection": "likelihood", "n_samples": 4, "output_dir": str(tmp_path / "out")}
+    )
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "selection likelihood needs token log-probs" in err and len(err.strip().splitlines()) == 1
@@ -101,19 +130,43 @@ def test_likelihood_with_an_api_exits_2_before_any_work(tmp_path, capsys):
 def test_missing_reward_model_is_refused_before_sampling(tmp_path, capsys):
     from inference.infer import main
 
-    path = write(tmp_path, {"selection": "orm", "n_samples": 4, "reward_model": str(tmp_path / "orm"),
-                            "output_dir": str(tmp_path / "out")})
+    path = write(
+        tmp_path,
+        {
+            "selection": "orm",
+            "n_samples": 4,
+            "reward_model": str(tmp_path / "orm"),
+            "output_dir": str(tmp_path / "out"),
+        },
+    )
     assert main(["--config", str(path)]) == 2
     assert f"reward_model: {tmp_path / 'orm'}: no such folder" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 def test_original_key_and_value_spellings(tmp_path):
-    cfg = load_config(write(tmp_path, {"task": "word-interpretation", "max_query": 100, "shot_num": 32,
-                                       "retrieval_policy": "topk", "example_path": "train.jsonl",
-                                       "num_return_sequences": 1, "max_tokens": 64}), InferConfig)
-    assert (cfg.task, cfg.max_items, cfg.icl_k, cfg.icl_mode, cfg.icl_examples) == \
-        ("word_interpretation", 100, 32, "retrieval", "train.jsonl")
+    cfg = load_config(
+        write(
+            tmp_path,
+            {
+                "task": "word-interpretation",
+                "max_query": 100,
+                "shot_num": 32,
+                "retrieval_policy": "topk",
+                "example_path": "train.jsonl",
+                "num_return_sequences": 1,
+                "max_tokens": 64,
+            },
+        ),
+        InferConfig,
+    )
+    assert (cfg.task, cfg.max_items, cfg.icl_k, cfg.icl_mode, cfg.icl_examples) == (
+        "word_interpretation",
+        100,
+        32,
+        "retrieval",
+        "train.jsonl",
+    )
 
 
 @pytest.mark.parametrize("backend", ["local", "vllm", "openai", "anthropic", "gemini"])

@@ -1,4 +1,5 @@
 """Few-shot demos: per-input, seeded, up to 32, never the input's own term (random and MiniLM retrieval)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,9 @@ def test_retrieval_k_finds_neighbours_but_never_the_same_term(split, minilm_dir,
 def test_nearest_widens_when_the_top_is_all_the_same_term(split):
     items, pool = split
     item = items[0]
-    sims = np.array([1.0 if r.term == item.term else -float(i) / len(pool) for i, r in enumerate(pool)], dtype=np.float32)
+    sims = np.array(
+        [1.0 if r.term == item.term else -float(i) / len(pool) for i, r in enumerate(pool)], dtype=np.float32
+    )
     keys = np.eye(len(pool), dtype=np.float32)
     demos = nearest_demos(sims[None, :], keys, [item], pool, 5)[item.id]
     others = [r for r in pool if r.term != item.term][:5]
@@ -64,9 +67,29 @@ def test_cli_few_shot_prompts_through_an_api(urban_records, tmp_path, monkeypatc
     (tmp_path / "test.jsonl").write_text("".join(r.to_json() + "\n" for r in urban_records[:5]))
     (tmp_path / "train.jsonl").write_text("".join(r.to_json() + "\n" for r in urban_records[5:200]))
     with StubServer("openai") as stub:
-        assert main(["--backend", "openai", "--model", "m", "--input", str(tmp_path / "test.jsonl"),
-                     "--output-dir", str(tmp_path / "out"), "--base-url", stub.base_url, "--icl-mode", "random",
-                     "--icl-k", "4", "--icl-examples", str(tmp_path / "train.jsonl")]) == 0
+        assert (
+            main(
+                [
+                    "--backend",
+                    "openai",
+                    "--model",
+                    "m",
+                    "--input",
+                    str(tmp_path / "test.jsonl"),
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                    "--base-url",
+                    stub.base_url,
+                    "--icl-mode",
+                    "random",
+                    "--icl-k",
+                    "4",
+                    "--icl-examples",
+                    str(tmp_path / "train.jsonl"),
+                ]
+            )
+            == 0
+        )
     prompts = [r["body"]["messages"][-1]["content"] for r in stub.requests]
     assert len(prompts) == 5 and all(p.count("What is the definition of") == 5 for p in prompts)
     preds = [json.loads(line) for line in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()]

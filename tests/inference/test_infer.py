@@ -1,4 +1,5 @@
 """The infer CLI end to end on SmolLM2 and real Urban rows: outputs, never-truncated prompts, Best-of-N, WSD."""
+
 from __future__ import annotations
 
 import json
@@ -8,11 +9,11 @@ import shutil
 import pytest
 
 import inference.infer as infer
+from dataset.records import load_records
 from evaluation.bleu import moses_max_single_bleu
 from evaluation.references import term_references
 from inference.output import read_rows
 from inference.tasks import build_items
-from dataset.records import load_records
 
 
 @pytest.fixture
@@ -21,8 +22,22 @@ def local(monkeypatch, smol_backend, smollm2_dir):
     monkeypatch.setattr(infer, "build_backend", lambda cfg: smol_backend)
 
     def run(rows, out, *extra):
-        return infer.main(["--backend", "local", "--model", str(smollm2_dir), "--input", str(rows),
-                           "--output-dir", str(out), "--max-new-tokens", "8", *map(str, extra)])
+        return infer.main(
+            [
+                "--backend",
+                "local",
+                "--model",
+                str(smollm2_dir),
+                "--input",
+                str(rows),
+                "--output-dir",
+                str(out),
+                "--max-new-tokens",
+                "8",
+                *map(str, extra),
+            ]
+        )
+
     return run
 
 
@@ -39,8 +54,11 @@ def test_greedy_cli_writes_parsed_predictions(local, urban_rows, tmp_path):
 
 def test_long_prompts_are_never_truncated(local, urban_rows, tmp_path, capsys):
     lengths = infer.build_backend(None).count_tokens(
-        [infer.item_prompt("word_interpretation", i, "<|im_start|>") for i in
-         build_items("word_interpretation", load_records(urban_rows), range(1, 7), 42)])
+        [
+            infer.item_prompt("word_interpretation", i, "<|im_start|>")
+            for i in build_items("word_interpretation", load_records(urban_rows), range(1, 7), 42)
+        ]
+    )
     limit = sorted(lengths)[2]
     assert local(urban_rows, tmp_path, "--greedy", "--max-prompt-tokens", limit) == 1
     err = capsys.readouterr().err
@@ -76,15 +94,38 @@ def test_wsd_items_and_prompts(urban_records):
     assert infer.parse_answer("wsd", items[0], f"The answer is {'ABCD'[items[0].answer]}.") == items[0].definition
 
 
-@pytest.mark.parametrize("task,expected", [("context_synthesis", "first, at 3.5 m\nsecond"),
-                                           ("definition_synthesis", "first, at 3.5 m\nsecond"), ("wsd", None)])
+@pytest.mark.parametrize(
+    "task,expected",
+    [
+        ("context_synthesis", "first, at 3.5 m\nsecond"),
+        ("definition_synthesis", "first, at 3.5 m\nsecond"),
+        ("wsd", None),
+    ],
+)
 def test_other_tasks_through_an_api(task, expected, urban_rows, tmp_path, monkeypatch):
     from inference.stub_server import StubServer
 
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     with StubServer("gemini") as stub:
-        assert infer.main(["--backend", "gemini", "--model", "g", "--task", task, "--input", str(urban_rows),
-                           "--output-dir", str(tmp_path), "--base-url", stub.base_url]) == 0
+        assert (
+            infer.main(
+                [
+                    "--backend",
+                    "gemini",
+                    "--model",
+                    "g",
+                    "--task",
+                    task,
+                    "--input",
+                    str(urban_rows),
+                    "--output-dir",
+                    str(tmp_path),
+                    "--base-url",
+                    stub.base_url,
+                ]
+            )
+            == 0
+        )
     prompts = [r["body"]["contents"][0]["parts"][0]["text"] for r in stub.requests]
     preds, _ = read_rows(tmp_path / "predictions.jsonl")
     items = {i.id: i for i in build_items(task, load_records(urban_rows), range(1, 7), 42)}
@@ -115,22 +156,44 @@ def test_samples_of_a_changed_model_are_stale(tmp_path):
     assert inputs_changed(cfg, tmp_path / "out")
 
 
-def test_seeded_samples_survive_batch_size_order_and_a_killed_run(monkeypatch, smol_backend, smollm2_dir,
-                                                                   urban_records, tmp_path):
+def test_seeded_samples_survive_batch_size_order_and_a_killed_run(
+    monkeypatch, smol_backend, smollm2_dir, urban_records, tmp_path
+):
     """Same seed: the same samples with batch size 8 or 1, a shuffled input file, or a run killed mid-way."""
     from inference.local import LocalBackend
 
-    monkeypatch.setattr(infer, "build_backend", lambda cfg: LocalBackend(
-        smol_backend.model, smol_backend.tokenizer, name=cfg.model, batch_size=cfg.batch_size))
+    monkeypatch.setattr(
+        infer,
+        "build_backend",
+        lambda cfg: LocalBackend(smol_backend.model, smol_backend.tokenizer, name=cfg.model, batch_size=cfg.batch_size),
+    )
     records = urban_records[:6]
     ordered, shuffled = tmp_path / "test.jsonl", tmp_path / "shuffled.jsonl"
     ordered.write_text("".join(r.to_json() + "\n" for r in records), encoding="utf-8")
     shuffled.write_text("".join(r.to_json() + "\n" for r in random.Random(1).sample(records, 6)), encoding="utf-8")
 
     def run(rows, out, batch_size):
-        assert infer.main(["--model", str(smollm2_dir), "--input", str(rows), "--output-dir", str(out),
-                           "--max-new-tokens", "6", "--n-samples", "3", "--seed", "11",
-                           "--batch-size", str(batch_size)]) == 0
+        assert (
+            infer.main(
+                [
+                    "--model",
+                    str(smollm2_dir),
+                    "--input",
+                    str(rows),
+                    "--output-dir",
+                    str(out),
+                    "--max-new-tokens",
+                    "6",
+                    "--n-samples",
+                    "3",
+                    "--seed",
+                    "11",
+                    "--batch-size",
+                    str(batch_size),
+                ]
+            )
+            == 0
+        )
         return {(r["id"], r["sample_idx"]): r["prediction"] for r in read_rows(out / "samples.jsonl")[0]}
 
     full = run(ordered, tmp_path / "full", 8)
@@ -151,15 +214,38 @@ def test_seeded_samples_survive_batch_size_order_and_a_killed_run(monkeypatch, s
 
 
 def _api_argv(vendor: str, rows, out, stub, *extra: str) -> list[str]:
-    return ["--backend", vendor, "--model", "model-x", "--input", str(rows), "--output-dir", str(out),
-            "--base-url", stub.base_url, "--max-retries", "1", "--retry-base-delay-s", "0.01", "--concurrency", "4",
-            *extra]
+    return [
+        "--backend",
+        vendor,
+        "--model",
+        "model-x",
+        "--input",
+        str(rows),
+        "--output-dir",
+        str(out),
+        "--base-url",
+        stub.base_url,
+        "--max-retries",
+        "1",
+        "--retry-base-delay-s",
+        "0.01",
+        "--concurrency",
+        "4",
+        *extra,
+    ]
 
 
-@pytest.mark.parametrize("vendor,fault,reason", [
-    ("openai", "bad_json", "MalformedReply"), ("openai", "trickle", "TimeoutError"),
-    ("anthropic", "html", "MalformedReply"), ("anthropic", "no_text", "MalformedReply"),
-    ("gemini", "wrong_type", "MalformedReply"), ("gemini", "empty", "MalformedReply")])
+@pytest.mark.parametrize(
+    "vendor,fault,reason",
+    [
+        ("openai", "bad_json", "MalformedReply"),
+        ("openai", "trickle", "TimeoutError"),
+        ("anthropic", "html", "MalformedReply"),
+        ("anthropic", "no_text", "MalformedReply"),
+        ("gemini", "wrong_type", "MalformedReply"),
+        ("gemini", "empty", "MalformedReply"),
+    ],
+)
 def test_broken_replies_are_error_rows_of_a_finished_run(vendor, fault, reason, wordnet_rows, tmp_path, monkeypatch):
     from inference.stub_server import StubServer
 
@@ -167,8 +253,12 @@ def test_broken_replies_are_error_rows_of_a_finished_run(vendor, fault, reason, 
     rows = [json.loads(line) for line in wordnet_rows.read_text().splitlines()]
     victim = rows[2]
     with StubServer(vendor, fail_on=victim["context"], fail_with=fault, trickle_s=1.5) as stub:
-        assert infer.main(_api_argv(vendor, wordnet_rows, tmp_path, stub, "--api-key-env", "STUB_KEY",
-                                    "--timeout-s", "0.5")) == 0
+        assert (
+            infer.main(
+                _api_argv(vendor, wordnet_rows, tmp_path, stub, "--api-key-env", "STUB_KEY", "--timeout-s", "0.5")
+            )
+            == 0
+        )
     assert stub.responses.count(fault) == 2  # the victim was retried once, then given up
     preds, _ = read_rows(tmp_path / "predictions.jsonl")
     assert [p["id"] for p in preds] == [r["id"] for r in rows]
@@ -182,10 +272,12 @@ def test_broken_replies_are_error_rows_of_a_finished_run(vendor, fault, reason, 
     assert summary["failure_reasons"] == {reason: 1}
 
 
-@pytest.mark.parametrize("vendor,error", [("openai", "AuthenticationError"), ("anthropic", "AuthenticationError"),
-                                          ("gemini", "ClientError")])
-def test_every_request_failing_exits_1_with_every_row_written(vendor, error, wordnet_rows, tmp_path, monkeypatch,
-                                                              capsys):
+@pytest.mark.parametrize(
+    "vendor,error", [("openai", "AuthenticationError"), ("anthropic", "AuthenticationError"), ("gemini", "ClientError")]
+)
+def test_every_request_failing_exits_1_with_every_row_written(
+    vendor, error, wordnet_rows, tmp_path, monkeypatch, capsys
+):
     from inference.stub_server import StubServer
 
     monkeypatch.setenv(f"{vendor.upper()}_API_KEY", "a-revoked-key")
@@ -194,29 +286,50 @@ def test_every_request_failing_exits_1_with_every_row_written(vendor, error, wor
         assert infer.main(_api_argv(vendor, wordnet_rows, tmp_path, stub)) == 1
     assert stub.responses == [401] * n  # an auth error is not retried
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"infer: error: every one of the {n} inputs failed ({json.dumps({error: n})}); error rows in "
-                   f"{tmp_path / 'predictions.jsonl'}, counts in {tmp_path / 'summary.json'}"]
+    assert err == [
+        f"infer: error: every one of the {n} inputs failed ({json.dumps({error: n})}); error rows in "
+        f"{tmp_path / 'predictions.jsonl'}, counts in {tmp_path / 'summary.json'}"
+    ]
     preds, _ = read_rows(tmp_path / "predictions.jsonl")
     assert len(preds) == n and all(p["prediction"] is None and "401" in p["error"] for p in preds)
     assert json.loads((tmp_path / "summary.json").read_text())["failed_predictions"] == n
 
 
-@pytest.mark.parametrize("key", ["sk-proj-" + "Zq3vN8xWc2LmT5rYb7KdE1fGh4JpS6uA9oI0eXnM", "sk-ant-api03-Xy8Wv2Qp5Rt7-Lm3Nb",
-                                 "AIza" + "SyDq4Lm8Xv2Np6Rt0Wb3Jk7Hc5Fg9Ys1Ze", "my secret key"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "sk-proj-" + "Zq3vN8xWc2LmT5rYb7KdE1fGh4JpS6uA9oI0eXnM",
+        "sk-ant-api03-Xy8Wv2Qp5Rt7-Lm3Nb",
+        "AIza" + "SyDq4Lm8Xv2Np6Rt0Wb3Jk7Hc5Fg9Ys1Ze",
+        "my secret key",
+    ],
+)
 def test_an_api_key_in_place_of_its_env_name_is_refused_unseen(key, wordnet_rows, tmp_path, capsys, caplog):
     from inference.stub_server import StubServer
 
     config = tmp_path / "infer.json"
-    config.write_text(json.dumps({"backend": "openai", "model": "model-x", "input": str(wordnet_rows),
-                                  "output_dir": str(tmp_path / "from_file"), "api_key_env": key}, indent=1))
+    config.write_text(
+        json.dumps(
+            {
+                "backend": "openai",
+                "model": "model-x",
+                "input": str(wordnet_rows),
+                "output_dir": str(tmp_path / "from_file"),
+                "api_key_env": key,
+            },
+            indent=1,
+        )
+    )
     with StubServer("openai") as stub:
         assert infer.main(_api_argv("openai", wordnet_rows, tmp_path / "out", stub, "--api-key-env", key)) == 2
         assert infer.main(["--config", str(config), "--base-url", stub.base_url]) == 2
     assert stub.requests == []
     err = capsys.readouterr().err.splitlines()
-    message = ("api_key_env: takes the name of the environment variable that holds the API key (letters, digits, "
-               "_), not the key itself; the value is not shown or saved: put the key in e.g. OPENAI_API_KEY and "
-               "pass that name")
+    message = (
+        "api_key_env: takes the name of the environment variable that holds the API key (letters, digits, "
+        "_), not the key itself; the value is not shown or saved: put the key in e.g. OPENAI_API_KEY and "
+        "pass that name"
+    )
     assert err == [f"infer: error: command line: {message}", f"infer: error: {config}:6: {message}"]
     assert not (tmp_path / "out").exists() and not (tmp_path / "from_file").exists()  # no config.json anywhere
     assert key[:8] not in caplog.text
@@ -236,13 +349,30 @@ def test_two_runs_racing_on_one_folder_one_refuses(wordnet_rows, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OPENAI_API_KEY": "test-key", "PYTHONPATH": str(REPO_ROOT)}
     with StubServer("openai", latency_s=0.05) as stub:
-        argv = [sys.executable, "main.py", "infer", "--backend", "openai", "--model", "model-x", "--input",
-                str(wordnet_rows), "--output-dir", str(out), "--base-url", stub.base_url, "--concurrency", "2"]
-        procs = [subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(2)]
+        argv = [
+            sys.executable,
+            "main.py",
+            "infer",
+            "--backend",
+            "openai",
+            "--model",
+            "model-x",
+            "--input",
+            str(wordnet_rows),
+            "--output-dir",
+            str(out),
+            "--base-url",
+            stub.base_url,
+            "--concurrency",
+            "2",
+        ]
+        procs = [
+            subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
         results = [(p.pid, p.wait(timeout=300), p.stderr.read()) for p in procs]
-    (winner, _, _), = [r for r in results if r[1] == 0]
-    (_, code, err), = [r for r in results if r[1] != 0]
+    ((winner, _, _),) = [r for r in results if r[1] == 0]
+    ((_, code, err),) = [r for r in results if r[1] != 0]
     assert code == 1
     (line,) = err.strip().splitlines()
     assert line.startswith(f"infer: error: {out} is in use by another run (pid {winner} on host ")
@@ -261,8 +391,20 @@ def test_a_failed_start_does_not_block_the_corrected_rerun(wordnet_rows, tmp_pat
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     out = tmp_path / "out"
     with StubServer("openai") as stub:
-        argv = ["--backend", "openai", "--model", "model-x", "--input", str(wordnet_rows), "--output-dir", str(out),
-                "--base-url", stub.base_url, "--max-items", "3"]
+        argv = [
+            "--backend",
+            "openai",
+            "--model",
+            "model-x",
+            "--input",
+            str(wordnet_rows),
+            "--output-dir",
+            str(out),
+            "--base-url",
+            stub.base_url,
+            "--max-items",
+            "3",
+        ]
         assert infer.main(argv + ["--temperature", "1.3"]) == 2
         assert "set the API key in the environment variable OPENAI_API_KEY" in capsys.readouterr().err
         assert not (out / ".lock").exists()
@@ -282,10 +424,16 @@ def test_api_rows_keep_the_raw_answer_and_count_what_the_parser_changed(urban_ro
     argv = ["--backend", "openai", "--model", "gpt-x", "--input", str(urban_rows)]
     with StubServer("openai") as stub:
         assert infer.main(argv + ["--output-dir", str(tmp_path / "auto"), "--base-url", stub.base_url]) == 0
-        assert infer.main(argv + ["--output-dir", str(tmp_path / "never"), "--base-url", stub.base_url,
-                                  "--parse-answer", "never"]) == 0
-    prompts = {r.id: infer.item_prompt("word_interpretation", i, "")
-               for r, i in zip(records, build_items("word_interpretation", records, range(1, 7), 42))}
+        assert (
+            infer.main(
+                argv + ["--output-dir", str(tmp_path / "never"), "--base-url", stub.base_url, "--parse-answer", "never"]
+            )
+            == 0
+        )
+    prompts = {
+        r.id: infer.item_prompt("word_interpretation", i, "")
+        for r, i in zip(records, build_items("word_interpretation", records, range(1, 7), 42))
+    }
     for mode, parsed in (("auto", True), ("never", False)):
         preds, _ = read_rows(tmp_path / mode / "predictions.jsonl")
         summary = json.loads((tmp_path / mode / "summary.json").read_text())

@@ -1,4 +1,5 @@
 """Local HF backend on SmolLM2-135M and real Urban rows: left padding, seeds, log-likelihoods, MoE grouping."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,10 @@ from training.data import encode_example
 
 def make_requests(backend, records, samples=(0,)):
     items = build_items("word_interpretation", records, list(range(1, len(records) + 1)), 42)
-    return items, [Request(i.id, i.term, i.context, item_prompt("word_interpretation", i, backend.bos_token), samples)
-                   for i in items]
+    return items, [
+        Request(i.id, i.term, i.context, item_prompt("word_interpretation", i, backend.bos_token), samples)
+        for i in items
+    ]
 
 
 def test_greedy_batch_equals_single_and_repeats(smol_backend, urban_records):
@@ -39,8 +42,10 @@ def test_greedy_batch_equals_single_and_repeats(smol_backend, urban_records):
 
 def test_sampling_is_seeded(smol_backend, urban_records):
     _, requests = make_requests(smol_backend, urban_records[3:5], samples=(0, 1, 2))
-    run = lambda seed: sorted((g.item_id, g.sample_idx, g.text) for g in smol_backend.generate(
-        requests, Sampling(seed=seed, max_new_tokens=8)))
+    run = lambda seed: sorted(
+        (g.item_id, g.sample_idx, g.text)
+        for g in smol_backend.generate(requests, Sampling(seed=seed, max_new_tokens=8))
+    )
     first = run(7)
     assert len(first) == 6 and first == run(7)
     assert first != run(8)
@@ -75,8 +80,9 @@ def test_greedy_is_plain_hf_greedy(smol_backend, urban_records):
     tok = smol_backend.tokenizer
     for request in requests:
         enc = tok(request.prompt, add_special_tokens=False, return_tensors="pt")
-        ids = smol_backend.model.generate(**enc, do_sample=False, max_new_tokens=10, repetition_penalty=1.05,
-                                          pad_token_id=tok.pad_token_id)[0, enc["input_ids"].shape[1]:]
+        ids = smol_backend.model.generate(
+            **enc, do_sample=False, max_new_tokens=10, repetition_penalty=1.05, pad_token_id=tok.pad_token_id
+        )[0, enc["input_ids"].shape[1] :]
         expected = tok.decode(_cut_at_eos(ids.tolist(), smol_backend.eos_ids), skip_special_tokens=True)
         assert texts[(request.item_id, 0)] == expected
 
@@ -86,7 +92,7 @@ def test_inference_prompt_is_the_training_prefix(smol_backend, urban_records):
     _, (request,) = make_requests(smol_backend, [r])
     prompt_ids = smol_backend.tokenizer(request.prompt, add_special_tokens=False)["input_ids"]
     train = encode_example(smol_backend.tokenizer, r.term, r.context, r.definition, 512)
-    assert train.input_ids[:len(prompt_ids)] == prompt_ids and train.labels[len(prompt_ids)] != -100
+    assert train.input_ids[: len(prompt_ids)] == prompt_ids and train.labels[len(prompt_ids)] != -100
 
 
 def test_sample_logprobs_stop_at_eos_and_skip_pads():
@@ -139,7 +145,8 @@ def test_domain_grouping_does_not_change_samples(smol_backend, urban_records):
     _, requests = make_requests(routed, mixed, samples=(0, 1))
     sampling = Sampling(seed=9, max_new_tokens=6)
     assert router.entered == [] and texts_by_sample(routed, requests, sampling) == texts_by_sample(
-        smol_backend, requests, sampling)
+        smol_backend, requests, sampling
+    )
     assert router.entered == [0, 1]
 
 
@@ -154,17 +161,26 @@ def test_routed_moe_interface():
 def token_router_moe(tmp_path_factory, wordnet_lexicon):
     """A 3-expert pico MoE whose router was finetuned for top-1 token routing (routing.json policy token)."""
     from tests.helpers.pico import perturbed_copy, pico_llama
+    from training.moe.config import FinetuneRouterConfig, MergeConfig
     from training.moe.finetune_router import finetune_router
     from training.moe.merge import merge
-    from training.moe.config import FinetuneRouterConfig, MergeConfig
 
     root = tmp_path_factory.mktemp("token_moe")
     base = pico_llama(root / "base", seed=0)
     experts = [perturbed_copy(base, root / f"e{i}", seed=i, scale=0.2) for i in range(3)]
     merge(MergeConfig(experts=[str(e) for e in experts], output_dir=str(root / "moe")))
-    finetune_router(FinetuneRouterConfig(moe_dir=str(root / "moe"), train_file=str(wordnet_lexicon / "train.jsonl"),
-                                         output_dir=str(root / "token"), policy="token", top_k=1, max_records=8,
-                                         batch_size=4, learning_rate=1e-2))
+    finetune_router(
+        FinetuneRouterConfig(
+            moe_dir=str(root / "moe"),
+            train_file=str(wordnet_lexicon / "train.jsonl"),
+            output_dir=str(root / "token"),
+            policy="token",
+            top_k=1,
+            max_records=8,
+            batch_size=4,
+            learning_rate=1e-2,
+        )
+    )
     return root / "token"
 
 
@@ -210,15 +226,16 @@ def test_vllm_backend_matches_interface(smollm2_dir, urban_records):
     assert len(out) == 6 and all(g.text is not None and g.logprob <= 0 for g in out)
 
 
-@pytest.mark.parametrize("dtype,expected", [("auto", torch.float32), ("bfloat16", torch.bfloat16),
-                                            ("float16", torch.float16)])
+@pytest.mark.parametrize(
+    "dtype,expected", [("auto", torch.float32), ("bfloat16", torch.bfloat16), ("float16", torch.float16)]
+)
 def test_dtype_is_honoured_for_a_routed_moe_folder(tmp_path_factory, wordnet_lexicon, dtype, expected):
     """infer's dtype reaches a routed-MoE folder's loader as it does a dense model's (auto: float32 on CPU)."""
     from dataset.records import load_records
     from inference.local import LocalBackend
     from tests.helpers.pico import perturbed_copy, pico_llama
-    from training.moe.merge import merge
     from training.moe.config import MergeConfig
+    from training.moe.merge import merge
 
     root = tmp_path_factory.mktemp("moe_dtype")
     base = pico_llama(root / "base", seed=0)

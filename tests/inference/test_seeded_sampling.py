@@ -1,4 +1,5 @@
 """Per-row seeded sampling: the right distribution, HF's warpers honoured, each row independent of the others."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """vLLM request building without a GPU: a fake `vllm` module records what the backend asks the engine for."""
+
 from __future__ import annotations
 
 import random
@@ -24,8 +25,9 @@ class FakeVllm:
 
             def generate(self, prompts, params, use_tqdm):
                 fake.calls.append((prompts, params))
-                answer = lambda p, sp: SimpleNamespace(text=f"len {len(p['prompt_token_ids'])} seed {sp.seed}",
-                                                       token_ids=[1, 2], cumulative_logprob=-1.0)
+                answer = lambda p, sp: SimpleNamespace(
+                    text=f"len {len(p['prompt_token_ids'])} seed {sp.seed}", token_ids=[1, 2], cumulative_logprob=-1.0
+                )
                 return [SimpleNamespace(outputs=[answer(p, sp)] * sp.n) for p, sp in zip(prompts, params)]
 
         self.LLM, self.SamplingParams = LLM, lambda **kwargs: SimpleNamespace(**kwargs)
@@ -40,15 +42,17 @@ def fake_vllm(monkeypatch, smollm2_dir):
 
 def _requests(backend, records, samples):
     items = build_items("word_interpretation", records, list(range(1, len(records) + 1)), 42)
-    return [Request(i.id, i.term, i.context, item_prompt("word_interpretation", i, backend.bos_token), samples)
-            for i in items]
+    return [
+        Request(i.id, i.term, i.context, item_prompt("word_interpretation", i, backend.bos_token), samples)
+        for i in items
+    ]
 
 
 def test_each_sample_is_one_request_with_its_own_seed(fake_vllm, urban_records):
     fake, backend = fake_vllm
     requests = _requests(backend, urban_records[:4], (0, 1, 2))
     out = {(g.item_id, g.sample_idx): g for g in backend.generate(requests, Sampling(seed=7, max_new_tokens=9))}
-    (prompts, params), = fake.calls
+    ((prompts, params),) = fake.calls
     assert len(prompts) == len(params) == len(out) == 12
     ids = backend.tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
     jobs = [(r, idx, p) for r, p in zip(requests, ids) for idx in (0, 1, 2)]

@@ -1,4 +1,5 @@
 """The shared prompt builder."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,7 +41,9 @@ def test_task_templates_match_the_original_texts():
     w = build_task_prompt("wsd", "bank", "she sat on the bank", options=["w", "x", "y", "z"])
     assert w.startswith("Please choose the right option from A, B, C, and D.\n")
     assert "\nA. w\nB. x\nC. y\nD. z\n" in w
-    assert build_task_prompt("word_interpretation", "a", "b c", bos_token="<s>") == build_prompt("a", "b c", bos_token="<s>")
+    assert build_task_prompt("word_interpretation", "a", "b c", bos_token="<s>") == build_prompt(
+        "a", "b c", bos_token="<s>"
+    )
     with pytest.raises(ValueError, match="unknown task"):
         build_task_prompt("translate", "a")
     with pytest.raises(ValueError, match="demos"):

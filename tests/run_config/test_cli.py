@@ -1,5 +1,6 @@
 """run_main: operating-system errors are one line and an exit code like every other error (preprocess on
 real Urban rows as the stage)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -97,7 +98,7 @@ def test_config_that_is_not_utf8(tmp_path, capsys):
     raw = b'{\n "output_dir": "o",\n "split": "caf\xe9"\n}\n'  # Latin-1, not UTF-8
     cfg.write_bytes(raw)
     assert main(["--config", str(cfg)]) == 2
-    assert f"{cfg}:3: not UTF-8 text (byte 0xe9 at offset {raw.index(0xe9)})" in one_error_line(capsys)
+    assert f"{cfg}:3: not UTF-8 text (byte 0xe9 at offset {raw.index(0xE9)})" in one_error_line(capsys)
 
 
 def test_config_that_cannot_be_read(tmp_path, capsys):
@@ -109,7 +110,8 @@ def test_duplicate_key_in_a_config(tmp_path, capsys):
     cfg = tmp_path / "pre.json"
     cfg.write_text('{\n "output_dir": "o",\n "builtin": "wordnet",\n "output_dir": "elsewhere"\n}\n')
     assert main(["--config", str(cfg)]) == 2
-    assert (f"{cfg}:4: output_dir: key given twice in one object (JSON would keep only the last)"
-            in one_error_line(capsys))
+    assert f"{cfg}:4: output_dir: key given twice in one object (JSON would keep only the last)" in one_error_line(
+        capsys
+    )
     assert not (tmp_path / "o").exists() and not (tmp_path / "elsewhere").exists()
     assert json.loads(cfg.read_text())["output_dir"] == "elsewhere"  # what plain JSON would have run with

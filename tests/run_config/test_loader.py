@@ -1,4 +1,5 @@
 """The one config loader: file:line: key errors, overrides, original keys."""
+
 from __future__ import annotations
 
 import argparse
@@ -78,8 +79,20 @@ def test_cli_flags_override_file(tmp_path):
     p = write(tmp_path, {"model_name_or_path": "m", "learning_rate": 1e-5, "tags": ["x"]})
     parser = argparse.ArgumentParser()
     add_config_flags(parser, DemoConfig)
-    args = parser.parse_args(["--config", str(p), "--learning-rate", "2e-5", "--train-on-input",
-                              "--set", "num_train_epochs=7", "--tags", "a", "b"])
+    args = parser.parse_args(
+        [
+            "--config",
+            str(p),
+            "--learning-rate",
+            "2e-5",
+            "--train-on-input",
+            "--set",
+            "num_train_epochs=7",
+            "--tags",
+            "a",
+            "b",
+        ]
+    )
     cfg = config_from_args(args, DemoConfig)
     assert (cfg.learning_rate, cfg.train_on_input, cfg.num_train_epochs, cfg.tags) == (2e-5, True, 7, ["a", "b"])
 
@@ -98,12 +111,13 @@ def test_duplicate_keys_are_errors_at_any_depth(tmp_path):
     p.write_text('{\n "model_name_or_path": "m",\n "tags": [{"a": 1, "a": 2}],\n "mode": "a",\n "mode": "b"\n}\n')
     with pytest.raises(ConfigError) as e:
         load_config(p, DemoConfig)
-    assert e.value.problems == [f"{p}:3: a: key given twice in one object (JSON would keep only the last)",
-                                f"{p}:5: mode: key given twice in one object (JSON would keep only the last)"]
+    assert e.value.problems == [
+        f"{p}:3: a: key given twice in one object (JSON would keep only the last)",
+        f"{p}:5: mode: key given twice in one object (JSON would keep only the last)",
+    ]
     p.write_text('{"model_name_or_path": "m", "x": {"mode": 1, "mode": 2}, "mode": "b"}')
     with pytest.raises(ConfigError, match=f"^{p}: mode: key given twice"):  # which of the three: no line guessed
         load_config(p, DemoConfig)
     p.write_text('{"model_name_or_path": "m", "x": {"mode": 1}, "mode": "b"}')  # once per object is fine
     with pytest.raises(ConfigError, match="x: unknown key"):
         load_config(p, DemoConfig)
-

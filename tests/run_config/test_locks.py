@@ -1,5 +1,6 @@
 """One writer per output folder: live holders in other processes refuse, dead ones are taken over, every
 stage's output folder is locked."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,10 @@ from run_config.errors import ConfigError
 from run_config.locks import LOCK_FILE, FolderLockedError, held_folders, output_lock
 
 REPO = Path(__file__).resolve().parents[2]
-HOLD = ("import sys, time; from run_config.locks import output_lock\n"
-        "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n")
+HOLD = (
+    "import sys, time; from run_config.locks import output_lock\n"
+    "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+)
 
 
 @pytest.fixture
@@ -27,8 +30,13 @@ def holder(tmp_path):
     procs = []
 
     def start(folder: Path) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], cwd=REPO, stdout=subprocess.PIPE,
-                                env={**os.environ, "PYTHONPATH": str(REPO)}, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(folder)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            text=True,
+        )
         procs.append(proc)
         assert proc.stdout.readline() == "held\n"
         return proc
@@ -106,10 +114,13 @@ def test_release_leaves_a_lock_that_a_folder_swap_brought_in(tmp_path):
     assert lock_info(out)["pid"] == 1
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p.write_text("x"), "output_dir: is a file, not a folder"),
-    (lambda p: None, "output_dir: cannot create the folder: Not a directory"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p.write_text("x"), "output_dir: is a file, not a folder"),
+        (lambda p: None, "output_dir: cannot create the folder: Not a directory"),
+    ],
+)
 def test_output_path_that_cannot_be_a_folder(tmp_path, make, message):
     blocker = tmp_path / "file"
     blocker.write_text("x")

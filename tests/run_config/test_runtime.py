@@ -1,4 +1,5 @@
 """Atomic writes and seeding."""
+
 from __future__ import annotations
 
 import random
@@ -119,7 +120,9 @@ def test_swap_killed_at_each_step_leaves_one_whole_folder(tmp_path, kill_at, exp
     assert proc.returncode == -9
     aside = tmp_path / ".model.old"
     assert _holds(out) in ("old", "new") or (not out.exists() and _holds(aside) == "old")  # never a torn folder
-    left = [p.name for p in tmp_path.iterdir() if p.name != "model"]  # the new one half-built or unswapped, the old aside
+    left = [
+        p.name for p in tmp_path.iterdir() if p.name != "model"
+    ]  # the new one half-built or unswapped, the old aside
     assert left and all(n == ".model.old" or (n.startswith(".model.") and n.endswith(".tmp")) for n in left)
     clear_leftovers(out)
     assert _holds(out) == expected and [p.name for p in tmp_path.iterdir()] == ["model"]
@@ -142,6 +145,7 @@ def test_swap_failing_at_each_step_keeps_old_or_new(tmp_path, monkeypatch, fail_
             if calls[0] == fail_at:
                 raise OSError("injected")
             return fn(*args, **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(runtime.os, "replace", failing(os.replace))
@@ -171,8 +175,9 @@ def test_dead_runs_temps_are_removed_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = tmp_path / f".out.json.{dead}.k3j_x9ab.tmp"
     stale_dir = tmp_path / f".out.json.{dead}.q1w2e3r4.tmp"
     live = tmp_path / f".out.json.{os.getpid()}.abcd1234.tmp"

@@ -1,4 +1,5 @@
 """Helpers of the ablation-script tests (table3, fig5, table7_8): settings overrides and artefact stamps."""
+
 from __future__ import annotations
 
 import json

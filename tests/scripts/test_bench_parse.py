@@ -1,4 +1,5 @@
 """bench_parse: real Urban and WordNet definitions served through the stub come back unchanged and counted."""
+
 from __future__ import annotations
 
 from scripts.bench_parse import serve, urban_records, wordnet_glosses

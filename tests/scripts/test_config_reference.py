@@ -1,4 +1,5 @@
 """README's config reference is the generated one: every key of every stage, with type and default."""
+
 from __future__ import annotations
 
 from scripts.config_reference import config_models, readme_section, reference
@@ -16,4 +17,3 @@ def test_every_key_of_every_stage_is_listed():
         for name in model.model_fields:
             assert f"| `{name}` |" in text
     assert "| `learning_rate` | float | `5e-06` | peak learning rate |" in text
-

@@ -1,4 +1,5 @@
 """The shared engine of the paper scripts: per-source test files, seed merging, config errors."""
+
 from __future__ import annotations
 
 import json
@@ -11,14 +12,28 @@ import pytest
 from dataset.records import Record
 from run_config.errors import ConfigError, DataError
 from run_config.loader import StageConfig, load_config
-from scripts.experiment import (FULL_CONFIG, TOY_CONFIG, Experiment, ExperimentConfig, check_sections, combine_seeds,
-                                inputs_line, split_by_source, table_config, table_parser, table_settings, variant_name)
+from scripts.experiment import (
+    FULL_CONFIG,
+    TOY_CONFIG,
+    Experiment,
+    ExperimentConfig,
+    check_sections,
+    combine_seeds,
+    inputs_line,
+    split_by_source,
+    table_config,
+    table_parser,
+    table_settings,
+    variant_name,
+)
 
 
 def _records(tmp_path, sources):
     path = tmp_path / "test.jsonl"
-    rows = [Record(id=f"r{i}", term=f"t{i}", context=f"c {i}", definition=f"d {i}", source=s, split="test")
-            for i, s in enumerate(sources)]
+    rows = [
+        Record(id=f"r{i}", term=f"t{i}", context=f"c {i}", definition=f"d {i}", source=s, split="test")
+        for i, s in enumerate(sources)
+    ]
     path.write_text("".join(r.to_json() + "\n" for r in rows), encoding="utf-8")
     return path
 
@@ -91,18 +106,24 @@ def test_inputs_line_counts_failed_rows_in_n(wordnet_lexicon, tmp_path):
     rows[1]["prediction"] = ""
     preds = tmp_path / "p.jsonl"
     preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(tmp_path / "e")]) == 0
+    assert (
+        evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(tmp_path / "e")])
+        == 0
+    )
     scores = json.loads((tmp_path / "e" / "scores.json").read_text())
-    assert inputs_line("dense", "WordNet", scores) == ("dense / WordNet: N = 10 inputs per seed; 1 failed and 1 empty "
-                                                       "predictions, each scored 0")
+    assert inputs_line("dense", "WordNet", scores) == (
+        "dense / WordNet: N = 10 inputs per seed; 1 failed and 1 empty predictions, each scored 0"
+    )
     assert scores["bleu"] == pytest.approx(100.0 * 8 / 10)
 
 
 def test_variant_name_adds_only_changed_keys():
     base = {"text_field": "term_context", "embedder": "minilm"}
     assert variant_name("semantic-N4", {"text_field": "term_context"}, base) == "semantic-N4"
-    assert variant_name("semantic-N4", {"text_field": "definition", "embedder": "a/b"}, base) == \
-        "semantic-N4-embedder=a_b-text_field=definition"
+    assert (
+        variant_name("semantic-N4", {"text_field": "definition", "embedder": "a/b"}, base)
+        == "semantic-N4-embedder=a_b-text_field=definition"
+    )
 
 
 def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch):
@@ -121,7 +142,9 @@ def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch)
     assert calls == ["cluster semantic-N4", "cluster semantic-N4", f"cluster {other.name}"]
 
 
-@pytest.mark.skipif(not (Path(sys.executable).parent / "deepspeed").is_file(), reason="deepspeed launcher not installed")
+@pytest.mark.skipif(
+    not (Path(sys.executable).parent / "deepspeed").is_file(), reason="deepspeed launcher not installed"
+)
 def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_path, monkeypatch):
     """`launcher: deepspeed` runs the train step as `deepspeed --num_gpus N training/train.py` (2 CPU ranks)."""
     from scripts.experiment import Experiment
@@ -169,9 +192,14 @@ def test_no_step_validates_or_inits_routers_on_the_test_split(tiny_paper):
 
 
 def test_section_values_are_type_checked_without_the_keys_each_step_adds():
-    cfg = load_config(TOY_CONFIG, ExperimentConfig, {"cluster": {"num_clusters": "4"}, "train": {"learning_rate": 1e-4},
-                                                     "infer": {"max_new_tokens": 0}})
+    cfg = load_config(
+        TOY_CONFIG,
+        ExperimentConfig,
+        {"cluster": {"num_clusters": "4"}, "train": {"learning_rate": 1e-4}, "infer": {"max_new_tokens": 0}},
+    )
     with pytest.raises(ConfigError) as e:
         check_sections(cfg, "x.json")
-    assert e.value.problems == ['x.json: cluster.num_clusters: input should be a valid integer, got "4"',
-                                "x.json: infer.max_new_tokens: input should be greater than or equal to 1, got 0"]
+    assert e.value.problems == [
+        'x.json: cluster.num_clusters: input should be a valid integer, got "4"',
+        "x.json: infer.max_new_tokens: input should be greater than or equal to 1, got 0",
+    ]

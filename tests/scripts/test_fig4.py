@@ -1,4 +1,5 @@
 """scripts/fig4.py on the tiny paper setting: samples drawn once, oracle curve non-decreasing, PNG, rerun."""
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,19 @@ def test_inputs_whose_samples_all_failed_count_as_zero(wordnet_lexicon, tmp_path
         for idx in range(4):
             failed = k < 2 or (idx == 0 and k < 4)  # inputs 0, 1: every sample failed; 2, 3: the first one
             text = None if failed else (r.definition if idx == 3 else "zzz qqq")
-            rows.append(make_row(r.id, r.term, r.context, prediction=text, model="m", seed=42, sample_idx=idx,
-                                 latency_s=0.0, error="HTTP 500" if failed else None))
+            rows.append(
+                make_row(
+                    r.id,
+                    r.term,
+                    r.context,
+                    prediction=text,
+                    model="m",
+                    seed=42,
+                    sample_idx=idx,
+                    latency_s=0.0,
+                    error="HTTP 500" if failed else None,
+                )
+            )
     write_rows(tmp_path / "samples.jsonl", rows)
     samples, counts = read_samples(tmp_path / "samples.jsonl", 4)
     assert counts == {"inputs": 6, "failed_samples": 2 * 4 + 2, "failed_inputs": 2}
@@ -67,8 +79,12 @@ def test_fig4_curves_png_and_rerun(tiny_paper, tmp_path, capsys):
         assert values == sorted(values)  # best of a longer prefix is never worse
     assert all(result["monotone"].values())
     for system in ("dense", "moe"):
-        rows = [json.loads(line) for line in
-                (work / "infer" / f"{system}_bon4" / "WordNet" / "seed42" / "samples.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line)
+            for line in (work / "infer" / f"{system}_bon4" / "WordNet" / "seed42" / "samples.jsonl")
+            .read_text()
+            .splitlines()
+        ]
         assert len(rows) == 3 * 4 and {r["sample_idx"] for r in rows} == {0, 1, 2, 3}
     png = tables / "fig4.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

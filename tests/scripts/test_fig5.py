@@ -1,4 +1,5 @@
 """scripts/fig5.py on the tiny paper setting: one point per N, the PNG, the paper's BLEU beside ours, rerun."""
+
 from __future__ import annotations
 
 import json

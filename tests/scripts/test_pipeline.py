@@ -1,4 +1,5 @@
 """The toy pipeline end to end on a slice of the embedded lexicon, its rerun, and its config errors."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ def test_toy_pipeline_fills_every_metric_and_reruns_from_artefacts(wordnet_lexic
     work = tmp_path / "toy"
     assert main(["--config", str(TOY), "--work-dir", str(work)]) == 0
     report = json.loads((work / "report" / "report.json").read_text())
-    assert set(report["results"]) == {"LM-Lexicon-Dense", "LM-Lexicon-MoE (domain routing)",
-                                      "LM-Lexicon-MoE (learned domain router)"}
+    assert set(report["results"]) == {
+        "LM-Lexicon-Dense",
+        "LM-Lexicon-MoE (domain routing)",
+        "LM-Lexicon-MoE (learned domain router)",
+    }
     for per_dataset in report["results"].values():
         (scores,) = per_dataset["WordNet"]
         assert set(scores) == set(TABLE_METRICS) and all(v == v for v in scores.values())
@@ -53,7 +57,7 @@ def test_a_wrong_type_in_a_late_section_fails_before_the_first_step(tmp_path, ca
     path.write_text(json.dumps(cfg))
     assert main(["--config", str(path)]) == 2
     out, err = capsys.readouterr()
-    assert f"{path}: cluster.batch_size: input should be a valid integer, got \"64\"" in err
+    assert f'{path}: cluster.batch_size: input should be a valid integer, got "64"' in err
     assert "evaluate.bootstrap_samples: input should be a valid integer, got 1.5" in err
     assert len(err.strip().splitlines()) == 1 and "[experiment]" not in out
     assert not (tmp_path / "w").exists()  # no step ran: nothing preprocessed, nothing trained

@@ -1,4 +1,5 @@
 """Table 2 on the tiny paper setting: its rows, the paper column, artefact reuse, config and API-key errors."""
+
 from __future__ import annotations
 
 import json
@@ -8,15 +9,19 @@ from pathlib import Path
 
 import pytest
 
-
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
 from scripts.paper_numbers import TABLE2
 from scripts.table2 import PRIOR_WORK, Table2Settings, build_table, main
 from tests.conftest import REPO_ROOT
 
-ROWS = ["tiny Random-ICL", "tiny Retrieval-ICL", "LM-Lexicon-Dense", "LM-Lexicon-Dense + BoN-Oracle",
-        "LM-Lexicon-Dense + BoN-ORM"]
+ROWS = [
+    "tiny Random-ICL",
+    "tiny Retrieval-ICL",
+    "LM-Lexicon-Dense",
+    "LM-Lexicon-Dense + BoN-Oracle",
+    "LM-Lexicon-Dense + BoN-ORM",
+]
 
 
 def _with_table2(tiny_paper, tmp_path, settings):
@@ -31,8 +36,12 @@ def _with_table2(tiny_paper, tmp_path, settings):
 
 def test_table2_rows_paper_column_and_rerun(tiny_paper, tmp_path, capsys):
     cfg = json.loads(tiny_paper.read_text())
-    settings = {"systems": ["dense"], "bon_samples": 2, "icl_k": 2,
-                "icl_models": [{"name": "tiny", "backend": "local", "model": cfg["base_model"]}]}
+    settings = {
+        "systems": ["dense"],
+        "bon_samples": 2,
+        "icl_k": 2,
+        "icl_models": [{"name": "tiny", "backend": "local", "model": cfg["base_model"]}],
+    }
     path = _with_table2(tiny_paper, tmp_path, settings)
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
@@ -71,8 +80,9 @@ def test_unknown_table2_key_names_the_file(tiny_paper, tmp_path, capsys):
 
 def test_an_api_key_in_place_of_its_env_name_is_refused_unseen(tiny_paper, tmp_path, capsys):
     key = "sk-proj-Zq3vN8xWc2LmT5rYb7KdE1fGh4JpS6uA9oI0eXnM"
-    path = _with_table2(tiny_paper, tmp_path, {"icl_models": [{"name": "GPT", "backend": "openai", "model": "m",
-                                                               "api_key_env": key}]})
+    path = _with_table2(
+        tiny_paper, tmp_path, {"icl_models": [{"name": "GPT", "backend": "openai", "model": "m", "api_key_env": key}]}
+    )
     assert main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "tables.table2.icl_models.0.api_key_env: takes the name of the environment variable" in err
@@ -87,8 +97,10 @@ def test_missing_api_key_fails_before_any_work(tmp_path, monkeypatch, capsys):
     assert main(["--work-dir", str(work)]) == 2  # the full-scale config: the paper's three API models
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
-    assert "tables.table2.icl_models.0 (GPT-4-Turbo): backend openai: set the API key in the environment " \
-           "variable OPENAI_API_KEY" in err
+    assert (
+        "tables.table2.icl_models.0 (GPT-4-Turbo): backend openai: set the API key in the environment "
+        "variable OPENAI_API_KEY" in err
+    )
     assert "GEMINI_API_KEY" in err and "ANTHROPIC" not in err and not work.exists()
 
 
@@ -101,11 +113,26 @@ def test_sacrebleu_column_needs_the_metric_and_fails_before_any_work(tmp_path, c
 
 
 def test_sacrebleu_column_after_bleu_blank_for_the_paper():
-    ours = {"LM-Lexicon-Dense": {"WordNet": {"bleu": {"mean": 40.0, "std": 0.5}, "rougeL": {"mean": 41.0, "std": 0.0},
-                                             "sacrebleu": {"mean": 12.5, "std": 0.25}}}}
+    ours = {
+        "LM-Lexicon-Dense": {
+            "WordNet": {
+                "bleu": {"mean": 40.0, "std": 0.5},
+                "rougeL": {"mean": 41.0, "std": 0.0},
+                "sacrebleu": {"mean": 12.5, "std": 0.25},
+            }
+        }
+    }
     table = build_table(ours, ["WordNet"], prior_work=False, report_sacrebleu=True)
-    assert table.header == ["Method", "Run", "WordNet BLEU", "WordNet sacreBLEU", "WordNet ROUGE", "Avg. BLEU",
-                            "Avg. sacreBLEU", "Avg. ROUGE"]
+    assert table.header == [
+        "Method",
+        "Run",
+        "WordNet BLEU",
+        "WordNet sacreBLEU",
+        "WordNet ROUGE",
+        "Avg. BLEU",
+        "Avg. sacreBLEU",
+        "Avg. ROUGE",
+    ]
     assert table.rows[0] == ["LM-Lexicon-Dense", "ours", "40.00±0.50", "12.50±0.25", "41.00", "40.00", "12.50", "41.00"]
     assert table.rows[1][2:5] == ["36.99±0.59", "–", "37.83±0.45"]  # the paper reports no standard BLEU
     assert build_table(ours, ["WordNet"], prior_work=False).header[2:4] == ["WordNet BLEU", "WordNet ROUGE"]
@@ -119,8 +146,9 @@ def test_shipped_configs_hold_valid_table2_settings():
 
 
 def test_help_runs_as_a_module():
-    done = subprocess.run([sys.executable, "-m", "scripts.table2", "--help"], cwd=REPO_ROOT, capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.table2", "--help"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
     assert "Table 2 of the paper" in done.stdout and "--toy" in done.stdout
 
 

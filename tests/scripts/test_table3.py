@@ -1,19 +1,21 @@
 """scripts/table3.py on the tiny paper setting: one row per partition, p-values vs semantic, paper numbers, rerun."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from scripts.paper_numbers import TABLE3
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.paper_numbers import TABLE3
 from scripts.table3 import Table3Settings, main
 from tests.scripts.ablation_helpers import config_with_tables, weight_stamps
 
 
 def test_table3_scores_each_partition_against_semantic_and_reruns_from_artefacts(tiny_paper, tmp_path, capsys):
-    config = config_with_tables(tiny_paper, tmp_path / "t3.json", {"table3": {"partitions": ["semantic", "none",
-                                                                                                 "random"]}})
+    config = config_with_tables(
+        tiny_paper, tmp_path / "t3.json", {"table3": {"partitions": ["semantic", "none", "random"]}}
+    )
     assert main(["--config", str(config)]) == 0
     work = Path(json.loads(config.read_text())["work_dir"])
     report = json.loads((work / "tables" / "table3.json").read_text())

@@ -1,4 +1,5 @@
 """scripts/table4.py on the tiny paper setting: policy rows beside the paper's, p-values, rerun, config errors."""
+
 from __future__ import annotations
 
 import json
@@ -48,11 +49,14 @@ def test_table4_rows_pvalues_and_rerun(tiny_paper, tmp_path, capsys):
     assert json.loads((tables / "table4.json").read_text())["rows"] == result["rows"]
 
 
-@pytest.mark.parametrize(("table4", "message"), [
-    ({"policy": ["domain"]}, "tables.table4.policy: unknown key"),
-    ({"policies": ["token-top1"]}, "policies must include domain"),
-    ({"policies": ["domain", "token-top3"]}, "tables.table4.policies"),
-])
+@pytest.mark.parametrize(
+    ("table4", "message"),
+    [
+        ({"policy": ["domain"]}, "tables.table4.policy: unknown key"),
+        ({"policies": ["token-top1"]}, "policies must include domain"),
+        ({"policies": ["domain", "token-top3"]}, "tables.table4.policies"),
+    ],
+)
 def test_table4_settings_errors_name_file_and_key(tiny_paper, tmp_path, capsys, table4, message):
     path, _ = _config(tiny_paper, tmp_path, table4)
     assert main(["--config", str(path)]) == 2

@@ -4,14 +4,15 @@ The test reuses the shared term+context clusters (`text_field` override): cluste
 instruction_definition text routes the whole test split once more; its own folder name is tested in
 test_experiment.py.
 """
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from scripts.paper_numbers import TABLE7, TABLE8
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
+from scripts.paper_numbers import TABLE7, TABLE8
 from scripts.table7_8 import Table78Settings, main
 from tests.scripts.ablation_helpers import config_with_tables
 
@@ -28,8 +29,10 @@ def test_table7_8_prints_the_cluster_report_beside_the_paper(tiny_paper, tmp_pat
     t7 = (work / "tables" / "table7.md").read_text()
     intra, cohesion = report["paper_intra_distance"], report["cohesion"]
     for j in range(2):
-        assert (f"| C{j} | {report['sizes'][j]} | {', '.join(report['examples'][j])} | "
-                f"{intra['per_cluster'][j]:.3f} | {cohesion['per_cluster'][j]:.3f} |") in t7
+        assert (
+            f"| C{j} | {report['sizes'][j]} | {', '.join(report['examples'][j])} | "
+            f"{intra['per_cluster'][j]:.3f} | {cohesion['per_cluster'][j]:.3f} |"
+        ) in t7
     assert f"| avg | 60 |  | {intra['mean']:.3f} | {cohesion['mean']:.3f} | avg | {TABLE7['avg']:.3f} |" in t7
     assert "| – | – | – | – | – | C3 Person Name | 0.185 |" in t7  # the paper's 4 clusters, ours 2
     t8 = (work / "tables" / "table8.md").read_text()

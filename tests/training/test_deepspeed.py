@@ -1,4 +1,5 @@
 """DeepSpeed ZeRO-2 / ZeRO-3 on the CPU through the real `deepspeed` launcher (2 ranks, gloo)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,12 @@ DEEPSPEED = Path(sys.executable).parent / "deepspeed"
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT),
-               PATH=f"{DEEPSPEED.parent}{os.pathsep}{env.get('PATH', '')}")
+    env.update(
+        DS_ACCELERATOR="cpu",
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=str(REPO_ROOT),
+        PATH=f"{DEEPSPEED.parent}{os.pathsep}{env.get('PATH', '')}",
+    )
     return env
 
 
@@ -41,9 +46,27 @@ def _check_consolidated(out: Path, tiny_llama: Path) -> dict:
 def test_zero_through_launcher(stage, tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / f"zero{stage}"
-    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--master_port", str(free_port()), "training/train.py",
-           *tiny_args(tiny_llama, train, valid, out, "--max-steps", "2", "--eval-times", "1", "--keep-checkpoints",
-                      "--deepspeed", f"run_config/ds_zero{stage}.json")]
+    cmd = [
+        str(DEEPSPEED),
+        "--num_gpus",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "training/train.py",
+        *tiny_args(
+            tiny_llama,
+            train,
+            valid,
+            out,
+            "--max-steps",
+            "2",
+            "--eval-times",
+            "1",
+            "--keep-checkpoints",
+            "--deepspeed",
+            f"run_config/ds_zero{stage}.json",
+        ),
+    ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = _check_consolidated(out, tiny_llama)
@@ -60,9 +83,22 @@ def test_zero_through_launcher(stage, tiny_llama, urban_splits, tmp_path):
 def test_zero3_without_launcher_via_main_py(tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / "zero3-main"
-    cmd = [sys.executable, "main.py", "train", *tiny_args(tiny_llama, train, valid, out, "--max-steps", "2",
-                                                          "--no-do-validation",
-                                                          "--deepspeed", "run_config/ds_zero3.json")]
+    cmd = [
+        sys.executable,
+        "main.py",
+        "train",
+        *tiny_args(
+            tiny_llama,
+            train,
+            valid,
+            out,
+            "--max-steps",
+            "2",
+            "--no-do-validation",
+            "--deepspeed",
+            "run_config/ds_zero3.json",
+        ),
+    ]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _check_consolidated(out, tiny_llama)["plan"]["world_size"] == 1

@@ -1,9 +1,10 @@
-"""The `distill` stage, DSKD (`python main.py distill --config run_config/dskd_*.json`; `train --objective dskd` is the same).
+"""The `distill` stage, DSKD: `python main.py distill --config run_config/dskd_*.json` (= `train --objective dskd`).
 
 Builds the sense dictionary and lexical relations (objective dskd), trains the student, evaluates its
 perplexity on the valid split and writes `<output_dir>/{student/, metrics.json, train_log.jsonl,
 relations.json, manifest.json}` and `<sense_dir>/{senses.safetensors, words.json, occurrences/, manifest.json}`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,8 +18,9 @@ from training.dskd.config import DSKDConfig
 
 def build_parser() -> argparse.ArgumentParser:
     parser = stage_parser("distill", __doc__, DSKDConfig)
-    parser.add_argument("--senses-only", action="store_true",
-                        help="only build the sense dictionary and relations, then stop")
+    parser.add_argument(
+        "--senses-only", action="store_true", help="only build the sense dictionary and relations, then stop"
+    )
     return parser
 
 

@@ -1,4 +1,5 @@
 """Typed config of the DSKD training objective."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,13 +15,30 @@ class DSKDConfig(StageConfig):
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
         "model_name_or_path": "teacher_model",
-        **{k: None for k in ("model_type", "run_name", "do_train", "do_eval", "do_predict", "data_path_test",
-                             "mask_term", "train_on_input", "seq2seq_training", "eval_times", "eval_samples",
-                             "batch_size", "fsdp", "fsdp_wrap_layer")},
+        **{
+            k: None
+            for k in (
+                "model_type",
+                "run_name",
+                "do_train",
+                "do_eval",
+                "do_predict",
+                "data_path_test",
+                "mask_term",
+                "train_on_input",
+                "seq2seq_training",
+                "eval_times",
+                "eval_samples",
+                "batch_size",
+                "fsdp",
+                "fsdp_wrap_layer",
+            )
+        },
     }
 
     objective: Literal["ce", "kd", "dskd"] = Field(
-        "dskd", description="ce: cross-entropy only; kd: CE + alpha*KL; dskd: CE + alpha*KL + L_sem")
+        "dskd", description="ce: cross-entropy only; kd: CE + alpha*KL; dskd: CE + alpha*KL + L_sem"
+    )
     teacher_model: str = Field(description="teacher (HF id or folder; `asset:smollm2` = offline SmolLM2-135M)")
     student_model: str | None = Field(None, description="smaller student model; none: a truncated teacher copy")
     student_layers: int | None = Field(None, ge=1, description="layers of the truncated teacher (none: half)")
@@ -30,9 +48,10 @@ class DSKDConfig(StageConfig):
     output_dir: str = Field(description="output folder (student/, senses/, train_log.jsonl, metrics.json)")
 
     sense_dir: str | None = Field(None, description="sense dictionary folder (none: <output_dir>/senses)")
-    sense_corpus: list[str] = Field(default_factory=list,
-                                    description="records JSONL whose contexts and definitions build the senses "
-                                                "(empty: data_path_train)")
+    sense_corpus: list[str] = Field(
+        default_factory=list,
+        description="records JSONL whose contexts and definitions build the senses (empty: data_path_train)",
+    )
     sense_k: int = Field(10, ge=1, description="k-means clusters (senses) per word")
     sense_min_per_cluster: int = Field(2, ge=1, description="occurrences per cluster: rare words get fewer senses")
     sense_max_occurrences: int = Field(2000, ge=1, description="contextual vectors kept per word")
@@ -42,10 +61,13 @@ class DSKDConfig(StageConfig):
     sense_kmeans_n_init: int = Field(3, ge=1, description="k-means restarts per word")
 
     use_wordnet: bool = Field(True, description="synonyms and antonyms from WordNet (offline)")
-    negation_prefixes: list[str] = Field(default_factory=lambda: ["un", "in", "im", "il", "ir", "dis", "non"],
-                                         description="prefixes that negate a WordNet base word")
-    negation_suffixes: list[str] = Field(default_factory=lambda: ["less"],
-                                         description="suffixes that negate a WordNet base word")
+    negation_prefixes: list[str] = Field(
+        default_factory=lambda: ["un", "in", "im", "il", "ir", "dis", "non"],
+        description="prefixes that negate a WordNet base word",
+    )
+    negation_suffixes: list[str] = Field(
+        default_factory=lambda: ["less"], description="suffixes that negate a WordNet base word"
+    )
 
     alpha: float = Field(1.0, ge=0, description="weight of KL(teacher||student)")
     kl_temperature: float = Field(1.0, gt=0, description="softmax temperature of the KL term")

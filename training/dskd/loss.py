@@ -1,4 +1,5 @@
 """DSKD loss terms: cross-entropy, KL(teacher || student) and the hinge-MSE sense loss L_sem (reference Eq. 3-5)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ def kl_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     """KL(teacher || student) per position at `temperature`, averaged over positions, times T^2."""
     t_logp = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     s_logp = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temperature ** 2
+    return (t_logp.exp() * (t_logp - s_logp)).sum(-1).mean() * temperature**2
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,14 @@ class SenseBank:
         return SenseBank(self.vectors.to(device), self.positives, self.negatives)
 
 
-def _nearest_mse(student: torch.Tensor, teacher: torch.Tensor, vectors: torch.Tensor, rows: torch.Tensor,
-                 mask: torch.Tensor, kappa: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest_mse(
+    student: torch.Tensor,
+    teacher: torch.Tensor,
+    vectors: torch.Tensor,
+    rows: torch.Tensor,
+    mask: torch.Tensor,
+    kappa: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """MSE of each student state to the `kappa` candidates nearest (L2) to the teacher state.
 
     Returns (mse (n, k), mask (n, k)) where the mask marks real candidates.
@@ -83,8 +90,14 @@ def _nearest_mse(student: torch.Tensor, teacher: torch.Tensor, vectors: torch.Te
     return (student.float()[:, None, :] - chosen).pow(2).mean(-1), mask.gather(1, idx)
 
 
-def semantic_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, words: torch.Tensor, bank: SenseBank,
-                  kappa: int, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+def semantic_loss(
+    student_hidden: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    words: torch.Tensor,
+    bank: SenseBank,
+    kappa: int,
+    gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (pull, push) of L_sem averaged over the n target positions (reference Eq. 4).
 
     pull: mean MSE of the student state n_t to the kappa positive senses nearest the teacher state m_t;

@@ -6,6 +6,7 @@ WordNet knows the base and glosses the word as a negation ("lacking kindness", "
 the negated word onto its base (reference Table 1): a synonym of `discontinue` is an antonym of
 `continue`, an antonym of `unkind` a synonym of `kind`.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,10 @@ from pathlib import Path
 from run_config.runtime import write_json
 
 RELATIONS_FILE = "relations.json"
-NEGATION_CUE = re.compile(r"\b(not|no|lacking|lacks|lack|without|absence|incapable|cannot|opposite|contrary|"
-                          r"reverse|free from|deficient|devoid)\b")
+NEGATION_CUE = re.compile(
+    r"\b(not|no|lacking|lacks|lack|without|absence|incapable|cannot|opposite|contrary|"
+    r"reverse|free from|deficient|devoid)\b"
+)
 MIN_BASE_LEN = 3
 STEM_LEN = 4
 
@@ -33,8 +36,10 @@ class Relations:
     negations: list[tuple[str, str]]
 
     def save(self, out_dir: Path) -> None:
-        write_json(out_dir / RELATIONS_FILE, {"synonyms": self.synonyms, "antonyms": self.antonyms,
-                                              "negations": [list(p) for p in self.negations]})
+        write_json(
+            out_dir / RELATIONS_FILE,
+            {"synonyms": self.synonyms, "antonyms": self.antonyms, "negations": [list(p) for p in self.negations]},
+        )
 
     @classmethod
     def load(cls, out_dir: Path) -> Relations:
@@ -42,8 +47,11 @@ class Relations:
         return cls(data["synonyms"], data["antonyms"], [tuple(p) for p in data["negations"]])
 
     def pair_counts(self) -> dict[str, int]:
-        return {"synonym_pairs": sum(map(len, self.synonyms.values())) // 2,
-                "antonym_pairs": sum(map(len, self.antonyms.values())) // 2, "negation_pairs": len(self.negations)}
+        return {
+            "synonym_pairs": sum(map(len, self.synonyms.values())) // 2,
+            "antonym_pairs": sum(map(len, self.antonyms.values())) // 2,
+            "negation_pairs": len(self.negations),
+        }
 
 
 def _wordnet():
@@ -82,8 +90,11 @@ def is_wordnet_lemma(word: str) -> bool:
 
 
 def _wordnet_antonyms(word: str, base: str) -> bool:
-    return any(lemma.name().lower() == word and any(a.name().lower() == base for a in lemma.antonyms())
-               for s in _wordnet().synsets(word) for lemma in s.lemmas())
+    return any(
+        lemma.name().lower() == word and any(a.name().lower() == base for a in lemma.antonyms())
+        for s in _wordnet().synsets(word)
+        for lemma in s.lemmas()
+    )
 
 
 def _negates(gloss: str, base: str) -> bool:
@@ -98,8 +109,8 @@ def negation_base(word: str, prefixes: Iterable[str], suffixes: Iterable[str]) -
     antonyms or one of the word's glosses reads as a negation of the base ("lacking kindness",
     "without fault": a negation cue and a word that starts like the base).
     """
-    candidates = [word[len(p):].lstrip("-") for p in prefixes if word.startswith(p)]
-    candidates += [word[:-len(s)] for s in suffixes if word.endswith(s)]
+    candidates = [word[len(p) :].lstrip("-") for p in prefixes if word.startswith(p)]
+    candidates += [word[: -len(s)] for s in suffixes if word.endswith(s)]
     wn = _wordnet()
     for base in candidates:
         if len(base) < MIN_BASE_LEN or base == word or not is_wordnet_lemma(base):
@@ -118,8 +129,7 @@ def _symmetric(pairs: Iterable[tuple[str, str]], vocab: set[str]) -> dict[str, l
     return {w: sorted(out[w]) for w in sorted(out)}
 
 
-def build_relations(vocab: Iterable[str], use_wordnet: bool, prefixes: list[str],
-                    suffixes: list[str]) -> Relations:
+def build_relations(vocab: Iterable[str], use_wordnet: bool, prefixes: list[str], suffixes: list[str]) -> Relations:
     """Relations among `vocab`: WordNet pairs, negation pairs, and the relations flipped through them."""
     vocab = set(vocab)
     synonyms, antonyms = wordnet_pairs(vocab) if use_wordnet else (set(), set())
@@ -134,6 +144,8 @@ def build_relations(vocab: Iterable[str], use_wordnet: bool, prefixes: list[str]
         ant_of[b].add(a)
     flipped_ant = {(s, base) for neg, base in negations for s in syn_of[neg]}
     flipped_syn = {(a, base) for neg, base in negations for a in ant_of[neg]}
-    return Relations(_symmetric(synonyms | flipped_syn, vocab),
-                     _symmetric(antonyms | set(negations) | flipped_ant, vocab),
-                     [(n, b) for n, b in negations if b in vocab])
+    return Relations(
+        _symmetric(synonyms | flipped_syn, vocab),
+        _symmetric(antonyms | set(negations) | flipped_ant, vocab),
+        [(n, b) for n, b in negations if b in vocab],
+    )

@@ -6,6 +6,7 @@ Built in two resumable steps under `<sense_dir>`: `occurrences/chunk-NNNNN.npz` 
 A word's occurrence vector is the mean of the teacher's final hidden states (after the last norm) over
 its subword tokens, so multi-token words get word-level senses directly.
 """
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,7 @@ class SenseDictionary:
 
     def senses(self, word: str) -> torch.Tensor:
         r = self.rows(word)
-        return self.vectors[r.start:r.stop]
+        return self.vectors[r.start : r.stop]
 
     def save(self, out_dir: Path) -> None:
         """Write `senses.safetensors` and `words.json` atomically."""
@@ -90,15 +91,26 @@ def corpus_texts(paths: list[str], max_texts: int | None = None) -> list[str]:
 
 def chunk_spec(cfg: Any, teacher_name: str) -> dict:
     """Everything the occurrence chunks depend on (a change starts them over)."""
-    return {"teacher": teacher_name, "dtype": cfg.dtype, "corpus": fingerprint(cfg.corpus_paths),
-            "max_texts": cfg.sense_max_texts, "chunk_texts": cfg.sense_chunk_texts,
-            "max_occurrences": cfg.sense_max_occurrences, "cutoff_len": cfg.cutoff_len}
+    return {
+        "teacher": teacher_name,
+        "dtype": cfg.dtype,
+        "corpus": fingerprint(cfg.corpus_paths),
+        "max_texts": cfg.sense_max_texts,
+        "chunk_texts": cfg.sense_chunk_texts,
+        "max_occurrences": cfg.sense_max_occurrences,
+        "cutoff_len": cfg.cutoff_len,
+    }
 
 
 def sense_spec(cfg: Any, teacher_name: str) -> dict:
     """Everything the finished dictionary depends on."""
-    return {**chunk_spec(cfg, teacher_name), "k": cfg.sense_k, "min_per_cluster": cfg.sense_min_per_cluster,
-            "n_init": cfg.sense_kmeans_n_init, "seed": cfg.seed}
+    return {
+        **chunk_spec(cfg, teacher_name),
+        "k": cfg.sense_k,
+        "min_per_cluster": cfg.sense_min_per_cluster,
+        "n_init": cfg.sense_kmeans_n_init,
+        "seed": cfg.seed,
+    }
 
 
 def _chunk_path(chunk_dir: Path, i: int) -> Path:
@@ -107,12 +119,13 @@ def _chunk_path(chunk_dir: Path, i: int) -> Path:
 
 def _batches(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 @torch.no_grad()
-def encode_occurrences(teacher: Any, tokenizer: Any, texts: list[str], cutoff_len: int, batch_size: int,
-                       device: torch.device) -> Iterator[tuple[str, np.ndarray]]:
+def encode_occurrences(
+    teacher: Any, tokenizer: Any, texts: list[str], cutoff_len: int, batch_size: int, device: torch.device
+) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (word, vector) for every word occurrence in `texts` (teacher's final hidden states)."""
     token_texts = TokenTexts(tokenizer)
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
@@ -121,16 +134,28 @@ def encode_occurrences(teacher: Any, tokenizer: Any, texts: list[str], cutoff_le
     for batch in _batches(texts, batch_size):
         seqs = [(bos + tokenizer(t, add_special_tokens=False)["input_ids"])[:cutoff_len] for t in batch]
         padded = pad_batch([{"input_ids": s, "labels": s} for s in seqs], pad_id)
-        hidden = decoder(input_ids=padded["input_ids"].to(device),
-                         attention_mask=padded["attention_mask"].to(device)).last_hidden_state.float().cpu()
+        hidden = (
+            decoder(input_ids=padded["input_ids"].to(device), attention_mask=padded["attention_mask"].to(device))
+            .last_hidden_state.float()
+            .cpu()
+        )
         for row, seq in enumerate(seqs):
             for span in word_spans(seq, token_texts, begin=len(bos)):
-                yield span.word, hidden[row, span.start:span.end].mean(0).numpy()
+                yield span.word, hidden[row, span.start : span.end].mean(0).numpy()
 
 
-def collect_occurrences(teacher: Any, tokenizer: Any, texts: list[str], chunk_dir: Path, spec: dict,
-                        chunk_texts: int, max_occurrences: int, cutoff_len: int, batch_size: int,
-                        device: torch.device) -> int:
+def collect_occurrences(
+    teacher: Any,
+    tokenizer: Any,
+    texts: list[str],
+    chunk_dir: Path,
+    spec: dict,
+    chunk_texts: int,
+    max_occurrences: int,
+    cutoff_len: int,
+    batch_size: int,
+    device: torch.device,
+) -> int:
     """Write the occurrence chunks missing in `chunk_dir`; return how many were computed.
 
     At most `max_occurrences` vectors are kept per word, the first ones in corpus order, so a resumed
@@ -154,7 +179,7 @@ def collect_occurrences(teacher: Any, tokenizer: Any, texts: list[str], chunk_di
         words: dict[str, int] = {}
         word_of: list[int] = []
         vectors: list[np.ndarray] = []
-        chunk = texts[i * chunk_texts:(i + 1) * chunk_texts]
+        chunk = texts[i * chunk_texts : (i + 1) * chunk_texts]
         for word, vector in encode_occurrences(teacher, tokenizer, chunk, cutoff_len, batch_size, device):
             if counts[word] >= max_occurrences:
                 continue
@@ -163,8 +188,12 @@ def collect_occurrences(teacher: Any, tokenizer: Any, texts: list[str], chunk_di
             vectors.append(vector)
         d = teacher.config.hidden_size
         with atomic_open(path, "wb", encoding=None) as f:
-            np.savez(f, words=np.array(list(words), dtype=str), word_of=np.array(word_of, dtype=np.int32),
-                     vectors=np.stack(vectors).astype(np.float16) if vectors else np.zeros((0, d), np.float16))
+            np.savez(
+                f,
+                words=np.array(list(words), dtype=str),
+                word_of=np.array(word_of, dtype=np.int32),
+                vectors=np.stack(vectors).astype(np.float16) if vectors else np.zeros((0, d), np.float16),
+            )
         computed += 1
     return computed
 
@@ -199,14 +228,15 @@ def cluster_word(x: np.ndarray, k: int, n_init: int, seed: int) -> np.ndarray:
     return KMeans(n_clusters=k, n_init=n_init, random_state=seed).fit(x).cluster_centers_.astype(np.float32)
 
 
-def cluster_senses(words: list[str], word_of: np.ndarray, vectors: np.ndarray, k: int, min_per_cluster: int,
-                   n_init: int, seed: int) -> SenseDictionary:
+def cluster_senses(
+    words: list[str], word_of: np.ndarray, vectors: np.ndarray, k: int, min_per_cluster: int, n_init: int, seed: int
+) -> SenseDictionary:
     """Cluster every word's occurrence vectors into its sense centroids (words sorted alphabetically)."""
     order = np.argsort(word_of, kind="stable")
     bounds = np.searchsorted(word_of[order], np.arange(len(words) + 1))
     blocks: dict[str, np.ndarray] = {}
     for i in tqdm(range(len(words)), desc="sense k-means", unit=" words", disable=None):
-        x = vectors[order[bounds[i]:bounds[i + 1]]].astype(np.float32)
+        x = vectors[order[bounds[i] : bounds[i + 1]]].astype(np.float32)
         blocks[words[i]] = cluster_word(x, senses_per_word(len(x), k, min_per_cluster), n_init, seed)
     names = sorted(blocks)
     sizes = [len(blocks[w]) for w in names]
@@ -216,8 +246,9 @@ def cluster_senses(words: list[str], word_of: np.ndarray, vectors: np.ndarray, k
     return SenseDictionary(names, torch.from_numpy(np.ascontiguousarray(stacked, dtype=np.float32)), offsets)
 
 
-def build_sense_dictionary(cfg: Any, teacher: Any, tokenizer: Any, teacher_name: str,
-                           device: torch.device) -> SenseDictionary:
+def build_sense_dictionary(
+    cfg: Any, teacher: Any, tokenizer: Any, teacher_name: str, device: torch.device
+) -> SenseDictionary:
     """Build (or reuse, when its manifest matches) the sense dictionary of `cfg.corpus_paths`."""
     out = cfg.senses_path
     spec = sense_spec(cfg, teacher_name)
@@ -227,15 +258,38 @@ def build_sense_dictionary(cfg: Any, teacher: Any, tokenizer: Any, teacher_name:
         return SenseDictionary.load(out)
     texts = corpus_texts(cfg.corpus_paths, cfg.sense_max_texts)
     chunk_dir = out / CHUNK_DIR
-    computed = collect_occurrences(teacher, tokenizer, texts, chunk_dir, chunk_spec(cfg, teacher_name),
-                                   cfg.sense_chunk_texts, cfg.sense_max_occurrences, cfg.cutoff_len,
-                                   cfg.sense_batch_size, device)
+    computed = collect_occurrences(
+        teacher,
+        tokenizer,
+        texts,
+        chunk_dir,
+        chunk_spec(cfg, teacher_name),
+        cfg.sense_chunk_texts,
+        cfg.sense_max_occurrences,
+        cfg.cutoff_len,
+        cfg.sense_batch_size,
+        device,
+    )
     words, word_of, vectors = load_occurrences(chunk_dir)
-    senses = cluster_senses(words, word_of, vectors, cfg.sense_k, cfg.sense_min_per_cluster,
-                            cfg.sense_kmeans_n_init, cfg.seed)
+    senses = cluster_senses(
+        words, word_of, vectors, cfg.sense_k, cfg.sense_min_per_cluster, cfg.sense_kmeans_n_init, cfg.seed
+    )
     senses.save(out)
-    write_manifest(out, "dskd-senses", spec, texts=len(texts), chunks_computed=computed,
-                   occurrences=int(len(word_of)), words=len(senses), senses=int(senses.vectors.shape[0]))
-    log.info("sense dictionary: %d words, %d senses from %d texts -> %s", len(senses),
-             senses.vectors.shape[0], len(texts), out)
+    write_manifest(
+        out,
+        "dskd-senses",
+        spec,
+        texts=len(texts),
+        chunks_computed=computed,
+        occurrences=int(len(word_of)),
+        words=len(senses),
+        senses=int(senses.vectors.shape[0]),
+    )
+    log.info(
+        "sense dictionary: %d words, %d senses from %d texts -> %s",
+        len(senses),
+        senses.vectors.shape[0],
+        len(texts),
+        out,
+    )
     return senses

@@ -1,4 +1,5 @@
 """Teacher and student models: a truncated teacher copy (or a smaller model) with only its last layers trainable."""
+
 from __future__ import annotations
 
 import logging
@@ -49,18 +50,19 @@ def freeze_all_but_last(model: Any, trainable_layers: int) -> int:
     layers = decoder_layers(model)
     if trainable_layers > len(layers):
         raise ConfigError(f"trainable_layers: {trainable_layers} > the student's {len(layers)} layers")
-    keep = {id(p) for layer in layers[len(layers) - trainable_layers:] for p in layer.parameters()}
+    keep = {id(p) for layer in layers[len(layers) - trainable_layers :] for p in layer.parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in keep)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    expected = sum(p.numel() for layer in layers[len(layers) - trainable_layers:] for p in layer.parameters())
+    expected = sum(p.numel() for layer in layers[len(layers) - trainable_layers :] for p in layer.parameters())
     if n_trainable != expected:
         raise RuntimeError(f"freezing failed: {n_trainable} trainable parameters, expected {expected}")
     return n_trainable
 
 
-def build_student(cfg: Any, teacher_path: str, student_path: str | None, teacher: Any,
-                  device: torch.device) -> tuple[Any, nn.Module | None]:
+def build_student(
+    cfg: Any, teacher_path: str, student_path: str | None, teacher: Any, device: torch.device
+) -> tuple[Any, nn.Module | None]:
     """Return (student, projection): the student with only its last layers trainable, and a trainable
     linear map from its width to the teacher's when they differ (None otherwise)."""
     if student_path is None:
@@ -71,14 +73,21 @@ def build_student(cfg: Any, teacher_path: str, student_path: str | None, teacher
     else:
         student = load_causal_lm(student_path, cfg.dtype, device)
         if student.config.vocab_size != teacher.config.vocab_size:
-            raise ConfigError(f"student_model: vocabulary {student.config.vocab_size} != the teacher's "
-                              f"{teacher.config.vocab_size}; KL distillation needs one tokenizer")
+            raise ConfigError(
+                f"student_model: vocabulary {student.config.vocab_size} != the teacher's "
+                f"{teacher.config.vocab_size}; KL distillation needs one tokenizer"
+            )
     n_trainable = freeze_all_but_last(student, cfg.trainable_layers)
     student.train()
     projection = None
     if student.config.hidden_size != teacher.config.hidden_size:
         projection = nn.Linear(student.config.hidden_size, teacher.config.hidden_size, bias=False).to(device)
         n_trainable += projection.weight.numel()
-    log.info("student: %d layers, %d trainable parameters (last %d layers%s)", len(decoder_layers(student)),
-             n_trainable, cfg.trainable_layers, " + projection" if projection is not None else "")
+    log.info(
+        "student: %d layers, %d trainable parameters (last %d layers%s)",
+        len(decoder_layers(student)),
+        n_trainable,
+        cfg.trainable_layers,
+        " + projection" if projection is not None else "",
+    )
     return student, projection

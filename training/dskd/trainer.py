@@ -1,4 +1,5 @@
 """DSKD training loop: teacher -> student with CE, KL(teacher||student) and L_sem; perplexity on the valid split."""
+
 from __future__ import annotations
 
 import contextlib
@@ -16,10 +17,17 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from dataset.records import Record, load_records
-from run_config.runtime import (atomic_open, clear_manifest, fingerprint, is_finished, staged_dir, write_json,
-                                write_manifest)
-from training.data import IGNORE_INDEX, encode_example, pad_batch
 from run_config.assets import resolve_asset
+from run_config.runtime import (
+    atomic_open,
+    clear_manifest,
+    fingerprint,
+    is_finished,
+    staged_dir,
+    write_json,
+    write_manifest,
+)
+from training.data import IGNORE_INDEX, encode_example, pad_batch
 from training.dskd.config import DSKDConfig, input_path
 from training.dskd.loss import SenseBank, ce_loss, kl_loss, semantic_loss
 from training.dskd.relations import build_relations
@@ -34,8 +42,9 @@ STUDENT_DIR = "student"
 PROJECTION_FILE = "projection.safetensors"
 
 
-def encode_records(records: list[Record], tokenizer: Any, cutoff_len: int,
-                   senses: SenseDictionary | None = None) -> tuple[list[dict], int]:
+def encode_records(
+    records: list[Record], tokenizer: Any, cutoff_len: int, senses: SenseDictionary | None = None
+) -> tuple[list[dict], int]:
     """Tokenize records with `training.data.encode_example`; return (examples, dropped).
 
     With `senses`, each example also lists `sem` = (position t, word index) for every definition word
@@ -51,8 +60,9 @@ def encode_records(records: list[Record], tokenizer: Any, cutoff_len: int,
         example: dict[str, Any] = {"input_ids": enc.input_ids, "labels": enc.labels}
         if senses is not None:
             begin = next(i for i, label in enumerate(enc.labels) if label != IGNORE_INDEX)
-            example["sem"] = [(s.start - 1, senses.index(s.word)) for s in word_spans(enc.input_ids, texts, begin)
-                              if s.word in senses]
+            example["sem"] = [
+                (s.start - 1, senses.index(s.word)) for s in word_spans(enc.input_ids, texts, begin) if s.word in senses
+            ]
         examples.append(example)
     return examples, dropped
 
@@ -65,8 +75,14 @@ def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def compute_losses(batch: dict[str, torch.Tensor], student: Any, teacher: Any, projection: torch.nn.Module | None,
-                   bank: SenseBank | None, cfg: DSKDConfig) -> dict[str, torch.Tensor]:
+def compute_losses(
+    batch: dict[str, torch.Tensor],
+    student: Any,
+    teacher: Any,
+    projection: torch.nn.Module | None,
+    bank: SenseBank | None,
+    cfg: DSKDConfig,
+) -> dict[str, torch.Tensor]:
     """Return the loss terms of one batch under `cfg.objective`; `loss` is the total to minimise."""
     device = next(student.parameters()).device
     ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
@@ -101,12 +117,13 @@ def evaluate_perplexity(model: Any, examples: list[dict], batch_size: int, pad_t
     device = next(model.parameters()).device
     nll, tokens = 0.0, 0
     for i in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit=" batches", disable=None):
-        batch = pad_batch(examples[i:i + batch_size], pad_token_id)
+        batch = pad_batch(examples[i : i + batch_size], pad_token_id)
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         targets = labels[:, 1:]
-        nll += torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
-                                                 reduction="sum").item()
+        nll += torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+        ).item()
         tokens += int((targets != IGNORE_INDEX).sum())
     model.train(was_training)
     loss = nll / max(tokens, 1)
@@ -120,7 +137,7 @@ def _micro_batches(examples: list[dict], batch_size: int, seed: int) -> Iterator
         order = list(range(len(examples)))
         rng.shuffle(order)
         for i in range(0, len(order), batch_size):
-            yield [examples[j] for j in order[i:i + batch_size]]
+            yield [examples[j] for j in order[i : i + batch_size]]
 
 
 def total_steps(cfg: DSKDConfig, n_examples: int) -> int:
@@ -131,9 +148,16 @@ def total_steps(cfg: DSKDConfig, n_examples: int) -> int:
     return max(1, math.ceil(cfg.num_epochs * per_epoch / cfg.gradient_accumulation_steps))
 
 
-def train_loop(cfg: DSKDConfig, student: Any, teacher: Any, projection: torch.nn.Module | None,
-               bank: SenseBank | None, examples: list[dict], pad_token_id: int,
-               log_path: Path | None = None) -> list[dict]:
+def train_loop(
+    cfg: DSKDConfig,
+    student: Any,
+    teacher: Any,
+    projection: torch.nn.Module | None,
+    bank: SenseBank | None,
+    examples: list[dict],
+    pad_token_id: int,
+    log_path: Path | None = None,
+) -> list[dict]:
     """Train the student's trainable parameters; return one log row per `logging_steps` steps."""
     from transformers import get_cosine_schedule_with_warmup
 
@@ -157,12 +181,17 @@ def train_loop(cfg: DSKDConfig, student: Any, teacher: Any, projection: torch.nn
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             if step % cfg.logging_steps == 0 or step == steps:
-                row = {"step": step, "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                       **{k: sum(v) / len(v) for k, v in window.items()}}
+                row = {
+                    "step": step,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": grad_norm,
+                    **{k: sum(v) / len(v) for k, v in window.items()},
+                }
                 history.append(row)
                 window.clear()
-                log.info("step %d/%d %s", step, steps, " ".join(f"{k}={v:.4g}" for k, v in row.items()
-                                                               if k not in ("step",)))
+                log.info(
+                    "step %d/%d %s", step, steps, " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("step",))
+                )
                 if f is not None:
                     f.write(json.dumps(row) + "\n")
     return history
@@ -188,8 +217,9 @@ def is_up_to_date(cfg: DSKDConfig) -> bool:
     return is_finished(cfg.output_dir, cfg, lambda: input_fingerprint(cfg), marker=f"{STUDENT_DIR}/config.json")
 
 
-def prepare_senses(cfg: DSKDConfig, teacher: Any, tokenizer: Any, teacher_name: str,
-                   device: torch.device) -> tuple[SenseDictionary, SenseBank]:
+def prepare_senses(
+    cfg: DSKDConfig, teacher: Any, tokenizer: Any, teacher_name: str, device: torch.device
+) -> tuple[SenseDictionary, SenseBank]:
     """Build or reuse the sense dictionary, derive the relations among its words, return both as a bank."""
     senses = build_sense_dictionary(cfg, teacher, tokenizer, teacher_name, device)
     relations = build_relations(senses.words, cfg.use_wordnet, cfg.negation_prefixes, cfg.negation_suffixes)
@@ -211,22 +241,28 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     teacher = load_teacher(teacher_path, cfg.dtype, device)
-    senses, bank = (prepare_senses(cfg, teacher, tokenizer, cfg.teacher_model, device)
-                    if cfg.objective == "dskd" or senses_only else (None, None))
+    senses, bank = (
+        prepare_senses(cfg, teacher, tokenizer, cfg.teacher_model, device)
+        if cfg.objective == "dskd" or senses_only
+        else (None, None)
+    )
     if senses_only:
         return {"sense_words": len(senses), "senses": int(senses.vectors.shape[0])}
     student_path = resolve_asset(cfg.student_model) if cfg.student_model else None
     student, projection = build_student(cfg, teacher_path, student_path, teacher, device)
-    records = load_records(train_path)[:cfg.max_train_samples]
+    records = load_records(train_path)[: cfg.max_train_samples]
     examples, dropped = encode_records(records, tokenizer, cfg.cutoff_len, senses if bank is not None else None)
     log.info("training on %d examples (%d dropped: prompt longer than cutoff_len)", len(examples), dropped)
     history = train_loop(cfg, student, teacher, projection, bank, examples, pad_id, out / LOG_FILE)
     metrics: dict[str, Any] = {"train_examples": len(examples), "train_dropped": dropped, "final": history[-1]}
     if valid_path is not None:
-        valid = load_records(valid_path)[:cfg.max_eval_samples]
+        valid = load_records(valid_path)[: cfg.max_eval_samples]
         valid_examples, valid_dropped = encode_records(valid, tokenizer, cfg.cutoff_len)
-        metrics["valid"] = {**evaluate_perplexity(student, valid_examples, cfg.per_device_eval_batch_size, pad_id),
-                            "examples": len(valid_examples), "dropped": valid_dropped}
+        metrics["valid"] = {
+            **evaluate_perplexity(student, valid_examples, cfg.per_device_eval_batch_size, pad_id),
+            "examples": len(valid_examples),
+            "dropped": valid_dropped,
+        }
     save_student(out / STUDENT_DIR, student, tokenizer, projection)
     write_json(out / METRICS_FILE, metrics)
     write_manifest(out, "train-dskd", cfg, inputs=input_fingerprint(cfg), metrics=metrics)

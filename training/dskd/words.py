@@ -1,4 +1,5 @@
 """Group subword tokens into words (lower-cased alphabetic runs), the unit of senses and relations."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

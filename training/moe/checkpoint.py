@@ -8,6 +8,7 @@ A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensor
   that domain routing embeds prompts with;
 * `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,13 +43,29 @@ def write_routing(folder: str | Path, routing: dict[str, Any]) -> None:
     write_json(Path(folder) / ROUTING_FILE, routing)
 
 
-def new_routing(policy: str, top_k: int, experts: list[str], router_init: str, shared_params: str,
-                cluster_to_expert: list[int], with_clusters: bool, dense_config: dict[str, Any]) -> dict[str, Any]:
+def new_routing(
+    policy: str,
+    top_k: int,
+    experts: list[str],
+    router_init: str,
+    shared_params: str,
+    cluster_to_expert: list[int],
+    with_clusters: bool,
+    dense_config: dict[str, Any],
+) -> dict[str, Any]:
     """Contents of a fresh merge's routing.json (no learned domain classifier yet)."""
-    return {"policy": policy, "top_k": top_k, "num_experts": len(experts), "router_init": router_init,
-            "experts": [str(Path(e).resolve()) for e in experts], "shared_params": shared_params,
-            "cluster_dir": CLUSTER_SUBDIR if with_clusters else None, "cluster_to_expert": cluster_to_expert,
-            "domain_classifier": None, "dense_config": dense_config}
+    return {
+        "policy": policy,
+        "top_k": top_k,
+        "num_experts": len(experts),
+        "router_init": router_init,
+        "experts": [str(Path(e).resolve()) for e in experts],
+        "shared_params": shared_params,
+        "cluster_dir": CLUSTER_SUBDIR if with_clusters else None,
+        "cluster_to_expert": cluster_to_expert,
+        "domain_classifier": None,
+        "dense_config": dense_config,
+    }
 
 
 def missing_cluster_files(cluster_dir: str | Path) -> list[Path]:
@@ -74,8 +91,12 @@ def cluster_dir(path: str | Path, routing: dict[str, Any]) -> Path:
     """The folder of centroids that domain routing of the MoE at `path` reads."""
     sub = routing.get("cluster_dir")
     if not sub:
-        raise DataError(str(Path(path) / ROUTING_FILE), None, "cluster_dir",
-                        "this MoE was merged without --cluster-dir: no centroids to route by")
+        raise DataError(
+            str(Path(path) / ROUTING_FILE),
+            None,
+            "cluster_dir",
+            "this MoE was merged without --cluster-dir: no centroids to route by",
+        )
     return Path(path) / sub
 
 
@@ -84,8 +105,12 @@ def save_classifier(folder: str | Path, state: dict[str, Any], layer: int, info:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in state.items()}, str(Path(folder) / CLASSIFIER_FILE))
-    return {"file": CLASSIFIER_FILE, "layer": layer, "features": "mean hidden state of the prompt after `layer` layers",
-            **{k: v for k, v in info.items() if "accuracy" in k or "agreement" in k}}
+    return {
+        "file": CLASSIFIER_FILE,
+        "layer": layer,
+        "features": "mean hidden state of the prompt after `layer` layers",
+        **{k: v for k, v in info.items() if "accuracy" in k or "agreement" in k},
+    }
 
 
 def load_classifier(path: str | Path, routing: dict[str, Any]) -> tuple[dict[str, Any], int] | None:

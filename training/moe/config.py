@@ -1,4 +1,5 @@
 """Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint) and router finetuning."""
+
 from __future__ import annotations
 
 from typing import ClassVar, Literal
@@ -19,20 +20,28 @@ class MergeConfig(StageConfig):
     experts: list[str] = Field(description="dense expert folders (HF safetensors), expert i = folder i")
     output_dir: str = Field(description="merged MoE folder (config, safetensors shards, routing.json)")
     shared_params: Literal["average", "base", "expert"] = Field(
-        "average", description="non-FFN tensors: mean of the experts, the base model's, or one expert's")
+        "average", description="non-FFN tensors: mean of the experts, the base model's, or one expert's"
+    )
     base_model: str | None = Field(None, description="dense base folder (shared_params=base; hidden-state router init)")
     shared_expert: int = Field(0, description="expert whose non-FFN tensors are kept when shared_params=expert")
     policy: Policy = Field("domain", description="default routing policy written to routing.json")
     top_k: int = Field(2, description="experts per token for the token policy (1 or 2 in the paper)")
     router_init: Literal["random", "hidden", "centroids"] = Field(
-        "random", description="router rows: N(0, initializer_range), mean hidden state of each expert's "
-                              "prompts, or of the prompts the cluster centroids assign to each expert")
+        "random",
+        description="router rows: N(0, initializer_range), mean hidden state of each expert's "
+        "prompts, or of the prompts the cluster centroids assign to each expert",
+    )
     router_prompt_files: list[str] = Field(
-        default_factory=list, description="records JSONL for router init: one per expert (hidden) or a pool (centroids)")
+        default_factory=list, description="records JSONL for router init: one per expert (hidden) or a pool (centroids)"
+    )
     router_prompt_samples: int = Field(64, description="records read per file for the router init")
-    cluster_dir: str | None = Field(None, description="clustering output (centroids.npy + embedder.json) copied beside the MoE")
+    cluster_dir: str | None = Field(
+        None, description="clustering output (centroids.npy + embedder.json) copied beside the MoE"
+    )
     cluster_to_expert: list[int] | None = Field(None, description="expert id of cluster c (default: identity)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="output dtype (auto: the experts')")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="output dtype (auto: the experts')"
+    )
     max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
     router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
     dense_export_dir: str | None = Field(None, description="also write one dense Llama checkpoint per expert here")
@@ -40,7 +49,11 @@ class MergeConfig(StageConfig):
     force: bool = Field(False, description="redo even when output_dir is up to date")
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
-        "num_experts_per_tok": "top_k", "model_type": None, "router_layers": None, "router_layers_index": None}
+        "num_experts_per_tok": "top_k",
+        "model_type": None,
+        "router_layers": None,
+        "router_layers_index": None,
+    }
 
     @field_validator("experts", mode="before")
     @classmethod
@@ -50,8 +63,9 @@ class MergeConfig(StageConfig):
             ids = []
             for i, e in enumerate(value):
                 if set(e) - {"expert_name", "model_id"} or not isinstance(e.get("model_id"), str):
-                    raise ValueError(f"experts[{i}]: expected {{\"expert_name\", \"model_id\"}} with a string "
-                                     f"model_id, got {e}")
+                    raise ValueError(
+                        f'experts[{i}]: expected {{"expert_name", "model_id"}} with a string model_id, got {e}'
+                    )
                 ids.append(e["model_id"])
             return ids
         return value
@@ -70,8 +84,10 @@ class MergeConfig(StageConfig):
         if self.cluster_to_expert is not None and sorted(self.cluster_to_expert) != list(range(n)):
             raise ValueError(f"cluster_to_expert must be a permutation of 0..{n - 1}, got {self.cluster_to_expert}")
         if self.router_init == "hidden" and len(self.router_prompt_files) != n:
-            raise ValueError(f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "
-                             f"got {len(self.router_prompt_files)}")
+            raise ValueError(
+                f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "
+                f"got {len(self.router_prompt_files)}"
+            )
         if self.router_init == "centroids" and not (self.cluster_dir and self.router_prompt_files):
             raise ValueError("router_init=centroids needs cluster_dir and router_prompt_files")
         if self.max_shard_size_mb < 1 or self.router_prompt_samples < 1:
@@ -100,13 +116,18 @@ class FinetuneRouterConfig(StageConfig):
     aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient (token policy)")
     classifier_learning_rate: float = Field(1e-2, description="learning rate of the learned domain router")
     classifier_epochs: int = Field(30, description="epochs of the learned domain router")
-    classifier_layer: int | None = Field(None, description="hidden layer the learned domain router reads (default: middle)")
+    classifier_layer: int | None = Field(
+        None, description="hidden layer the learned domain router reads (default: middle)"
+    )
     max_records: int | None = Field(None, description="use only the first N train records")
     seed: int = Field(42, description="seed of shuffling and init")
     force: bool = Field(False, description="redo even when output_dir is up to date")
 
     legacy_keys: ClassVar[dict[str, str | None]] = {
-        "trainable_layers": None, "num_train_epochs": "num_epochs", "per_device_train_batch_size": "batch_size"}
+        "trainable_layers": None,
+        "num_train_epochs": "num_epochs",
+        "per_device_train_batch_size": "batch_size",
+    }
 
     @model_validator(mode="after")
     def _check(self) -> FinetuneRouterConfig:

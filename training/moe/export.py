@@ -1,4 +1,5 @@
 """Per-domain dense export: expert e of a merged MoE -> a plain Llama checkpoint any engine (vLLM) can serve."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,14 @@ from training.moe.plan import dense_ffn_key, parse_moe_key
 from training.moe.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
 
 EXPORT_INDEX = "experts.json"
-_COPIED = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-           "generation_config.json", "tokenizer.model")
+_COPIED = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "tokenizer.model",
+)
 
 
 def _dense_name(name: str, expert: int) -> str | None:
@@ -30,7 +37,9 @@ def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shar
     moe_dir, out = Path(moe_dir), Path(out_dir)
     routing = read_routing(moe_dir)
     if not 0 <= expert < routing["num_experts"]:
-        raise DataError(str(moe_dir / ROUTING_FILE), None, "num_experts", f"no expert {expert} among {routing['num_experts']}")
+        raise DataError(
+            str(moe_dir / ROUTING_FILE), None, "num_experts", f"no expert {expert} among {routing['num_experts']}"
+        )
     reader = CheckpointReader(moe_dir)
     mapping = {src: dst for src in reader.info if (dst := _dense_name(src, expert)) is not None}
     infos = [TensorInfo(dst, reader.info[src].shape, reader.info[src].dtype) for src, dst in mapping.items()]
@@ -59,11 +68,16 @@ def export_all_dense(moe_dir: str | Path, out_dir: str | Path) -> list[Path]:
     the size of every exported file and the MoE it came from)."""
     routing = read_routing(moe_dir)
     paths = [export_dense(moe_dir, e, Path(out_dir) / f"expert_{e}") for e in range(routing["num_experts"])]
-    write_json(Path(out_dir) / EXPORT_INDEX, {"moe_dir": str(Path(moe_dir).resolve()),
-                                              "experts": {str(e): p.name for e, p in enumerate(paths)},
-                                              "cluster_to_expert": routing["cluster_to_expert"],
-                                              "source": _source(moe_dir),
-                                              "files": {p.name: file_sizes(p) for p in paths}})
+    write_json(
+        Path(out_dir) / EXPORT_INDEX,
+        {
+            "moe_dir": str(Path(moe_dir).resolve()),
+            "experts": {str(e): p.name for e, p in enumerate(paths)},
+            "cluster_to_expert": routing["cluster_to_expert"],
+            "source": _source(moe_dir),
+            "files": {p.name: file_sizes(p) for p in paths},
+        },
+    )
     return paths
 
 
@@ -75,6 +89,9 @@ def exports_complete(moe_dir: str | Path, out_dir: str | Path) -> bool:
     except (OSError, ValueError):
         return False
     files = index.get("files") or {}
-    return (index.get("moe_dir") == str(Path(moe_dir).resolve()) and index.get("source") == _source(moe_dir)
-            and sorted(files) == sorted(index.get("experts", {}).values())
-            and all(files_intact(Path(out_dir) / name, sizes) for name, sizes in files.items()))
+    return (
+        index.get("moe_dir") == str(Path(moe_dir).resolve())
+        and index.get("source") == _source(moe_dir)
+        and sorted(files) == sorted(index.get("experts", {}).values())
+        and all(files_intact(Path(out_dir) / name, sizes) for name, sizes in files.items())
+    )

@@ -5,6 +5,7 @@ Switch/Mixtral load-balancing loss for token routing); every other tensor is fro
 trainable-parameter count is asserted (the original froze nothing: bug 3). The learned-domain policy
 trains the domain classifier from the cluster labels and reports its agreement with centroid routing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ from run_config.cli import config_from_args, run_main, skip_finished, stage_pars
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
-from training.moe.config import FinetuneRouterConfig
 from training.moe.checkpoint import carry_clusters, save_classifier, write_routing
+from training.moe.config import FinetuneRouterConfig
 from training.moe.routing import DomainClassifier, RoutedMoE, load_routed_moe
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ def freeze_all_but_router(moe: RoutedMoE) -> list[torch.nn.Parameter]:
     expected = cfg.num_hidden_layers * cfg.num_local_experts * cfg.hidden_size
     trainable = sum(p.numel() for p in moe.model.parameters() if p.requires_grad)
     if trainable != expected or len(params) != cfg.num_hidden_layers:
-        raise AssertionError(f"{trainable} trainable parameters in {len(params)} tensors, expected {expected} "
-                             f"in {cfg.num_hidden_layers} (router only)")
+        raise AssertionError(
+            f"{trainable} trainable parameters in {len(params)} tensors, expected {expected} "
+            f"in {cfg.num_hidden_layers} (router only)"
+        )
     return list(params.values())
 
 
@@ -54,16 +57,20 @@ def _step_loss(moe: RoutedMoE, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def _batches(examples: list[dict], size: int, pad_id: int, device: str) -> list[dict[str, torch.Tensor]]:
-    return [{k: v.to(device) for k, v in pad_batch(examples[i:i + size], pad_id).items()}
-            for i in range(0, len(examples), size)]
+    return [
+        {k: v.to(device) for k, v in pad_batch(examples[i : i + size], pad_id).items()}
+        for i in range(0, len(examples), size)
+    ]
 
 
 @torch.no_grad()
 def evaluate_loss(moe: RoutedMoE, batches: list[dict[str, torch.Tensor]]) -> float:
     """Mean definition loss (without the auxiliary loss) over `batches`."""
     moe.model.eval()
-    losses = [float(moe.forward(pool_mask=(b["labels"] == IGNORE_INDEX) & b["attention_mask"].bool(), **b).loss)
-              for b in batches]
+    losses = [
+        float(moe.forward(pool_mask=(b["labels"] == IGNORE_INDEX) & b["attention_mask"].bool(), **b).loss)
+        for b in batches
+    ]
     return sum(losses) / max(len(losses), 1)
 
 
@@ -98,12 +105,19 @@ def train_router(moe: RoutedMoE, cfg: FinetuneRouterConfig, train: list[dict], v
                 optim.zero_grad(set_to_none=True)
     moe.model.eval()
     after = evaluate_loss(moe, valid_batches) if valid else None
-    return {"steps": len(losses), "updates": updates, "train_loss_first": losses[0] if losses else None,
-            "train_loss_last": losses[-1] if losses else None, "valid_loss_before": before, "valid_loss_after": after}
+    return {
+        "steps": len(losses),
+        "updates": updates,
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "valid_loss_before": before,
+        "valid_loss_after": after,
+    }
 
 
-def train_domain_classifier(moe: RoutedMoE, pairs: Sequence[tuple[str, str]], labels: Sequence[int],
-                            cfg: FinetuneRouterConfig) -> dict[str, float]:
+def train_domain_classifier(
+    moe: RoutedMoE, pairs: Sequence[tuple[str, str]], labels: Sequence[int], cfg: FinetuneRouterConfig
+) -> dict[str, float]:
     """Fit the learned domain router on (prompt features, expert id); attach it to `moe`; return accuracy."""
     layer = cfg.classifier_layer if cfg.classifier_layer is not None else moe.model.config.num_hidden_layers // 2
     if not 0 <= layer <= moe.model.config.num_hidden_layers:
@@ -119,7 +133,7 @@ def train_domain_classifier(moe: RoutedMoE, pairs: Sequence[tuple[str, str]], la
     for _ in range(cfg.classifier_epochs):
         perm = torch.randperm(len(y), generator=gen)
         for i in range(0, len(y), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
+            idx = perm[i : i + cfg.batch_size]
             loss = torch.nn.functional.cross_entropy(clf(feats[idx] * scale), y[idx])
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -177,8 +191,9 @@ def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
         labels = _centroid_labels(moe, train_records)
         info = train_domain_classifier(moe, [(r.term, r.context) for r in train_records], labels, cfg)
         if valid_records:
-            info["valid_agreement"] = agreement(moe, [(r.term, r.context) for r in valid_records],
-                                                _centroid_labels(moe, valid_records))
+            info["valid_agreement"] = agreement(
+                moe, [(r.term, r.context) for r in valid_records], _centroid_labels(moe, valid_records)
+            )
     else:
         train = encode_records(moe.tokenizer, train_records, cfg.cutoff_len)
         valid = encode_records(moe.tokenizer, valid_records, cfg.cutoff_len)
@@ -207,8 +222,11 @@ def _run(args: argparse.Namespace) -> int:
     if skip_finished("finetune-router", cfg, is_up_to_date):
         return 0
     info = finetune_router(cfg)
-    print("finetune-router: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                          for k, v in info.items()) + f" -> {cfg.output_dir}")
+    print(
+        "finetune-router: "
+        + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        + f" -> {cfg.output_dir}"
+    )
     return 0
 
 

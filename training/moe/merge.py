@@ -3,6 +3,7 @@
 Streams one tensor at a time (safe_open in, planned shards out); every check runs before anything is
 written, and the output folder appears complete (manifest last) or not at all.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,12 +19,19 @@ from tqdm import tqdm
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import (file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_manifest)
+from run_config.runtime import file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_manifest
 from training.moe.checkpoint import copy_clusters, missing_cluster_files, new_routing, write_routing
-from training.moe.plan import (DenseCheckpoint, PlannedTensor, check_compatible, check_tokenizers, mixtral_config,
-                                 open_dense, plan_merge)
 from training.moe.config import MergeConfig
 from training.moe.export import export_all_dense, exports_complete
+from training.moe.plan import (
+    DenseCheckpoint,
+    PlannedTensor,
+    check_compatible,
+    check_tokenizers,
+    mixtral_config,
+    open_dense,
+    plan_merge,
+)
 from training.moe.router_init import centroid_groups, mean_router_inputs, random_router, read_pairs, router_from_means
 from training.moe.safetensors_stream import ShardedWriter
 
@@ -33,8 +41,10 @@ _COPIED = ("generation_config.json",)
 
 def _fingerprint(cfg: MergeConfig) -> list:
     folders = [*cfg.experts, *([cfg.base_model] if cfg.base_model else [])]
-    return [[str(f), sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(f).glob("*") if p.is_file())]
-            for f in folders]
+    return [
+        [str(f), sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(f).glob("*") if p.is_file())]
+        for f in folders
+    ]
 
 
 def is_up_to_date(cfg: MergeConfig) -> bool:
@@ -42,8 +52,9 @@ def is_up_to_date(cfg: MergeConfig) -> bool:
     whole, and so do the dense exports when asked for."""
     if not is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)):
         return False
-    return (files_intact(cfg.output_dir, read_manifest(cfg.output_dir).get("files"))
-            and (cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir)))
+    return files_intact(cfg.output_dir, read_manifest(cfg.output_dir).get("files")) and (
+        cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir)
+    )
 
 
 def check_cluster_dir(cfg: MergeConfig) -> int | None:
@@ -55,9 +66,13 @@ def check_cluster_dir(cfg: MergeConfig) -> int | None:
         raise DataError(str(missing), None, None, "missing clustering artefact")
     centroids = np.load(folder / "centroids.npy", mmap_mode="r")
     if centroids.ndim != 2 or centroids.shape[0] != len(cfg.experts):
-        raise DataError(str(folder / "centroids.npy"), None, None,
-                        f"{centroids.shape[0] if centroids.ndim == 2 else centroids.shape} centroids "
-                        f"for {len(cfg.experts)} experts")
+        raise DataError(
+            str(folder / "centroids.npy"),
+            None,
+            None,
+            f"{centroids.shape[0] if centroids.ndim == 2 else centroids.shape} centroids "
+            f"for {len(cfg.experts)} experts",
+        )
     return int(centroids.shape[0])
 
 
@@ -84,8 +99,9 @@ def build_routers(cfg: MergeConfig, ref: DenseCheckpoint) -> torch.Tensor:
     return router_from_means(mean_router_inputs(model_dir, _router_prompts(cfg)))
 
 
-def _tensor(item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint],
-            routers: torch.Tensor) -> torch.Tensor:
+def _tensor(
+    item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint], routers: torch.Tensor
+) -> torch.Tensor:
     kind = item.source[0]
     if kind == "expert":
         _, e, key = item.source
@@ -104,8 +120,16 @@ def _tensor(item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[De
 
 def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_clusters: int | None) -> dict[str, Any]:
     """Contents of routing.json: default policy, k, router init, cluster <-> expert map, dense config."""
-    return new_routing(cfg.policy, cfg.top_k, cfg.experts, cfg.router_init, cfg.shared_params,
-                       cfg.cluster_to_expert or list(range(len(cfg.experts))), bool(num_clusters), dense_config)
+    return new_routing(
+        cfg.policy,
+        cfg.top_k,
+        cfg.experts,
+        cfg.router_init,
+        cfg.shared_params,
+        cfg.cluster_to_expert or list(range(len(cfg.experts))),
+        bool(num_clusters),
+        dense_config,
+    )
 
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
@@ -128,8 +152,9 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
             for item in tqdm(plan, desc="merge", unit=" tensors", mininterval=1.0, disable=None):
                 writer.write(item.info.name, _tensor(item, experts, shared, routers))
             writer.finalize()
-        mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef,
-                       cfg.dtype).save_pretrained(tmp)
+        mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(
+            tmp
+        )
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(str(experts[0].folder)).save_pretrained(str(tmp))
@@ -139,8 +164,12 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         if num_clusters:
             copy_clusters(cfg.cluster_dir, tmp)
         write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
-        summary = {"experts": len(experts), "tensors": len(plan), "shards": len(writer.shards),
-                   "bytes": sum(p.info.nbytes for p in plan)}
+        summary = {
+            "experts": len(experts),
+            "tensors": len(plan),
+            "shards": len(writer.shards),
+            "bytes": sum(p.info.nbytes for p in plan),
+        }
         write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), files=file_sizes(tmp), **summary)
     if cfg.dense_export_dir:
         summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir)]
@@ -157,8 +186,10 @@ def _run(args: argparse.Namespace) -> int:
     if skip_finished("merge", cfg, is_up_to_date):
         return 0
     summary = merge(cfg)
-    print(f"merge: {summary['experts']} experts -> {cfg.output_dir} ({summary['tensors']} tensors, "
-          f"{summary['shards']} shard(s), {summary['bytes'] / 2**20:.0f} MiB)")
+    print(
+        f"merge: {summary['experts']} experts -> {cfg.output_dir} ({summary['tensors']} tensors, "
+        f"{summary['shards']} shard(s), {summary['bytes'] / 2**20:.0f} MiB)"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Check N dense Llama experts against each other and plan the Mixtral tensors of their merge (no I/O of weights)."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,26 @@ _MOE_KEY = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 # Config fields that must agree among the experts for their tensors to be merged.
-ARCH_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-               "num_key_value_heads", "head_dim", "hidden_act", "vocab_size", "rms_norm_eps", "rope_parameters",
-               "rope_theta", "rope_scaling", "max_position_embeddings", "tie_word_embeddings", "attention_bias",
-               "mlp_bias", "sliding_window")
+ARCH_FIELDS = (
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "vocab_size",
+    "rms_norm_eps",
+    "rope_parameters",
+    "rope_theta",
+    "rope_scaling",
+    "max_position_embeddings",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -71,8 +88,12 @@ def open_dense(folder: str | Path) -> DenseCheckpoint:
         raise DataError(str(cfg_path), e.lineno, None, f"invalid JSON: {e.msg}") from None
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_TYPES:
-        raise DataError(str(cfg_path), None, "model_type",
-                        f"{model_type!r} cannot become a Mixtral expert; supported: {', '.join(SUPPORTED_TYPES)}")
+        raise DataError(
+            str(cfg_path),
+            None,
+            "model_type",
+            f"{model_type!r} cannot become a Mixtral expert; supported: {', '.join(SUPPORTED_TYPES)}",
+        )
     for flag in ("attention_bias", "mlp_bias"):
         if config.get(flag):
             raise DataError(str(cfg_path), None, flag, "biases have no place in a Mixtral checkpoint")
@@ -83,17 +104,27 @@ def check_compatible(ref: DenseCheckpoint, other: DenseCheckpoint, what: str) ->
     """Raise DataError naming `other`'s file and the first field/tensor that differs from `ref`."""
     for field in ARCH_FIELDS:
         if ref.config.get(field) != other.config.get(field):
-            raise DataError(str(other.folder / "config.json"), None, field,
-                            f"{what} has {other.config.get(field)!r} but {ref.folder} has {ref.config.get(field)!r}")
+            raise DataError(
+                str(other.folder / "config.json"),
+                None,
+                field,
+                f"{what} has {other.config.get(field)!r} but {ref.folder} has {ref.config.get(field)!r}",
+            )
     ref_keys, keys = set(_kept(ref)), set(_kept(other))
     if ref_keys != keys:
         diff = sorted(ref_keys ^ keys)
-        raise DataError(str(other.folder), None, diff[0],
-                        f"{what}'s tensors differ from {ref.folder}'s ({len(diff)} names differ)")
+        raise DataError(
+            str(other.folder), None, diff[0], f"{what}'s tensors differ from {ref.folder}'s ({len(diff)} names differ)"
+        )
     for k in sorted(ref_keys):
         if ref.reader.info[k].shape != other.reader.info[k].shape:
-            raise DataError(str(other.folder), None, k, f"{what} has shape {list(other.reader.info[k].shape)} "
-                                                        f"but {ref.folder} has {list(ref.reader.info[k].shape)}")
+            raise DataError(
+                str(other.folder),
+                None,
+                k,
+                f"{what} has shape {list(other.reader.info[k].shape)} "
+                f"but {ref.folder} has {list(ref.reader.info[k].shape)}",
+            )
 
 
 def _kept(ckpt: DenseCheckpoint) -> list[str]:
@@ -118,8 +149,12 @@ def check_tokenizers(folders: list[Path]) -> None:
     for i, folder in enumerate(folders[1:], 1):
         sig = signature(folder)
         if sig[0] != ref[0]:
-            raise DataError(str(folder), None, "tokenizer", f"expert {i}'s vocabulary ({len(sig[0])} tokens) differs "
-                                                            f"from expert 0's ({len(ref[0])} tokens)")
+            raise DataError(
+                str(folder),
+                None,
+                "tokenizer",
+                f"expert {i}'s vocabulary ({len(sig[0])} tokens) differs from expert 0's ({len(ref[0])} tokens)",
+            )
         if sig[1:] != ref[1:]:
             raise DataError(str(folder), None, "tokenizer", f"expert {i}'s special tokens differ from expert 0's")
 
@@ -149,8 +184,9 @@ def plan_merge(experts: list[DenseCheckpoint], dtype: str) -> list[PlannedTensor
     expected = {dense_ffn_key(layer, p) for layer in range(n_layers) for p in FFN_TO_MIXTRAL}
     if ffn_keys != expected:
         missing = sorted(expected - ffn_keys)
-        raise DataError(str(ref.folder), None, missing[0] if missing else "mlp",
-                        "expected gate/up/down projections in every layer")
+        raise DataError(
+            str(ref.folder), None, missing[0] if missing else "mlp", "expected gate/up/down projections in every layer"
+        )
     if not ref.tied and "lm_head.weight" not in ref.reader:
         raise DataError(str(ref.folder), None, "lm_head.weight", "missing while tie_word_embeddings is false")
     plan: list[PlannedTensor] = []
@@ -159,12 +195,18 @@ def plan_merge(experts: list[DenseCheckpoint], dtype: str) -> list[PlannedTensor
         info = ref.reader.info[key]
         plan.append(PlannedTensor(TensorInfo(key, info.shape, out_dtype(info.dtype)), ("shared", key)))
     for layer in range(n_layers):
-        plan.append(PlannedTensor(TensorInfo(router_key(layer), (len(experts), hidden), router_dtype), ("router", layer)))
+        plan.append(
+            PlannedTensor(TensorInfo(router_key(layer), (len(experts), hidden), router_dtype), ("router", layer))
+        )
         for e in range(len(experts)):
             for proj, w in FFN_TO_MIXTRAL.items():
                 info = ref.reader.info[dense_ffn_key(layer, proj)]
-                plan.append(PlannedTensor(TensorInfo(expert_key(layer, e, w), info.shape, out_dtype(info.dtype)),
-                                          ("expert", e, dense_ffn_key(layer, proj))))
+                plan.append(
+                    PlannedTensor(
+                        TensorInfo(expert_key(layer, e, w), info.shape, out_dtype(info.dtype)),
+                        ("expert", e, dense_ffn_key(layer, proj)),
+                    )
+                )
     return sorted(plan, key=lambda p: _order(p.info.name))
 
 
@@ -172,16 +214,42 @@ def mixtral_config(dense: dict[str, Any], num_experts: int, top_k: int, aux_coef
     """Build the MixtralConfig of the merged model from a dense expert's config.json."""
     from transformers import MixtralConfig
 
-    keys = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "head_dim", "hidden_act", "max_position_embeddings", "initializer_range",
-            "rms_norm_eps", "use_cache", "pad_token_id", "bos_token_id", "eos_token_id", "tie_word_embeddings",
-            "sliding_window", "attention_dropout", "rope_parameters")
+    keys = (
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "hidden_act",
+        "max_position_embeddings",
+        "initializer_range",
+        "rms_norm_eps",
+        "use_cache",
+        "pad_token_id",
+        "bos_token_id",
+        "eos_token_id",
+        "tie_word_embeddings",
+        "sliding_window",
+        "attention_dropout",
+        "rope_parameters",
+    )
     kwargs = {k: dense[k] for k in keys if k in dense}
     if "rope_parameters" not in kwargs and "rope_theta" in dense:
-        kwargs["rope_parameters"] = {"rope_type": "default", "rope_theta": dense["rope_theta"],
-                                     **(dense.get("rope_scaling") or {})}
-    cfg = MixtralConfig(num_local_experts=num_experts, num_experts_per_tok=top_k, router_aux_loss_coef=aux_coef,
-                        router_jitter_noise=0.0, output_router_logits=False, **kwargs)
+        kwargs["rope_parameters"] = {
+            "rope_type": "default",
+            "rope_theta": dense["rope_theta"],
+            **(dense.get("rope_scaling") or {}),
+        }
+    cfg = MixtralConfig(
+        num_local_experts=num_experts,
+        num_experts_per_tok=top_k,
+        router_aux_loss_coef=aux_coef,
+        router_jitter_noise=0.0,
+        output_router_logits=False,
+        **kwargs,
+    )
     cfg.architectures = ["MixtralForCausalLM"]
     cfg.dtype = dense.get("dtype", dense.get("torch_dtype", "float32")) if dtype == "auto" else dtype
     return cfg

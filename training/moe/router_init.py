@@ -1,5 +1,6 @@
 """Initial router weights: random, or the mean hidden state that each expert's prompts (given per expert,
 or grouped by cluster centroid) reach at every layer."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ def read_pairs(path: str | Path, limit: int) -> list[tuple[str, str]]:
     return pairs
 
 
-def centroid_groups(pairs: Sequence[tuple[str, str]], assigner: Any, to_expert: Sequence[int],
-                    num_experts: int) -> list[list[tuple[str, str]]]:
+def centroid_groups(
+    pairs: Sequence[tuple[str, str]], assigner: Any, to_expert: Sequence[int], num_experts: int
+) -> list[list[tuple[str, str]]]:
     """(term, context) pairs per expert by nearest cluster centroid (`assigner`: clustering.assign).
 
     Routing by centroid is not balanced, so an expert may be nearest to no pair: it then gets the
@@ -48,8 +50,10 @@ def centroid_groups(pairs: Sequence[tuple[str, str]], assigner: Any, to_expert: 
     empty = [e for e, g in enumerate(groups) if not g]
     if not empty:
         return groups
-    log.warning("no router prompt is nearest to the centroid of expert(s) %s: using the prompts most similar "
-                "to it", ", ".join(map(str, empty)))
+    log.warning(
+        "no router prompt is nearest to the centroid of expert(s) %s: using the prompts most similar to it",
+        ", ".join(map(str, empty)),
+    )
     ranked = assigner.spec.kind not in ("random", "none")
     scores = assigner.scores(list(pairs)) if ranked else None
     size = max(1, len(pairs) // num_experts)
@@ -63,8 +67,9 @@ def centroid_groups(pairs: Sequence[tuple[str, str]], assigner: Any, to_expert: 
 
 
 @torch.no_grad()
-def mean_router_inputs(model_dir: str | Path, prompts_by_expert: Sequence[Sequence[tuple[str, str]]],
-                       batch_size: int = 8) -> torch.Tensor:
+def mean_router_inputs(
+    model_dir: str | Path, prompts_by_expert: Sequence[Sequence[tuple[str, str]]], batch_size: int = 8
+) -> torch.Tensor:
     """Mean input of every layer's FFN (post-attention RMSNorm output) over each expert's prompts.
 
     Returns a float32 tensor [layers, experts, hidden]. One dense model is loaded, never N.
@@ -76,14 +81,18 @@ def mean_router_inputs(model_dir: str | Path, prompts_by_expert: Sequence[Sequen
     layers = model.model.layers
     sums = torch.zeros(len(layers), len(prompts_by_expert), model.config.hidden_size)
     captured: list[torch.Tensor] = []
-    hooks = [layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out))
-             for layer in layers]
+    hooks = [
+        layer.post_attention_layernorm.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        for layer in layers
+    ]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     try:
         for e, pairs in enumerate(prompts_by_expert):
             count = 0
             for start in range(0, len(pairs), batch_size):
-                texts = [build_prompt(t, c, bos_token=tok.bos_token or "") for t, c in pairs[start:start + batch_size]]
+                texts = [
+                    build_prompt(t, c, bos_token=tok.bos_token or "") for t, c in pairs[start : start + batch_size]
+                ]
                 ids = [tok(x, add_special_tokens=False)["input_ids"] for x in texts]
                 width = max(map(len, ids))
                 input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids])

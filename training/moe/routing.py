@@ -13,6 +13,7 @@ reloading are unchanged) and routes by the active policy:
   middle layer, reached with expert 0), trained from the cluster labels (finetune-router), so
   inference needs no external embedder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -94,8 +95,10 @@ class RoutedMoeBlock(nn.Module):
         if state.override is not None:
             return self._per_sequence(hidden_states, state.override.to(hidden_states.device))
         if state.policy in ("domain", "learned-domain"):
-            raise ValueError(f"{state.policy} routing needs each sequence's expert: wrap the call in "
-                             "moe.route(moe.domains_for(pairs)) or use moe.generate(pairs=...)")
+            raise ValueError(
+                f"{state.policy} routing needs each sequence's expert: wrap the call in "
+                "moe.route(moe.domains_for(pairs)) or use moe.generate(pairs=...)"
+            )
         if state.policy == "token":
             b, t, d = hidden_states.shape
             flat = hidden_states.reshape(-1, d)
@@ -177,8 +180,10 @@ class RoutedMoE:
                 raise ConfigError("learned-domain has no classifier yet")
             return {f"domain_classifier.{n}": p for n, p in self.classifier.named_parameters()}
         if self.policy == "domain":
-            raise ConfigError("the domain policy routes by centroids and has no trainable router; "
-                              "train learned-domain or a token/sequence policy")
+            raise ConfigError(
+                "the domain policy routes by centroids and has no trainable router; "
+                "train learned-domain or a token/sequence policy"
+            )
         return {n: p for n, p in self.model.named_parameters() if n.endswith(".mlp.gate.weight")}
 
     # Domains -------------------------------------------------------------------------------------
@@ -203,8 +208,10 @@ class RoutedMoE:
         try:
             with torch.no_grad(), self.route([0]):
                 for start in range(0, len(pairs), batch_size):
-                    ids = [tok(build_prompt(t, c, bos_token=bos), add_special_tokens=False)["input_ids"]
-                           for t, c in pairs[start:start + batch_size]]
+                    ids = [
+                        tok(build_prompt(t, c, bos_token=bos), add_special_tokens=False)["input_ids"]
+                        for t, c in pairs[start : start + batch_size]
+                    ]
                     width = max(map(len, ids))
                     input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
                     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
@@ -221,8 +228,12 @@ class RoutedMoE:
     def classify_domains(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Expert ids from the learned domain router."""
         if self.classifier is None:
-            raise DataError(str(self.path / ROUTING_FILE), None, "domain_classifier",
-                            "no learned domain router: run finetune-router with policy learned-domain")
+            raise DataError(
+                str(self.path / ROUTING_FILE),
+                None,
+                "domain_classifier",
+                "no learned domain router: run finetune-router with policy learned-domain",
+            )
         with torch.no_grad():
             return self.classifier(self.prompt_features(pairs, self.classifier.layer)).argmax(dim=-1).tolist()
 
@@ -282,8 +293,13 @@ class RoutedMoE:
         return self.model.generate(**kwargs)
 
 
-def load_routed_moe(path: str | Path, policy: str | None = None, device: str = "cpu",
-                    dtype: str | torch.dtype | None = None, top_k: int | None = None) -> RoutedMoE:
+def load_routed_moe(
+    path: str | Path,
+    policy: str | None = None,
+    device: str = "cpu",
+    dtype: str | torch.dtype | None = None,
+    top_k: int | None = None,
+) -> RoutedMoE:
     """Load a merged MoE folder with the given policy (default: routing.json's) on `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

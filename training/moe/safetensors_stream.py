@@ -4,6 +4,7 @@ Reads open the shard with `safe_open` for one tensor and close it again, so no c
 writes know every tensor's name, dtype and shape up front, write each shard's header first and then the
 tensor bytes one at a time, so memory holds one tensor, never a shard.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,9 +22,18 @@ from run_config.errors import DataError
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16,
-           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-           "BOOL": torch.bool}
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "BF16": torch.bfloat16,
+    "F16": torch.float16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 _NAMES = {v: k for k, v in _DTYPES.items()}
 
 
@@ -106,7 +116,11 @@ def _header(shard: list[TensorInfo]) -> bytes:
     meta: dict[str, object] = {"__metadata__": {"format": "pt"}}
     offset = 0
     for t in shard:
-        meta[t.name] = {"dtype": dtype_name(t.dtype), "shape": list(t.shape), "data_offsets": [offset, offset + t.nbytes]}
+        meta[t.name] = {
+            "dtype": dtype_name(t.dtype),
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + t.nbytes],
+        }
         offset += t.nbytes
     raw = json.dumps(meta, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)
@@ -133,8 +147,9 @@ class ShardedWriter:
     def write(self, name: str, tensor: torch.Tensor) -> None:
         shard, info = self.order[self.pos]
         if name != info.name or tuple(tensor.shape) != info.shape or tensor.dtype != info.dtype:
-            raise ValueError(f"expected {info.name} {info.shape} {info.dtype}, got {name} "
-                             f"{tuple(tensor.shape)} {tensor.dtype}")
+            raise ValueError(
+                f"expected {info.name} {info.shape} {info.dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}"
+            )
         if shard != self._shard:
             self._close()
             self._file = open(self.folder / self.names[shard], "wb")

@@ -1,4 +1,5 @@
 """One expert per cluster: DIR/clusters/cluster-{k}/{train,valid}.jsonl -> OUT/expert-{k}/ (HF folders)."""
+
 from __future__ import annotations
 
 import re
@@ -52,15 +53,23 @@ def expert_config(cfg: TrainConfig, cluster: Cluster) -> TrainConfig:
     on a seeded hold-out of its own train rows (valid_holdout, HOLDOUT_FRACTION unless set)."""
     name = f"expert-{cluster.index}"
     run_name = f"{cfg.run_name}-{name}" if cfg.run_name else name
-    update: dict[str, Any] = {"train_file": str(cluster.train_file), "valid_file": str(cluster.valid_file),
-                              "output_dir": str(Path(cfg.output_dir) / name), "run_name": run_name}
+    update: dict[str, Any] = {
+        "train_file": str(cluster.train_file),
+        "valid_file": str(cluster.valid_file),
+        "output_dir": str(Path(cfg.output_dir) / name),
+        "run_name": run_name,
+    }
     if cfg.do_validation and cfg.valid_holdout is None and not has_rows(cluster.valid_file):
         update.update(valid_file=None, valid_holdout=HOLDOUT_FRACTION)
     return cfg.model_copy(update=update)
 
 
-def train_experts(cfg: TrainConfig, experts_dir: str | Path, train_one: Callable[[TrainConfig], Any],
-                  is_finished: Callable[[TrainConfig], bool]) -> list[dict[str, Any]]:
+def train_experts(
+    cfg: TrainConfig,
+    experts_dir: str | Path,
+    train_one: Callable[[TrainConfig], Any],
+    is_finished: Callable[[TrainConfig], bool],
+) -> list[dict[str, Any]]:
     """Train the experts one after another from the same base; finished ones are skipped.
 
     `train_one` resumes an interrupted expert from its last checkpoint by itself.
@@ -76,8 +85,7 @@ def train_experts(cfg: TrainConfig, experts_dir: str | Path, train_one: Callable
     return results
 
 
-def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: str | None,
-                      num_gpus: int) -> list[str]:
+def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: str | None, num_gpus: int) -> list[str]:
     """`deepspeed` commands that train each expert on `num_gpus` GPUs (one per line, runnable anywhere)."""
     cmds = []
     for cluster in discover_clusters(experts_dir):

@@ -1,4 +1,5 @@
 """Load the tokenizer and the causal LM to finetune: dropout, freezing, LoRA / QLoRA, merged export."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,17 @@ from training.sft.config import TrainConfig
 log = logging.getLogger(__name__)
 
 # Dropout fields of HF model configs (Llama/Qwen/Mistral: attention_dropout; GPT-2: *_pdrop; BERT-like: *_prob).
-DROPOUT_FIELDS = ("attention_dropout", "hidden_dropout", "dropout", "activation_dropout", "attn_pdrop",
-                  "resid_pdrop", "embd_pdrop", "attention_probs_dropout_prob", "hidden_dropout_prob")
+DROPOUT_FIELDS = (
+    "attention_dropout",
+    "hidden_dropout",
+    "dropout",
+    "activation_dropout",
+    "attn_pdrop",
+    "resid_pdrop",
+    "embd_pdrop",
+    "attention_probs_dropout_prob",
+    "hidden_dropout_prob",
+)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -61,8 +71,12 @@ def _quantization_config(cfg: TrainConfig) -> Any:
         raise ConfigError("qlora: needs bitsandbytes (pip install bitsandbytes)") from e
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch.bfloat16)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
 
 
 def load_model(cfg: TrainConfig) -> torch.nn.Module:
@@ -97,8 +111,14 @@ def add_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
 
     if cfg.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     model = get_peft_model(model, lora)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %d of %d parameters trainable (%.2f %%)", trainable, total, 100 * trainable / total)

@@ -4,6 +4,7 @@ Life cycle: read + tokenize the splits -> TrainingArguments (before the model: Z
 train with validation BLEU, early stopping and best-checkpoint reload -> export an HF folder
 (safetensors + tokenizer, merged LoRA when used) -> summary -> manifest last.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,12 +23,21 @@ import torch
 from dataset.records import Record, load_records
 from evaluation.references import term_references
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import (atomic_open, clear_manifest, config_hash, fingerprint, read_manifest, set_seed,
-                                swap_in, write_json, write_manifest)
+from run_config.runtime import (
+    atomic_open,
+    clear_manifest,
+    config_hash,
+    fingerprint,
+    read_manifest,
+    set_seed,
+    swap_in,
+    write_json,
+    write_manifest,
+)
 from run_config.runtime import is_finished as is_finished_run
-from training.sft.config import TrainConfig
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
 from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
+from training.sft.config import TrainConfig
 from training.sft.model import DTYPES, export_merged, load_model, load_tokenizer
 from training.sft.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
 
@@ -61,8 +71,12 @@ def plan_steps(cfg: TrainConfig, n_train: int, world_size: int) -> Plan:
     elif cfg.global_batch_size is not None:
         gas = max(cfg.global_batch_size // micro, 1)
         if gas * micro != cfg.global_batch_size:
-            log.warning("global_batch_size %d is not a multiple of %d (micro-batch x devices): using %d",
-                        cfg.global_batch_size, micro, gas * micro)
+            log.warning(
+                "global_batch_size %d is not a multiple of %d (micro-batch x devices): using %d",
+                cfg.global_batch_size,
+                micro,
+                gas * micro,
+            )
     else:
         gas = 1
     steps_per_epoch = max(math.ceil(math.ceil(n_train / micro) / gas), 1)
@@ -84,21 +98,43 @@ def build_training_args(cfg: TrainConfig, plan: Plan, ds_config: dict[str, Any] 
 
     validate = cfg.do_validation
     kwargs: dict[str, Any] = dict(
-        output_dir=cfg.output_dir, run_name=cfg.run_name or Path(cfg.output_dir).name, seed=cfg.seed,
-        data_seed=cfg.seed, num_train_epochs=cfg.num_train_epochs, max_steps=cfg.max_steps,
+        output_dir=cfg.output_dir,
+        run_name=cfg.run_name or Path(cfg.output_dir).name,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
-        gradient_accumulation_steps=plan.gradient_accumulation_steps, learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler_type, warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay,
-        adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_epsilon=cfg.adam_epsilon, optim=cfg.optim,
-        max_grad_norm=cfg.max_grad_norm, gradient_checkpointing=cfg.gradient_checkpointing,
-        eval_strategy="steps" if validate else "no", eval_steps=plan.eval_steps, save_strategy="steps",
-        save_steps=plan.eval_steps, save_total_limit=cfg.save_total_limit, load_best_model_at_end=validate,
-        metric_for_best_model=BEST_METRIC if validate else None, greater_is_better=True,
-        prediction_loss_only=True, logging_steps=cfg.logging_steps, logging_first_step=True,
-        report_to=[] if cfg.report_to == "none" else [cfg.report_to], remove_unused_columns=False,
-        dataloader_num_workers=cfg.dataloader_num_workers, use_cpu=not torch.cuda.is_available(),
-        deepspeed=ds_config, **precision_flags(cfg))
+        gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
+        optim=cfg.optim,
+        max_grad_norm=cfg.max_grad_norm,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        eval_strategy="steps" if validate else "no",
+        eval_steps=plan.eval_steps,
+        save_strategy="steps",
+        save_steps=plan.eval_steps,
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=validate,
+        metric_for_best_model=BEST_METRIC if validate else None,
+        greater_is_better=True,
+        prediction_loss_only=True,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        remove_unused_columns=False,
+        dataloader_num_workers=cfg.dataloader_num_workers,
+        use_cpu=not torch.cuda.is_available(),
+        deepspeed=ds_config,
+        **precision_flags(cfg),
+    )
     if cfg.lr_scheduler_type == "cosine_with_min_lr":
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": cfg.min_lr_rate}
     return TrainingArguments(**kwargs)
@@ -124,8 +160,10 @@ def check_valid_split(cfg: TrainConfig, records: list[Record]) -> list[str]:
         return []
     what = f"{cfg.valid_file}: {n} of {len(records)} records are of the test split"
     if not cfg.allow_test_as_valid:
-        raise ConfigError(f"{what}; valid_file selects the model (early stopping, best checkpoint), so give "
-                          "the valid split (or set allow_test_as_valid true)")
+        raise ConfigError(
+            f"{what}; valid_file selects the model (early stopping, best checkpoint), so give "
+            "the valid split (or set allow_test_as_valid true)"
+        )
     log.warning("%s: validating on test (allow_test_as_valid)", what)
     return [f"{what}: model selected on test (allow_test_as_valid)"]
 
@@ -133,7 +171,7 @@ def check_valid_split(cfg: TrainConfig, records: list[Record]) -> list[str]:
 def training_records(cfg: TrainConfig) -> tuple[list[Record], list[Record], dict[str, Any]]:
     """Train and valid records, before any model is loaded: valid_file (checked for test rows), or the
     seeded hold-out of the train rows when valid_holdout is set. Returns (train, valid, what was done)."""
-    train_records = read_split(cfg.train_file, "train")[:cfg.max_train_samples]
+    train_records = read_split(cfg.train_file, "train")[: cfg.max_train_samples]
     info: dict[str, Any] = {"valid_holdout": None, "warnings": []}
     if not cfg.do_validation:
         return train_records, [], info
@@ -145,17 +183,33 @@ def training_records(cfg: TrainConfig) -> tuple[list[Record], list[Record], dict
         train_records, valid_records = hold_out_terms(train_records, cfg.valid_holdout, cfg.seed)
     except ValueError as e:
         raise DataError(str(cfg.train_file), None, "term", f"valid_holdout: {e}") from None
-    info["valid_holdout"] = {"from": cfg.train_file, "fraction": cfg.valid_holdout, "seed": cfg.seed,
-                             "rows": len(valid_records), "terms": len({r.term for r in valid_records}),
-                             "train_rows_left": len(train_records)}
-    log.info("validating on a hold-out of %s: %d rows of %d terms", cfg.train_file, len(valid_records),
-             info["valid_holdout"]["terms"])
+    info["valid_holdout"] = {
+        "from": cfg.train_file,
+        "fraction": cfg.valid_holdout,
+        "seed": cfg.seed,
+        "rows": len(valid_records),
+        "terms": len({r.term for r in valid_records}),
+        "train_rows_left": len(train_records),
+    }
+    log.info(
+        "validating on a hold-out of %s: %d rows of %d terms",
+        cfg.train_file,
+        len(valid_records),
+        info["valid_holdout"]["terms"],
+    )
     return train_records, valid_records, info
 
 
 def _log_encoding(name: str, enc: EncodedSet, cutoff: int) -> None:
-    log.info("%s: %d examples, %d targets truncated at %d tokens, %d dropped (prompt alone >= %d tokens)",
-             name, len(enc.examples), enc.truncated, cutoff, enc.prompt_too_long, cutoff)
+    log.info(
+        "%s: %d examples, %d targets truncated at %d tokens, %d dropped (prompt alone >= %d tokens)",
+        name,
+        len(enc.examples),
+        enc.truncated,
+        cutoff,
+        enc.prompt_too_long,
+        cutoff,
+    )
 
 
 def _make_trainer_class() -> type:
@@ -165,8 +219,16 @@ def _make_trainer_class() -> type:
         """Trainer whose validation adds BLEU of greedy generated definitions (metric `eval_bleu`) and whose
         train_loss is the whole run's across resumes (each checkpoint keeps the loss sum up to its step)."""
 
-        def __init__(self, *args: Any, bleu_records: list[Record], references: dict[str, list[str]],
-                     gen_tokenizer: Any, max_new_tokens: int, loss_sum_before: float = 0.0, **kwargs: Any) -> None:
+        def __init__(
+            self,
+            *args: Any,
+            bleu_records: list[Record],
+            references: dict[str, list[str]],
+            gen_tokenizer: Any,
+            max_new_tokens: int,
+            loss_sum_before: float = 0.0,
+            **kwargs: Any,
+        ) -> None:
             super().__init__(*args, **kwargs)
             self.bleu_records, self.references = bleu_records, references
             self.gen_tokenizer, self.max_new_tokens = gen_tokenizer, max_new_tokens
@@ -203,8 +265,9 @@ def _make_trainer_class() -> type:
             mine, real = shard(self.bleu_records, rank, world)
             was_training = self.model.training
             self.model.eval()
-            preds = generate_definitions(self.model, self.gen_tokenizer, mine, self.args.per_device_eval_batch_size,
-                                         self.max_new_tokens)
+            preds = generate_definitions(
+                self.model, self.gen_tokenizer, mine, self.args.per_device_eval_batch_size, self.max_new_tokens
+            )
             self.model.train(was_training)
             scores = bleu_scores(preds[:real], mine[:real], self.references)
             total = torch.tensor([sum(scores), float(real)], dtype=torch.float64, device=self.args.device)
@@ -221,8 +284,9 @@ def _json_log_callback(path: Path) -> Any:
     class JsonLogCallback(TrainerCallback):
         """Append every log (loss, learning_rate, grad_norm, eval_loss, eval_bleu) as one JSON line."""
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None,
-                   **kwargs: Any) -> None:
+        def on_log(
+            self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any
+        ) -> None:
             if state.is_world_process_zero and logs:
                 with open(path, "a", encoding="utf-8") as f:
                     f.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
@@ -238,8 +302,11 @@ def data_fingerprint(cfg: TrainConfig) -> list[list]:
 def is_finished(cfg: TrainConfig) -> bool:
     """True when `output_dir` holds the finished export of exactly this config and these inputs."""
     manifest = read_manifest(cfg.output_dir)
-    return bool(manifest and manifest.get("stage") == "train"
-                and is_finished_run(cfg.output_dir, cfg, lambda: data_fingerprint(cfg)))
+    return bool(
+        manifest
+        and manifest.get("stage") == "train"
+        and is_finished_run(cfg.output_dir, cfg, lambda: data_fingerprint(cfg))
+    )
 
 
 def checkpoint_problem(folder: str | Path) -> str | None:
@@ -282,16 +349,23 @@ def checkpoint_problem(folder: str | Path) -> str | None:
 
 def last_checkpoint(output_dir: str | Path, remove_incomplete: bool = False) -> Path | None:
     """Newest complete `checkpoint-N` folder of a run, or None; incomplete ones are logged (and removed)."""
-    ckpts = sorted((p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    ckpts = sorted(
+        (p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+        reverse=True,
+    )
     found = None
     for ckpt in ckpts:
         problem = checkpoint_problem(ckpt)
         if problem is None:
             found = found or ckpt
             continue
-        log.warning("%s is incomplete (%s), left by an interrupted save: %s", ckpt, problem,
-                    "removing it" if remove_incomplete else "ignoring it")
+        log.warning(
+            "%s is incomplete (%s), left by an interrupted save: %s",
+            ckpt,
+            problem,
+            "removing it" if remove_incomplete else "ignoring it",
+        )
         if remove_incomplete:
             shutil.rmtree(ckpt, ignore_errors=True)
     return found
@@ -306,7 +380,9 @@ def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
             raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: no such folder")
         problem = checkpoint_problem(cfg.resume_from_checkpoint)
         if problem is not None:
-            raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: incomplete checkpoint ({problem})")
+            raise ConfigError(
+                f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: incomplete checkpoint ({problem})"
+            )
         return cfg.resume_from_checkpoint
     ckpt = last_checkpoint(cfg.output_dir, remove_incomplete=main_rank)
     if ckpt is None:
@@ -345,8 +421,9 @@ def trim_log(path: Path, step: int) -> None:
             if isinstance(row, dict) and row.get("step", 0) <= step and "train_runtime" not in row:
                 kept.append(line)
     if len(kept) < len(lines):
-        log.info("%s: dropping %d rows past step %d, logged before the interruption", path, len(lines) - len(kept),
-                 step)
+        log.info(
+            "%s: dropping %d rows past step %d, logged before the interruption", path, len(lines) - len(kept), step
+        )
     with atomic_open(path) as f:
         f.write("".join(line + "\n" for line in kept))
 
@@ -426,23 +503,36 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.do_validation and cfg.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience, cfg.early_stopping_threshold))
     trainer = _make_trainer_class()(
-        model=model, args=args, train_dataset=train_set.examples,
+        model=model,
+        args=args,
+        train_dataset=train_set.examples,
         eval_dataset=valid_set.examples if cfg.do_validation else None,
-        data_collator=functools.partial(pad_batch, pad_token_id=pad_token_id(tokenizer)), callbacks=callbacks,
+        data_collator=functools.partial(pad_batch, pad_token_id=pad_token_id(tokenizer)),
+        callbacks=callbacks,
         bleu_records=sample_records(valid_set.records, cfg.eval_samples, cfg.seed),
-        references=term_references(valid_records), gen_tokenizer=tokenizer, max_new_tokens=cfg.eval_max_new_tokens,
-        loss_sum_before=loss_sum_before)
+        references=term_references(valid_records),
+        gen_tokenizer=tokenizer,
+        max_new_tokens=cfg.eval_max_new_tokens,
+        loss_sum_before=loss_sum_before,
+    )
     result = trainer.train(resume_from_checkpoint=resume)  # metrics["train_loss"]: the whole run's (log())
     _export(trainer, cfg, tokenizer)
 
     history = trainer.state.log_history
-    summary = {"train": train_set.summary(), "valid": valid_set.summary() if cfg.do_validation else None,
-               "plan": plan.__dict__, "global_step": trainer.state.global_step,
-               "train_loss": result.metrics["train_loss"], "best_bleu": trainer.state.best_metric,
-               "best_checkpoint": trainer.state.best_model_checkpoint,
-               "losses": [h["loss"] for h in history if "loss" in h],
-               "valid_bleu": [h["eval_bleu"] for h in history if "eval_bleu" in h],
-               "learning_rate": _lr_curve(history), "resumed_from": resume, **valid_info}
+    summary = {
+        "train": train_set.summary(),
+        "valid": valid_set.summary() if cfg.do_validation else None,
+        "plan": plan.__dict__,
+        "global_step": trainer.state.global_step,
+        "train_loss": result.metrics["train_loss"],
+        "best_bleu": trainer.state.best_metric,
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "losses": [h["loss"] for h in history if "loss" in h],
+        "valid_bleu": [h["eval_bleu"] for h in history if "eval_bleu" in h],
+        "learning_rate": _lr_curve(history),
+        "resumed_from": resume,
+        **valid_info,
+    }
     if trainer.is_world_process_zero():
         write_json(out / SUMMARY_FILE, summary)
         if not cfg.keep_checkpoints:

@@ -1,5 +1,6 @@
 """Validation BLEU by generation: greedy definitions for a seeded sample of the valid split (or of a
 seeded hold-out of the train rows)."""
+
 from __future__ import annotations
 
 import random
@@ -44,30 +45,36 @@ def shard(items: Sequence[Any], rank: int, world_size: int) -> tuple[list[Any], 
     """Rank's share of `items`, padded so every rank runs the same number of batches (ZeRO-3 generation
     is collective); returns (share, how many of its first entries are real)."""
     per_rank = -(-len(items) // world_size)
-    mine = list(items[rank * per_rank:(rank + 1) * per_rank])
+    mine = list(items[rank * per_rank : (rank + 1) * per_rank])
     real = len(mine)
     filler = items[-1:] if items else []
     return mine + filler * (per_rank - real), real
 
 
 @torch.no_grad()
-def generate_definitions(model: Any, tokenizer: Any, records: Sequence[Record], batch_size: int,
-                         max_new_tokens: int) -> list[str]:
+def generate_definitions(
+    model: Any, tokenizer: Any, records: Sequence[Record], batch_size: int, max_new_tokens: int
+) -> list[str]:
     """Greedy definitions for `records`, prompted exactly as in training (prompts.builder)."""
     pid = pad_token_id(tokenizer)
     prompts = encode_prompts(tokenizer, records)
     device = next(model.parameters()).device
     out: list[str] = []
     for i in tqdm(range(0, len(prompts), batch_size), desc="valid generation", unit=" batches", disable=None):
-        batch = {k: v.to(device) for k, v in left_pad(prompts[i:i + batch_size], pid).items()}
-        gen = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                             pad_token_id=pid, eos_token_id=tokenizer.eos_token_id)
-        new = gen[:, batch["input_ids"].shape[1]:]
+        batch = {k: v.to(device) for k, v in left_pad(prompts[i : i + batch_size], pid).items()}
+        gen = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pid,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new = gen[:, batch["input_ids"].shape[1] :]
         out += [normalize_space(t) for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
     return out
 
 
-def bleu_scores(predictions: Sequence[str], records: Sequence[Record],
-                references: dict[str, list[str]]) -> list[float]:
+def bleu_scores(predictions: Sequence[str], records: Sequence[Record], references: dict[str, list[str]]) -> list[float]:
     """Moses sentence BLEU (0-100) of each prediction, max over all valid definitions of its term."""
     return [100.0 * moses_max_single_bleu(p, references[r.term]) for p, r in zip(predictions, records, strict=True)]

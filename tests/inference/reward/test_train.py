@@ -1,4 +1,5 @@
 """train-reward: Bradley-Terry ORM on SmolLM2-135M with negatives it sampled itself, on real WordNet rows."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ from dataset.records import load_records
 from inference.backend import Sampling
 from inference.best_of_n import select_sample
 from inference.local import LocalBackend
-from inference.reward.train import main
 from inference.reward.model import RewardScorer, bradley_terry_loss, mine_negatives
+from inference.reward.train import main
 
 torch.set_num_threads(1)  # shared 2-core machine: concurrent OpenMP pools thrash
 
@@ -25,11 +26,38 @@ def test_bradley_terry_loss_values():
 @pytest.fixture(scope="module")
 def trained(wordnet_lexicon, smollm2_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("orm")
-    argv = ["--train", str(wordnet_lexicon / "train.jsonl"), "--valid", str(wordnet_lexicon / "valid.jsonl"),
-            "--output-dir", str(out), "--policy-model", str(smollm2_dir), "--device", "cpu",
-            "--max-train-prompts", "12", "--max-valid-prompts", "8", "--samples-per-prompt", "4",
-            "--negatives-per-prompt", "2", "--max-new-tokens", "12", "--epochs", "2", "--batch-size", "8",
-            "--learning-rate", "1e-4", "--trainable-top-layers", "2", "--seed", "1"]
+    argv = [
+        "--train",
+        str(wordnet_lexicon / "train.jsonl"),
+        "--valid",
+        str(wordnet_lexicon / "valid.jsonl"),
+        "--output-dir",
+        str(out),
+        "--policy-model",
+        str(smollm2_dir),
+        "--device",
+        "cpu",
+        "--max-train-prompts",
+        "12",
+        "--max-valid-prompts",
+        "8",
+        "--samples-per-prompt",
+        "4",
+        "--negatives-per-prompt",
+        "2",
+        "--max-new-tokens",
+        "12",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "1e-4",
+        "--trainable-top-layers",
+        "2",
+        "--seed",
+        "1",
+    ]
     assert main(argv) == 0
     return out, argv
 
@@ -51,8 +79,17 @@ def test_rerun_is_skipped_and_the_checkpoint_selects(trained, capsys):
     assert main(argv) == 0 and "up to date" in capsys.readouterr().out
     scorer = RewardScorer.load(out / "model")
     pair = json.loads((out / "pairs_valid.jsonl").read_text().splitlines()[0])
-    rows = [{"id": "x", "term": pair["term"], "context": pair["context"], "prediction": text, "error": None,
-             "sample_idx": i} for i, text in enumerate([pair["rejected"], pair["chosen"]])]
+    rows = [
+        {
+            "id": "x",
+            "term": pair["term"],
+            "context": pair["context"],
+            "prediction": text,
+            "error": None,
+            "sample_idx": i,
+        }
+        for i, text in enumerate([pair["rejected"], pair["chosen"]])
+    ]
     scores = scorer.score([(pair["term"], pair["context"], r["prediction"]) for r in rows])
     best = select_sample(rows, "orm", reward=lambda t, c, cands: scorer.score([(t, c, x) for x in cands]))
     assert best["sample_idx"] == max(range(2), key=scores.__getitem__)
@@ -64,8 +101,9 @@ def test_mined_negatives_do_not_depend_on_the_generate_batch_size(smollm2_dir, w
     one = LocalBackend.from_path(str(smollm2_dir), device="cpu", batch_size=1)
     five = LocalBackend(one.model, one.tokenizer, name="smol", batch_size=5)
     sampling = Sampling(seed=4, max_new_tokens=8)
-    mined = [sorted((p.id, p.rejected) for p in mine_negatives(backend, records, sampling, 3, 2))
-             for backend in (one, five)]
+    mined = [
+        sorted((p.id, p.rejected) for p in mine_negatives(backend, records, sampling, 3, 2)) for backend in (one, five)
+    ]
     assert len(mined[0]) >= 6 and mined[0] == mined[1]
 
 

@@ -1,4 +1,5 @@
 """Every shipped DSKD config loads; bad keys fail with file:line."""
+
 from __future__ import annotations
 
 import json
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from run_config.assets import resolve_asset
 from run_config.errors import ConfigError
 from run_config.loader import load_config
-from run_config.assets import resolve_asset
 from training.dskd.config import DSKDConfig
 
 REPO = Path(__file__).resolve().parents[3]
@@ -27,8 +28,11 @@ def test_shipped_config_loads(path: Path) -> None:
 
 def test_unknown_and_mistyped_keys_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps({"teacher_model": "t", "data_path_train": "d", "output_dir": "o",
-                                "kapa": 5, "gamma": "wide"}, indent=1))
+    path.write_text(
+        json.dumps(
+            {"teacher_model": "t", "data_path_train": "d", "output_dir": "o", "kapa": 5, "gamma": "wide"}, indent=1
+        )
+    )
     with pytest.raises(ConfigError) as err:
         load_config(path, DSKDConfig)
     text = str(err.value)
@@ -46,8 +50,17 @@ def test_cross_field_rules() -> None:
 
 def test_legacy_model_name_maps_to_teacher(tmp_path: Path) -> None:
     path = tmp_path / "legacy.json"
-    path.write_text(json.dumps({"model_name_or_path": "m", "data_path_train": "d", "output_dir": "o",
-                                "mask_term": "False", "run_name": "x"}))
+    path.write_text(
+        json.dumps(
+            {
+                "model_name_or_path": "m",
+                "data_path_train": "d",
+                "output_dir": "o",
+                "mask_term": "False",
+                "run_name": "x",
+            }
+        )
+    )
     assert load_config(path, DSKDConfig).teacher_model == "m"
 
 

@@ -1,4 +1,5 @@
 """DSKD loss terms on hand-checkable tensors (behaviour does not depend on language here)."""
+
 from __future__ import annotations
 
 import torch
@@ -10,8 +11,7 @@ from training.dskd.senses import SenseDictionary
 
 def _bank() -> SenseBank:
     # word "a": senses at 0 and 10 (1-d); synonym "b": sense at 1; antonym "c": sense at -1.
-    senses = SenseDictionary(["a", "b", "c"], torch.tensor([[0.0], [10.0], [1.0], [-1.0]]),
-                             torch.tensor([0, 2, 3, 4]))
+    senses = SenseDictionary(["a", "b", "c"], torch.tensor([[0.0], [10.0], [1.0], [-1.0]]), torch.tensor([0, 2, 3, 4]))
     relations = Relations({"a": ["b"], "b": ["a"]}, {"a": ["c"], "c": ["a"]}, [])
     return SenseBank.build(senses, relations)
 
@@ -57,8 +57,12 @@ def test_kl_is_zero_for_equal_distributions_and_positive_otherwise() -> None:
     logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
     assert kl_loss(logits, logits).abs() < 1e-6
     assert kl_loss(logits, logits.flip(-1)) > 0
-    expected = torch.nn.functional.kl_div(torch.log_softmax(logits / 2, -1), torch.softmax(logits.flip(-1) / 2, -1),
-                                          reduction="batchmean") * 4
+    expected = (
+        torch.nn.functional.kl_div(
+            torch.log_softmax(logits / 2, -1), torch.softmax(logits.flip(-1) / 2, -1), reduction="batchmean"
+        )
+        * 4
+    )
     assert torch.isclose(kl_loss(logits, logits.flip(-1), temperature=2.0), expected)
 
 

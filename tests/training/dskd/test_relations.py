@@ -1,4 +1,5 @@
 """Lexical relations from the offline WordNet plus checked morphological negation."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,31 @@ from training.dskd.relations import Relations, build_relations, negation_base
 
 PREFIXES = ["un", "in", "im", "il", "ir", "dis", "non"]
 SUFFIXES = ["less"]
-VOCAB = ["discontinue", "continue", "quit", "good", "bad", "evil", "kind", "unkind", "cruel", "friendly", "fault", "faultless", "perfect",
-         "inside", "side", "discover", "cover", "possible", "impossible", "large", "small", "big", "unless"]
+VOCAB = [
+    "discontinue",
+    "continue",
+    "quit",
+    "good",
+    "bad",
+    "evil",
+    "kind",
+    "unkind",
+    "cruel",
+    "friendly",
+    "fault",
+    "faultless",
+    "perfect",
+    "inside",
+    "side",
+    "discover",
+    "cover",
+    "possible",
+    "impossible",
+    "large",
+    "small",
+    "big",
+    "unless",
+]
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Sense dictionary from SmolLM2-135M over real lexicon records: word grouping, k-means senses, resume."""
+
 from __future__ import annotations
 
 import shutil
@@ -12,8 +13,15 @@ from dataset.records import load_records
 from run_config.loader import load_config
 from run_config.runtime import read_manifest
 from training.dskd.config import DSKDConfig
-from training.dskd.senses import (CHUNK_DIR, SENSES_FILE, SenseDictionary, build_sense_dictionary, cluster_word,
-                                  corpus_texts, senses_per_word)
+from training.dskd.senses import (
+    CHUNK_DIR,
+    SENSES_FILE,
+    SenseDictionary,
+    build_sense_dictionary,
+    cluster_word,
+    corpus_texts,
+    senses_per_word,
+)
 from training.dskd.words import TokenTexts, word_spans
 
 N_RECORDS = 12
@@ -37,9 +45,20 @@ def corpus(wordnet_lexicon: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def _cfg(corpus: Path, out: Path, **extra) -> DSKDConfig:
-    return load_config(None, DSKDConfig, {"teacher_model": "smollm2", "data_path_train": str(corpus),
-                                          "output_dir": str(out), "sense_k": 4, "sense_chunk_texts": 8,
-                                          "sense_batch_size": 6, "device": "cpu", **extra})
+    return load_config(
+        None,
+        DSKDConfig,
+        {
+            "teacher_model": "smollm2",
+            "data_path_train": str(corpus),
+            "output_dir": str(out),
+            "sense_k": 4,
+            "sense_chunk_texts": 8,
+            "sense_batch_size": 6,
+            "device": "cpu",
+            **extra,
+        },
+    )
 
 
 def test_word_spans_join_subwords(teacher) -> None:
@@ -48,7 +67,7 @@ def test_word_spans_join_subwords(teacher) -> None:
     words = [s.word for s in word_spans(ids, TokenTexts(tok))]
     assert words == ["unkind", "people", "the", "bank", "river", "side", "vermilion"]
     spans = word_spans(ids, TokenTexts(tok))
-    assert tok.decode(ids[spans[-1].start:spans[-1].end]) == " vermilion"
+    assert tok.decode(ids[spans[-1].start : spans[-1].end]) == " vermilion"
 
 
 def test_rare_words_get_fewer_senses() -> None:

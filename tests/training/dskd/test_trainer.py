@@ -1,4 +1,5 @@
 """End to end through the CLI: SmolLM2-135M teacher, truncated student, real lexicon records."""
+
 from __future__ import annotations
 
 import json
@@ -39,11 +40,42 @@ def records_file(wordnet_lexicon: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def run_argv(smollm2_dir: Path, records_file: Path, out: Path) -> list[str]:
-    return ["--teacher-model", str(smollm2_dir), "--data-path-train", str(records_file),
-            "--data-path-valid", str(records_file), "--output-dir", str(out), "--student-layers", "4",
-            "--trainable-layers", "2", "--max-steps", str(STEPS), "--per-device-train-batch-size", str(N_EXAMPLES),
-            "--learning-rate", "1e-3", "--warmup-rate", "0", "--logging-steps", "1", "--cutoff-len", "64",
-            "--sense-k", "3", "--sense-batch-size", "8", "--gamma", "50", "--beta-n", "5", "--device", "cpu"]
+    return [
+        "--teacher-model",
+        str(smollm2_dir),
+        "--data-path-train",
+        str(records_file),
+        "--data-path-valid",
+        str(records_file),
+        "--output-dir",
+        str(out),
+        "--student-layers",
+        "4",
+        "--trainable-layers",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--per-device-train-batch-size",
+        str(N_EXAMPLES),
+        "--learning-rate",
+        "1e-3",
+        "--warmup-rate",
+        "0",
+        "--logging-steps",
+        "1",
+        "--cutoff-len",
+        "64",
+        "--sense-k",
+        "3",
+        "--sense-batch-size",
+        "8",
+        "--gamma",
+        "50",
+        "--beta-n",
+        "5",
+        "--device",
+        "cpu",
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +136,20 @@ def test_metrics_and_manifest(run_dir: Path) -> None:
 
 
 def test_missing_data_file_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["--teacher-model", "x", "--data-path-train", str(tmp_path / "none.jsonl"),
-                 "--output-dir", str(tmp_path / "o"), "--objective", "ce", "--device", "cpu"])
+    code = main(
+        [
+            "--teacher-model",
+            "x",
+            "--data-path-train",
+            str(tmp_path / "none.jsonl"),
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--objective",
+            "ce",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.jsonl: no such file" in err[0]

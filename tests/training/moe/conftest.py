@@ -1,4 +1,5 @@
 """Fixtures of the MoE tests: real (term, context) pairs, a counter of expert FFN evaluations."""
+
 from __future__ import annotations
 
 from collections import Counter

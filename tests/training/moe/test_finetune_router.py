@@ -1,4 +1,5 @@
 """training/moe/finetune_router.py: only router tensors change; trainable count asserted; CLI and errors."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,9 @@ import torch
 import main as toolkit_main
 from run_config.errors import ConfigError
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
+from training.moe.config import MergeConfig
 from training.moe.finetune_router import freeze_all_but_router
 from training.moe.merge import merge
-from training.moe.config import MergeConfig
 from training.moe.routing import load_routed_moe
 from training.moe.safetensors_stream import CheckpointReader
 
@@ -38,10 +39,27 @@ def _tensors(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("policy", ["token", "hard-sequence", "soft-sequence"])
 def test_only_router_tensors_change(setup, tmp_path, policy):
     out = tmp_path / "ft"
-    code = toolkit_main.main(["finetune-router", "--moe-dir", str(setup["moe"]), "--train-file",
-                              str(setup["root"] / "train.jsonl"), "--valid-file", str(setup["root"] / "valid.jsonl"),
-                              "--output-dir", str(out), "--policy", policy, "--learning-rate", "1e-2",
-                              "--batch-size", "4", "--top-k", "1"])
+    code = toolkit_main.main(
+        [
+            "finetune-router",
+            "--moe-dir",
+            str(setup["moe"]),
+            "--train-file",
+            str(setup["root"] / "train.jsonl"),
+            "--valid-file",
+            str(setup["root"] / "valid.jsonl"),
+            "--output-dir",
+            str(out),
+            "--policy",
+            policy,
+            "--learning-rate",
+            "1e-2",
+            "--batch-size",
+            "4",
+            "--top-k",
+            "1",
+        ]
+    )
     assert code == 0
     before, after = _tensors(setup["moe"]), _tensors(out)
     assert before.keys() == after.keys()
@@ -65,8 +83,17 @@ def test_trainable_count_is_asserted(setup):
 
 
 def test_domain_policy_has_nothing_to_train(setup, tmp_path, capsys):
-    code = toolkit_main.main(["finetune-router", "--moe-dir", str(setup["moe"]), "--train-file",
-                              str(setup["root"] / "train.jsonl"), "--output-dir", str(tmp_path / "ft")])
+    code = toolkit_main.main(
+        [
+            "finetune-router",
+            "--moe-dir",
+            str(setup["moe"]),
+            "--train-file",
+            str(setup["root"] / "train.jsonl"),
+            "--output-dir",
+            str(tmp_path / "ft"),
+        ]
+    )
     assert code == 2 and "no trainable router" in capsys.readouterr().err
     assert not (tmp_path / "ft").exists()
     with pytest.raises(ConfigError):
@@ -76,8 +103,19 @@ def test_domain_policy_has_nothing_to_train(setup, tmp_path, capsys):
 def test_bad_train_file_names_the_line(setup, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"term": "x", "context": "y", "definition": "z", "split": "train"}\n{"term": 3}\n')
-    code = toolkit_main.main(["finetune-router", "--moe-dir", str(setup["moe"]), "--train-file", str(bad),
-                              "--output-dir", str(tmp_path / "ft"), "--policy", "token"])
+    code = toolkit_main.main(
+        [
+            "finetune-router",
+            "--moe-dir",
+            str(setup["moe"]),
+            "--train-file",
+            str(bad),
+            "--output-dir",
+            str(tmp_path / "ft"),
+            "--policy",
+            "token",
+        ]
+    )
     assert code == 1 and f"{bad}:2: term" in capsys.readouterr().err
 
 
@@ -91,9 +129,24 @@ def test_learned_domain_cli_reports_agreement(setup, tmp_path, minilm_dir):
     moe_dir = tmp_path / "moe"
     merge(MergeConfig(experts=experts, output_dir=str(moe_dir), cluster_dir=str(tmp_path / "clusters")))
     out = tmp_path / "ft"
-    assert toolkit_main.main(["finetune-router", "--moe-dir", str(moe_dir), "--train-file",
-                              str(setup["root"] / "train.jsonl"), "--valid-file", str(setup["root"] / "valid.jsonl"),
-                              "--output-dir", str(out), "--policy", "learned-domain"]) == 0
+    assert (
+        toolkit_main.main(
+            [
+                "finetune-router",
+                "--moe-dir",
+                str(moe_dir),
+                "--train-file",
+                str(setup["root"] / "train.jsonl"),
+                "--valid-file",
+                str(setup["root"] / "valid.jsonl"),
+                "--output-dir",
+                str(out),
+                "--policy",
+                "learned-domain",
+            ]
+        )
+        == 0
+    )
     clf = json.loads((out / "routing.json").read_text())["domain_classifier"]
     assert 0 <= clf["valid_agreement"] <= 1 and clf["train_accuracy"] > 0
     assert _tensors(out).keys() == _tensors(moe_dir).keys()

@@ -1,4 +1,5 @@
 """training/moe/merge.py: streamed Llama -> Mixtral merge of pico experts, checks before writing, configs."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,9 @@ from run_config.errors import ConfigError, DataError
 from run_config.loader import load_config
 from tests.conftest import REPO_ROOT
 from tests.helpers.pico import perturbed_copy, pico_llama, tiny_tokenizer
+from training.moe.config import FinetuneRouterConfig, MergeConfig
 from training.moe.merge import merge
 from training.moe.plan import expert_key, router_key
-from training.moe.config import FinetuneRouterConfig, MergeConfig
 from training.moe.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
 
 LAYERS, HIDDEN, INTER = 2, 32, 64
@@ -62,7 +63,9 @@ def test_merge_names_shapes_and_ffn_copies(pico, tmp_path, n):
         torch.testing.assert_close(merged[key], sum(d[key] for d in dense) / n, rtol=0, atol=1e-7)
     assert not any(".mlp." in k for k in merged)
     routing = json.loads((tmp_path / "moe" / "routing.json").read_text())
-    assert routing["num_experts"] == n and routing["policy"] == "domain" and routing["cluster_to_expert"] == list(range(n))
+    assert (
+        routing["num_experts"] == n and routing["policy"] == "domain" and routing["cluster_to_expert"] == list(range(n))
+    )
 
 
 def test_from_pretrained_loads_mixtral_with_every_key(pico, tmp_path):
@@ -108,8 +111,16 @@ def test_shared_params_from_base_or_one_expert(pico, tmp_path, shared):
 
 
 def test_bfloat16_output_and_rerun_skips(pico, tmp_path, capsys):
-    args = ["merge", "--experts", str(pico["e0"]), str(pico["e1"]), "--output-dir", str(tmp_path / "moe"),
-            "--dtype", "bfloat16"]
+    args = [
+        "merge",
+        "--experts",
+        str(pico["e0"]),
+        str(pico["e1"]),
+        "--output-dir",
+        str(tmp_path / "moe"),
+        "--dtype",
+        "bfloat16",
+    ]
     assert toolkit_main.main(args) == 0
     assert all(t.dtype == torch.bfloat16 for t in _tensors(tmp_path / "moe").values())
     assert json.loads((tmp_path / "moe" / "config.json").read_text())["dtype"] == "bfloat16"
@@ -121,18 +132,37 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:100])
 
 
-@pytest.mark.parametrize("damage", [
-    lambda moe, dense: _truncate(dense / "expert_1" / "model.safetensors"),
-    lambda moe, dense: (dense / "expert_0" / "config.json").unlink(),
-    lambda moe, dense: (dense / "experts.json").unlink(),  # the merge was killed while exporting
-    lambda moe, dense: shutil.rmtree(dense / "expert_1"),
-    lambda moe, dense: _truncate(moe / "model.safetensors"),
-    lambda moe, dense: (moe / "tokenizer.json").unlink()],
-    ids=["truncated-export", "export-file-missing", "no-export-index", "export-missing", "truncated-moe", "moe-file-missing"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda moe, dense: _truncate(dense / "expert_1" / "model.safetensors"),
+        lambda moe, dense: (dense / "expert_0" / "config.json").unlink(),
+        lambda moe, dense: (dense / "experts.json").unlink(),  # the merge was killed while exporting
+        lambda moe, dense: shutil.rmtree(dense / "expert_1"),
+        lambda moe, dense: _truncate(moe / "model.safetensors"),
+        lambda moe, dense: (moe / "tokenizer.json").unlink(),
+    ],
+    ids=[
+        "truncated-export",
+        "export-file-missing",
+        "no-export-index",
+        "export-missing",
+        "truncated-moe",
+        "moe-file-missing",
+    ],
+)
 def test_up_to_date_only_when_every_output_is_whole_dense_exports_included(pico, tmp_path, capsys, damage):
     moe, dense = tmp_path / "moe", tmp_path / "dense"
-    args = ["merge", "--experts", str(pico["e0"]), str(pico["e1"]), "--output-dir", str(moe),
-            "--dense-export-dir", str(dense)]
+    args = [
+        "merge",
+        "--experts",
+        str(pico["e0"]),
+        str(pico["e1"]),
+        "--output-dir",
+        str(moe),
+        "--dense-export-dir",
+        str(dense),
+    ]
     assert toolkit_main.main(args) == 0
     whole = {p: p.read_bytes() for p in [*moe.rglob("*"), *dense.rglob("*")] if p.is_file()}
     assert toolkit_main.main(args) == 0 and "up to date" in capsys.readouterr().out
@@ -145,8 +175,16 @@ def test_up_to_date_only_when_every_output_is_whole_dense_exports_included(pico,
 
 def test_an_export_of_an_earlier_merge_is_not_up_to_date(pico, tmp_path, capsys):
     moe, dense = tmp_path / "moe", tmp_path / "dense"
-    args = ["merge", "--experts", str(pico["e0"]), str(pico["e1"]), "--output-dir", str(moe),
-            "--dense-export-dir", str(dense)]
+    args = [
+        "merge",
+        "--experts",
+        str(pico["e0"]),
+        str(pico["e1"]),
+        "--output-dir",
+        str(moe),
+        "--dense-export-dir",
+        str(dense),
+    ]
     assert toolkit_main.main([*args, "--seed", "1"]) == 0
     index = (dense / "experts.json").read_bytes()
     assert toolkit_main.main(args) == 0  # another router seed: a new merge, killed before its export was indexed
@@ -191,9 +229,17 @@ def _not_a_model(pico, root):
     return root / "empty"
 
 
-@pytest.mark.parametrize("make_bad,needle", [
-    (_vocab_mismatch, "vocab_size"), (_shape_mismatch, "q_proj"), (_tie_mismatch, "tie_word_embeddings"),
-    (_other_tokenizer, "vocabulary"), (_bias, "mlp_bias"), (_not_a_model, "config.json")])
+@pytest.mark.parametrize(
+    "make_bad,needle",
+    [
+        (_vocab_mismatch, "vocab_size"),
+        (_shape_mismatch, "q_proj"),
+        (_tie_mismatch, "tie_word_embeddings"),
+        (_other_tokenizer, "vocabulary"),
+        (_bias, "mlp_bias"),
+        (_not_a_model, "config.json"),
+    ],
+)
 def test_bad_experts_fail_before_writing(pico, tmp_path, capsys, make_bad, needle):
     bad = make_bad(pico, tmp_path)
     out = tmp_path / "out" / "moe"
@@ -226,9 +272,16 @@ def test_cluster_artefacts_are_copied(pico, tmp_path):
     assert np.array_equal(np.load(tmp_path / "moe" / "clustering" / "centroids.npy"), np.eye(2, 8))
 
 
-@pytest.mark.parametrize("kw,needle", [
-    ({"top_k": 3}, "top_k"), ({"shared_params": "base"}, "base_model"), ({"cluster_to_expert": [0, 0]}, "permutation"),
-    ({"router_init": "hidden"}, "router_prompt_files"), ({"router_init": "centroids"}, "cluster_dir")])
+@pytest.mark.parametrize(
+    "kw,needle",
+    [
+        ({"top_k": 3}, "top_k"),
+        ({"shared_params": "base"}, "base_model"),
+        ({"cluster_to_expert": [0, 0]}, "permutation"),
+        ({"router_init": "hidden"}, "router_prompt_files"),
+        ({"router_init": "centroids"}, "cluster_dir"),
+    ],
+)
 def test_config_cross_field_errors(kw, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, MergeConfig, {"experts": ["a", "b"], "output_dir": "o", **kw})
@@ -260,9 +313,14 @@ def test_hidden_router_init_separates_experts(pico, tmp_path, data_3dex):
     files = []
     for i in range(2):
         files.append(tmp_path / f"p{i}.jsonl")
-        files[-1].write_text("\n".join(lines[i * 10:(i + 1) * 10]) + "\n")
-    _merge([pico["e0"], pico["e1"]], tmp_path / "moe", router_init="hidden",
-           router_prompt_files=[str(f) for f in files], router_prompt_samples=10)
+        files[-1].write_text("\n".join(lines[i * 10 : (i + 1) * 10]) + "\n")
+    _merge(
+        [pico["e0"], pico["e1"]],
+        tmp_path / "moe",
+        router_init="hidden",
+        router_prompt_files=[str(f) for f in files],
+        router_prompt_samples=10,
+    )
     gate = _tensors(tmp_path / "moe")[router_key(1)]
     torch.testing.assert_close(gate.norm(dim=-1), torch.ones(2))
     torch.testing.assert_close(gate[0], -gate[1])  # two experts: centred rows point in opposite directions
@@ -278,8 +336,17 @@ def test_every_shipped_config_loads():
 
 def test_original_config_keys_are_accepted(tmp_path):
     path = tmp_path / "merge.json"
-    path.write_text(json.dumps({"experts": ["a", "b"], "output_dir": "o", "num_experts_per_tok": 1,
-                                "model_type": "llama", "router_layers": ["gate_proj", "up_proj", "down_proj"]}))
+    path.write_text(
+        json.dumps(
+            {
+                "experts": ["a", "b"],
+                "output_dir": "o",
+                "num_experts_per_tok": 1,
+                "model_type": "llama",
+                "router_layers": ["gate_proj", "up_proj", "down_proj"],
+            }
+        )
+    )
     assert load_config(path, MergeConfig).top_k == 1
 
 
@@ -287,8 +354,17 @@ def test_original_expert_list_of_objects_is_accepted(tmp_path):
     """The original (mergoo) merge config: experts as {expert_name, model_id} objects, in order."""
     path = tmp_path / "merge.json"
     experts = [{"expert_name": f"expert_{i}", "model_id": f"ckpt/cluster-{i}"} for i in range(3)]
-    path.write_text(json.dumps({"model_type": "llama", "num_experts_per_tok": 2, "experts": experts,
-                                "router_layers": ["gate_proj", "up_proj", "down_proj"], "output_dir": "o"}))
+    path.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "num_experts_per_tok": 2,
+                "experts": experts,
+                "router_layers": ["gate_proj", "up_proj", "down_proj"],
+                "output_dir": "o",
+            }
+        )
+    )
     assert load_config(path, MergeConfig).experts == ["ckpt/cluster-0", "ckpt/cluster-1", "ckpt/cluster-2"]
     path.write_text(json.dumps({"experts": [{"expert_name": "e", "model": "x"}], "output_dir": "o"}))
     with pytest.raises(ConfigError, match="experts"):

@@ -1,4 +1,5 @@
 """training/moe/router_init.py: centroid router init when a centroid is nearest to no router prompt (real rows)."""
+
 from __future__ import annotations
 
 import torch
@@ -6,15 +7,14 @@ import torch
 from clustering.assign import load_assigner
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
 from tests.helpers.train import urban_records, write_split
+from training.moe.config import MergeConfig
 from training.moe.merge import merge
 from training.moe.plan import router_key
-from training.moe.config import MergeConfig
-from training.moe.safetensors_stream import CheckpointReader
 from training.moe.router_init import centroid_groups
+from training.moe.safetensors_stream import CheckpointReader
 
 
-def test_an_expert_nearest_to_no_prompt_gets_the_prompts_most_similar_to_its_centroid(data_3dex, minilm_dir,
-                                                                                     tmp_path):
+def test_an_expert_nearest_to_no_prompt_gets_the_prompts_most_similar_to_its_centroid(data_3dex, minilm_dir, tmp_path):
     records = urban_records(data_3dex, 60)
     pairs = [(r.term, r.context) for r in records]
     labels = write_minilm_clusters(tmp_path / "clusters", pairs, 2, minilm_dir)
@@ -31,9 +31,16 @@ def test_an_expert_nearest_to_no_prompt_gets_the_prompts_most_similar_to_its_cen
     base = pico_llama(tmp_path / "base", seed=0)
     experts = [perturbed_copy(base, tmp_path / f"e{i}", seed=i, scale=0.05) for i in range(2)]
     prompts = write_split(tmp_path / "valid.jsonl", [r for r, c in zip(records, labels) if c == 0], "valid")
-    merge(MergeConfig(experts=[str(e) for e in experts], output_dir=str(tmp_path / "moe"), router_init="centroids",
-                      cluster_dir=str(tmp_path / "clusters"), router_prompt_files=[str(prompts)],
-                      router_prompt_samples=len(pool)))
+    merge(
+        MergeConfig(
+            experts=[str(e) for e in experts],
+            output_dir=str(tmp_path / "moe"),
+            router_init="centroids",
+            cluster_dir=str(tmp_path / "clusters"),
+            router_prompt_files=[str(prompts)],
+            router_prompt_samples=len(pool),
+        )
+    )
     reader = CheckpointReader(tmp_path / "moe")
     for layer in range(2):
         gate = reader.read(router_key(layer))

@@ -1,4 +1,5 @@
 """training/moe/routing.py + moe_export.py: routing policies, one-expert domain routing, per-domain export."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from safetensors.torch import load_file
 
 from run_config.errors import ConfigError, DataError
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
-from training.moe.merge import merge
 from training.moe.config import MergeConfig
 from training.moe.export import EXPORT_INDEX, export_all_dense, export_dense
+from training.moe.merge import merge
 from training.moe.routing import load_routed_moe
 
 IDS = torch.tensor([[1, 5, 6, 7, 8, 9, 10, 11, 12], [1, 13, 14, 15, 16, 17, 18, 19, 20]])
@@ -70,7 +71,10 @@ def test_per_domain_export_roundtrip(pico_moe, tmp_path):
     index = json.loads((tmp_path / "dense" / EXPORT_INDEX).read_text())
     assert index["experts"] == {"0": "expert_0", "1": "expert_1", "2": "expert_2"}
     for e, path in enumerate(paths):
-        exported, original = load_file(path / "model.safetensors"), load_file(pico_moe["experts"][e] / "model.safetensors")
+        exported, original = (
+            load_file(path / "model.safetensors"),
+            load_file(pico_moe["experts"][e] / "model.safetensors"),
+        )
         assert exported.keys() == original.keys()
         for k in original:
             if ".mlp." in k:
@@ -139,7 +143,9 @@ def test_domains_for_maps_clusters_to_experts(pico_moe, tmp_path):
     (tmp_path / "c").mkdir()
     np.save(tmp_path / "c" / "centroids.npy", np.eye(3, 8, dtype=np.float32))
     (tmp_path / "c" / "embedder.json").write_text('{"kind": "none"}')
-    moe_dir = _merge(pico_moe["experts"], tmp_path / "moe", cluster_dir=str(tmp_path / "c"), cluster_to_expert=[2, 0, 1])
+    moe_dir = _merge(
+        pico_moe["experts"], tmp_path / "moe", cluster_dir=str(tmp_path / "c"), cluster_to_expert=[2, 0, 1]
+    )
 
     class FixedAssigner:
         def assign(self, pairs):
@@ -162,8 +168,10 @@ def test_domains_for_uses_the_cluster_assigner(pico_moe, pairs_3dex, minilm_dir,
     assert moe.domains_for(pairs_3dex[:60]) == labels
 
 
-@pytest.mark.parametrize("dtype,expected", [(None, torch.float32), ("auto", torch.float32),
-                                            ("bfloat16", torch.bfloat16), (torch.float16, torch.float16)])
+@pytest.mark.parametrize(
+    "dtype,expected",
+    [(None, torch.float32), ("auto", torch.float32), ("bfloat16", torch.bfloat16), (torch.float16, torch.float16)],
+)
 def test_dtype_reaches_the_loader(pico_moe, dtype, expected):
     moe = load_routed_moe(pico_moe["moe"], policy="token", dtype=dtype)
     assert {p.dtype for p in moe.model.parameters()} == {expected}

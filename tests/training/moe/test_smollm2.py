@@ -1,4 +1,5 @@
 """MoE merge and routing on 4 copies of the real SmolLM2-135M (tied embeddings, 30 layers, sharded output)."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,9 @@ import pytest
 import torch
 
 from tests.helpers.pico import write_minilm_clusters
+from training.moe.config import FinetuneRouterConfig, MergeConfig
 from training.moe.merge import merge
 from training.moe.plan import expert_key, router_key
-from training.moe.config import FinetuneRouterConfig, MergeConfig
 from training.moe.routing import load_routed_moe
 from training.moe.safetensors_stream import CheckpointReader
 
@@ -65,7 +66,9 @@ def test_learned_domain_router_agrees_with_centroid_routing(smol, pairs_3dex, mi
     info = train_domain_classifier(moe, pairs[:120], labels[:120], cfg)
     held_out = agreement(moe, pairs[120:], labels[120:])
     majority = Counter(labels[120:]).most_common(1)[0][1] / len(labels[120:])
-    print(f"learned domain router (layer {info['layer']}): train accuracy {info['train_accuracy']:.3f}, "
-          f"held-out agreement {held_out:.3f} (majority class {majority:.3f})")
+    print(
+        f"learned domain router (layer {info['layer']}): train accuracy {info['train_accuracy']:.3f}, "
+        f"held-out agreement {held_out:.3f} (majority class {majority:.3f})"
+    )
     assert info["train_accuracy"] > 0.8 and held_out > majority
     assert moe.domains_for(pairs[:5]) == moe.classify_domains(pairs[:5])

@@ -1,4 +1,5 @@
 """Training config: every shipped config loads, the original LM-Lexicon keys load, bad input is named."""
+
 from __future__ import annotations
 
 import json
@@ -9,30 +10,56 @@ import pytest
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, load_config
 from tests.conftest import REPO_ROOT
-from training.sft.config import TrainConfig
 from training.deepspeed_config import load_deepspeed_config, zero_stage
+from training.sft.config import TrainConfig
 
-TRAIN_CONFIGS = sorted(p for p in (REPO_ROOT / "run_config").glob("*.json")
-                       if p.name.startswith(("train_", "expert_")) and not p.name.startswith("train_reward"))
+TRAIN_CONFIGS = sorted(
+    p
+    for p in (REPO_ROOT / "run_config").glob("*.json")
+    if p.name.startswith(("train_", "expert_")) and not p.name.startswith("train_reward")
+)
 DS_CONFIGS = sorted((REPO_ROOT / "run_config").glob("ds_zero*.json"))
 
 # run_config/model_config.json as committed in the original repository (ORIGINAL.md §5).
 ORIGINAL_MODEL_CONFIG = {
-    "do_train": "True", "do_eval": "True", "do_predict": "True", "model_type": "qwen3",
-    "model_name_or_path": "Qwen/Qwen3-8B-Base", "run_name": "Qwen3-8B-Base-oxford",
-    "data_path_train": "dataset/oxford/train.jsonl", "data_path_valid": "dataset/oxford/valid.jsonl",
-    "data_path_test": "dataset/oxford/test.jsonl", "mask_term": "False", "output_dir": "output/Qwen3-8B-Base-oxford",
-    "batch_size": 1024, "per_device_train_batch_size": 256, "per_device_eval_batch_size": 128, "num_epochs": 10,
-    "learning_rate": 5e-6, "cutoff_len": 128, "train_on_input": "False", "seq2seq_training": "False",
-    "trainable_layers": "all", "eval_times": 30, "eval_samples": 8192, "logging_steps": 10,
-    "gradient_accumulation_steps": 1, "fsdp": "", "fsdp_wrap_layer": "",
+    "do_train": "True",
+    "do_eval": "True",
+    "do_predict": "True",
+    "model_type": "qwen3",
+    "model_name_or_path": "Qwen/Qwen3-8B-Base",
+    "run_name": "Qwen3-8B-Base-oxford",
+    "data_path_train": "dataset/oxford/train.jsonl",
+    "data_path_valid": "dataset/oxford/valid.jsonl",
+    "data_path_test": "dataset/oxford/test.jsonl",
+    "mask_term": "False",
+    "output_dir": "output/Qwen3-8B-Base-oxford",
+    "batch_size": 1024,
+    "per_device_train_batch_size": 256,
+    "per_device_eval_batch_size": 128,
+    "num_epochs": 10,
+    "learning_rate": 5e-6,
+    "cutoff_len": 128,
+    "train_on_input": "False",
+    "seq2seq_training": "False",
+    "trainable_layers": "all",
+    "eval_times": 30,
+    "eval_samples": 8192,
+    "logging_steps": 10,
+    "gradient_accumulation_steps": 1,
+    "fsdp": "",
+    "fsdp_wrap_layer": "",
 }
 
 
 def test_shipped_configs_exist():
     names = {p.name for p in TRAIN_CONFIGS} | {p.name for p in DS_CONFIGS}
-    assert {"expert_llama3_8b.json", "ds_zero2.json", "ds_zero3.json", "ds_zero2_offload.json",
-            "ds_zero3_offload.json"} <= names
+    assert {
+        "expert_llama3_8b.json",
+        "ds_zero2.json",
+        "ds_zero3.json",
+        "ds_zero2_offload.json",
+        "ds_zero3_offload.json",
+    } <= names
 
 
 @pytest.mark.parametrize("path", TRAIN_CONFIGS, ids=lambda p: p.name)
@@ -55,7 +82,12 @@ def test_paper_table12_config():
     cfg = load_config(REPO_ROOT / "run_config/expert_llama3_8b.json", TrainConfig)
     assert (cfg.num_train_epochs, cfg.learning_rate, cfg.adam_beta1, cfg.adam_beta2) == (3, 5e-6, 0.9, 0.95)
     assert (cfg.lr_scheduler_type, cfg.warmup_ratio, cfg.weight_decay, cfg.max_grad_norm) == ("cosine", 0.1, 0.01, 1.0)
-    assert (cfg.dropout, cfg.precision, cfg.cutoff_len, cfg.global_batch_size * cfg.cutoff_len) == (0.1, "bf16", 128, 524288)
+    assert (cfg.dropout, cfg.precision, cfg.cutoff_len, cfg.global_batch_size * cfg.cutoff_len) == (
+        0.1,
+        "bf16",
+        128,
+        524288,
+    )
     assert zero_stage(load_deepspeed_config(REPO_ROOT / cfg.deepspeed)) == 3
 
 
@@ -64,7 +96,12 @@ def test_original_model_config_keys_load(tmp_path: Path):
     path.write_text(json.dumps(ORIGINAL_MODEL_CONFIG, indent=1))
     cfg = load_config(path, TrainConfig)
     assert cfg.train_file == "dataset/oxford/train.jsonl" and cfg.valid_file == "dataset/oxford/valid.jsonl"
-    assert (cfg.num_train_epochs, cfg.global_batch_size, cfg.train_on_prompt, cfg.do_validation) == (10, 1024, False, True)
+    assert (cfg.num_train_epochs, cfg.global_batch_size, cfg.train_on_prompt, cfg.do_validation) == (
+        10,
+        1024,
+        False,
+        True,
+    )
     assert (cfg.eval_times, cfg.eval_samples, cfg.cutoff_len) == (30, 8192, 128)
     assert "data_path_test" in ignored_legacy_keys(path, TrainConfig)
 

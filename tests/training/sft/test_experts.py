@@ -1,4 +1,5 @@
 """One expert per cluster: sequential, finished experts skipped, an interrupted one resumed."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def _args(tiny_llama, clusters, out):
     args = tiny_args(tiny_llama, clusters, clusters, out)
     for flag in ("--train-file", "--valid-file"):
         i = args.index(flag)
-        del args[i:i + 2]
+        del args[i : i + 2]
     return [*args, "--experts", str(clusters)]
 
 
@@ -57,13 +58,25 @@ def test_experts_resume_after_interruption(tiny_llama, clusters, tmp_path, monke
         folder = out / f"expert-{k}"
         assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
         assert json.loads((folder / "manifest.json").read_text())["config"]["train_file"].endswith(
-            f"cluster-{k}/train.jsonl")
+            f"cluster-{k}/train.jsonl"
+        )
 
 
 def test_print_commands(tiny_llama, clusters, tmp_path, capsys):
     out = tmp_path / "experts"
-    assert main([*_args(tiny_llama, clusters, out), "--print-commands", "--num-gpus", "8",
-                 "--deepspeed", "run_config/ds_zero3.json"]) == 0
+    assert (
+        main(
+            [
+                *_args(tiny_llama, clusters, out),
+                "--print-commands",
+                "--num-gpus",
+                "8",
+                "--deepspeed",
+                "run_config/ds_zero3.json",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and not out.exists()
     argv = shlex.split(lines[1])

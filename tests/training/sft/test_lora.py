@@ -1,4 +1,5 @@
 """LoRA: adapters saved, merged export equal to base + adapters; QLoRA refuses clearly without CUDA."""
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,28 @@ def test_lora_adapters_and_merged_export_agree(tiny_llama, urban_splits, tmp_pat
 
     train, valid = urban_splits
     out = tmp_path / "lora"
-    assert main(tiny_args(tiny_llama, train, valid, out, "--use-lora", "--lora-r", "4", "--lora-alpha", "8",
-                          "--learning-rate", "5e-2", "--max-steps", "2", "--eval-times", "1")) == 0
+    assert (
+        main(
+            tiny_args(
+                tiny_llama,
+                train,
+                valid,
+                out,
+                "--use-lora",
+                "--lora-r",
+                "4",
+                "--lora-alpha",
+                "8",
+                "--learning-rate",
+                "5e-2",
+                "--max-steps",
+                "2",
+                "--eval-times",
+                "1",
+            )
+        )
+        == 0
+    )
     assert (out / "adapter" / "adapter_config.json").is_file()
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["r"] == 4
     ids = torch.tensor([[1, 200, 300, 400, 500, 600]])

@@ -1,4 +1,5 @@
 """Finetuning runs: tiny random Llama for the mechanics, real SmolLM2-135M on real Urban rows for learning."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from tests.conftest import REPO_ROOT
 from tests.helpers.train import tiny_args, urban_records, write_split
 from training.sft.config import TrainConfig
 from training.sft.model import apply_dropout, freeze_except
-from training.train import main, requested_objective, run_dskd
 from training.sft.trainer import plan_steps
 from training.sft.validation import generate_definitions, shard
+from training.train import main, requested_objective, run_dskd
 
 
 def _cfg(**kw) -> TrainConfig:
@@ -26,8 +27,11 @@ def _cfg(**kw) -> TrainConfig:
 
 
 def test_plan_steps_follows_global_batch():
-    plan = plan_steps(_cfg(global_batch_size=4096, per_device_train_batch_size=512, num_train_epochs=3,
-                           eval_times=10), n_train=100_000, world_size=8)
+    plan = plan_steps(
+        _cfg(global_batch_size=4096, per_device_train_batch_size=512, num_train_epochs=3, eval_times=10),
+        n_train=100_000,
+        world_size=8,
+    )
     assert plan.gradient_accumulation_steps == 1 and plan.steps_per_epoch == 25 and plan.total_steps == 75
     assert plan.eval_steps == 7
     plan = plan_steps(_cfg(global_batch_size=64, per_device_train_batch_size=4, max_steps=10), 1000, 2)
@@ -37,8 +41,14 @@ def test_plan_steps_follows_global_batch():
 def test_dropout_reaches_model_config_and_freezing_by_name():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
     assert apply_dropout(config, 0.1) == ["attention_dropout"] and config.attention_dropout == 0.1
     model = LlamaForCausalLM(config)
     n = freeze_except(model, "mlp")
@@ -57,7 +67,10 @@ def test_tiny_run_logs_lr_keeps_best_and_skips_when_finished(tiny_llama, urban_s
     out = tmp_path / "run"
     assert main(tiny_args(tiny_llama, train, valid, out, "--keep-checkpoints")) == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert summary["global_step"] == 4 and summary["train"]["examples"] + summary["train"]["dropped_prompt_too_long"] == 200
+    assert (
+        summary["global_step"] == 4
+        and summary["train"]["examples"] + summary["train"]["dropped_prompt_too_long"] == 200
+    )
     assert len(summary["valid_bleu"]) == 2 and all(0 <= b <= 100 for b in summary["valid_bleu"])
     assert summary["best_bleu"] == max(summary["valid_bleu"])
     logs = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
@@ -77,8 +90,20 @@ def test_tiny_run_logs_lr_keeps_best_and_skips_when_finished(tiny_llama, urban_s
 def test_early_stopping_on_validation_bleu(tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / "run"
-    args = tiny_args(tiny_llama, train, valid, out, "--max-steps", "8", "--eval-times", "8",
-                     "--early-stopping-patience", "1", "--early-stopping-threshold", "1000")
+    args = tiny_args(
+        tiny_llama,
+        train,
+        valid,
+        out,
+        "--max-steps",
+        "8",
+        "--eval-times",
+        "8",
+        "--early-stopping-patience",
+        "1",
+        "--early-stopping-threshold",
+        "1000",
+    )
     assert main(args) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["global_step"] == 2 and len(summary["valid_bleu"]) == 2
@@ -96,10 +121,36 @@ def test_smollm2_learns_on_real_urban_rows(smollm2_dir, data_3dex, tmp_path):
     train = write_split(tmp_path / "train.jsonl", records[:8], "train")
     valid = write_split(tmp_path / "valid.jsonl", records[8:], "valid")
     out = tmp_path / "smol"
-    assert main(["--config", str(REPO_ROOT / "run_config/train_smollm2_cpu.json"), "--model-name-or-path",
-                 str(smollm2_dir), "--train-file", str(train), "--valid-file", str(valid), "--output-dir", str(out),
-                 "--max-train-samples", "4", "--max-steps", "3", "--learning-rate", "1e-4", "--warmup-ratio", "0",
-                 "--eval-times", "1", "--no-do-validation", "--logging-steps", "1"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                str(REPO_ROOT / "run_config/train_smollm2_cpu.json"),
+                "--model-name-or-path",
+                str(smollm2_dir),
+                "--train-file",
+                str(train),
+                "--valid-file",
+                str(valid),
+                "--output-dir",
+                str(out),
+                "--max-train-samples",
+                "4",
+                "--max-steps",
+                "3",
+                "--learning-rate",
+                "1e-4",
+                "--warmup-ratio",
+                "0",
+                "--eval-times",
+                "1",
+                "--no-do-validation",
+                "--logging-steps",
+                "1",
+            ]
+        )
+        == 0
+    )
     summary = json.loads((out / "train_summary.json").read_text())
     losses = summary["losses"]
     assert len(losses) == 3 and losses[-1] < losses[0]  # the same 4 examples every step: loss falls
@@ -145,8 +196,9 @@ def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkey
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    args = tiny_args(tiny_llama, train, valid, tmp_path / "run", "--max-steps", "2", "--eval-times", "1",
-                     "--report_to", "wandb")
+    args = tiny_args(
+        tiny_llama, train, valid, tmp_path / "run", "--max-steps", "2", "--eval-times", "1", "--report_to", "wandb"
+    )
     assert main(args) == 0
     assert os.environ["WANDB_MODE"] == "offline"
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -162,8 +214,12 @@ def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
     valid.write_text("b\n")
     (tmp_path / "base").mkdir()
     (tmp_path / "base" / "config.json").write_text("{}")
-    cfg = TrainConfig(model_name_or_path=str(tmp_path / "base"), train_file=str(train), valid_file=str(valid),
-                      output_dir=str(tmp_path / "out"))
+    cfg = TrainConfig(
+        model_name_or_path=str(tmp_path / "base"),
+        train_file=str(train),
+        valid_file=str(valid),
+        output_dir=str(tmp_path / "out"),
+    )
     write_manifest(cfg.output_dir, "train", cfg, inputs=data_fingerprint(cfg))
     assert is_finished(cfg)
     train.write_text("a changed cluster\n")
@@ -175,9 +231,14 @@ def _original_layout(tmp_path, records):
     folder = tmp_path / "dataset" / "urban"
     folder.mkdir(parents=True)
     for name, part in (("train", records[:16]), ("test", records[16:])):
-        (folder / f"{name}.jsonl").write_text("".join(json.dumps({"term": r.term, "context": r.context,
-                                                                  "definition": r.definition, "source": r.source})
-                                                      + "\n" for r in part), encoding="utf-8")
+        (folder / f"{name}.jsonl").write_text(
+            "".join(
+                json.dumps({"term": r.term, "context": r.context, "definition": r.definition, "source": r.source})
+                + "\n"
+                for r in part
+            ),
+            encoding="utf-8",
+        )
     return folder
 
 
@@ -185,10 +246,20 @@ def test_original_config_validating_on_test_is_refused(tiny_llama, data_3dex, tm
     """An original config whose data_path_valid is test.jsonl loads through the legacy keys: train exits 2
     before loading anything, naming the file and the split; allow_test_as_valid runs it with a warning."""
     folder = _original_layout(tmp_path, urban_records(data_3dex, 24))
-    config = {"model_name_or_path": str(tiny_llama), "data_path_train": str(folder / "train.jsonl"),
-              "data_path_valid": str(folder / "test.jsonl"), "output_dir": str(tmp_path / "run"), "do_eval": "True",
-              "precision": "fp32", "cutoff_len": 64, "per_device_train_batch_size": 4, "max_steps": 2,
-              "eval_times": 1, "eval_samples": 4, "eval_max_new_tokens": 4}
+    config = {
+        "model_name_or_path": str(tiny_llama),
+        "data_path_train": str(folder / "train.jsonl"),
+        "data_path_valid": str(folder / "test.jsonl"),
+        "output_dir": str(tmp_path / "run"),
+        "do_eval": "True",
+        "precision": "fp32",
+        "cutoff_len": 64,
+        "per_device_train_batch_size": 4,
+        "max_steps": 2,
+        "eval_times": 1,
+        "eval_samples": 4,
+        "eval_max_new_tokens": 4,
+    }
     path = tmp_path / "model_config.json"
     path.write_text(json.dumps(config), encoding="utf-8")
     assert main(["--config", str(path)]) == 2
@@ -197,8 +268,9 @@ def test_original_config_validating_on_test_is_refused(tiny_llama, data_3dex, tm
     assert not (tmp_path / "run").exists()
     assert main(["--config", str(path), "--allow-test-as-valid"]) == 0
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["warnings"] == [f"{folder / 'test.jsonl'}: 8 of 8 records are of the test split: model "
-                                   "selected on test (allow_test_as_valid)"]
+    assert summary["warnings"] == [
+        f"{folder / 'test.jsonl'}: 8 of 8 records are of the test split: model selected on test (allow_test_as_valid)"
+    ]
     assert summary["valid_holdout"] is None and summary["valid"]["examples"] == 8
 
 
@@ -224,8 +296,9 @@ def _log_rows(out: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if not k.endswith(("_runtime", "_per_second"))} for row in rows]
 
 
-def test_resume_skips_a_checkpoint_torn_by_a_kill_during_its_save(tiny_llama, urban_splits, tmp_path, monkeypatch,
-                                                                   caplog):
+def test_resume_skips_a_checkpoint_torn_by_a_kill_during_its_save(
+    tiny_llama, urban_splits, tmp_path, monkeypatch, caplog
+):
     import transformers
 
     train, valid = urban_splits
@@ -264,13 +337,19 @@ def test_kill_9_mid_run_then_the_rerun_completes_without_repeated_steps(tiny_lla
     train, valid = urban_splits
     out = tmp_path / "run"
     args = tiny_args(tiny_llama, train, valid, out, "--max-steps", "40", "--eval-times", "4")  # saves every 10
-    proc = subprocess.Popen([sys.executable, "main.py", "train", *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "main.py", "train", *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     log, deadline = out / "train_log.jsonl", time.monotonic() + 300
     try:
         while proc.poll() is None and time.monotonic() < deadline:
-            if (out / "checkpoint-10" / "trainer_state.json").is_file() and log.is_file() and any(
-                    json.loads(line)["step"] > 11 for line in log.read_text().splitlines()[-3:] if line.endswith("}")):
+            if (
+                (out / "checkpoint-10" / "trainer_state.json").is_file()
+                and log.is_file()
+                and any(
+                    json.loads(line)["step"] > 11 for line in log.read_text().splitlines()[-3:] if line.endswith("}")
+                )
+            ):
                 os.kill(proc.pid, signal.SIGKILL)
                 break
             time.sleep(0.02)
