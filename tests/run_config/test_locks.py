@@ -137,6 +137,7 @@ def _stage_argv(tmp: Path, out: Path) -> dict[str, list[str]]:
         "preprocess": ["--input", f, "--output-dir", o],
         "cluster": ["--input", f, "--output-dir", o],
         "train": ["--model-name-or-path", "m", "--train-file", f, "--output-dir", o],
+        "distill": ["--teacher-model", "t", "--data-path-train", "x", "--output-dir", o],
         "merge": ["--experts", "e0", "e1", "--output-dir", o],
         "finetune-router": ["--moe-dir", "m", "--train-file", f, "--output-dir", o],
         "train-reward": ["--policy-model", "m", "--train", f, "--valid", f, "--output-dir", o],
@@ -157,15 +158,6 @@ def test_every_stage_refuses_a_held_output_folder(holder, tmp_path, capsys):
         assert main([stage, *args]) == 1, stage
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and f"{out} is in use by another run (pid {proc.pid}" in err[0], (stage, err)
-
-
-def test_dskd_locks_its_output_folder(holder, tmp_path, capsys):
-    from training.dskd.cli import main
-
-    out = tmp_path / "out"
-    proc = holder(out)
-    assert main(["--teacher-model", "t", "--data-path-train", "x", "--output-dir", str(out)]) == 1
-    assert f"(pid {proc.pid}" in capsys.readouterr().err
 
 
 def test_a_launcher_rank_other_than_0_leaves_the_lock_to_rank_0(holder, tmp_path, monkeypatch, capsys):
