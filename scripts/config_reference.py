@@ -1,14 +1,13 @@
 """Print the config reference (every key of every stage config: type, default, meaning) as Markdown.
 
-README.md's "Config reference" section is this output; `tests/scripts/test_config_reference.py` fails
-when they differ (`python scripts/config_reference.py --write` updates the README).
+docs/config_reference.md is this output, written whole by `python scripts/config_reference.py --write`;
+`tests/scripts/test_config_reference.py` fails when the page differs from it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import types
 import typing
@@ -23,7 +22,15 @@ sys.path.insert(0, str(ROOT))
 from run_config.loader import StageConfig  # noqa: E402
 from run_config.runtime import atomic_open  # noqa: E402
 
-START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+PAGE = ROOT / "docs" / "config_reference.md"
+INTRO = """# Config reference
+
+Every key of every stage config: type, default and meaning, generated from the typed config models by
+`python scripts/config_reference.py --write` (do not edit this page by hand; a test keeps it current).
+`python main.py <stage> --help` shows the same per stage. Each key is also a kebab-case flag
+(`learning_rate` -> `--learning-rate`) and `--set key=value` overrides any key; see
+[the README](../README.md#run-configs) for how configs load.
+"""
 
 
 def config_models() -> list[tuple[str, type[StageConfig]]]:
@@ -51,7 +58,7 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
         ("cluster", ClusterConfig),
         ("python -m clustering.assign", AssignConfig),
         ("train", TrainConfig),
-        ("`train --objective dskd` (`dskd` section)", DSKDConfig),
+        ("`distill` (= `train --objective dskd`)", DSKDConfig),
         ("merge", MergeConfig),
         ("finetune-router", FinetuneRouterConfig),
         ("train-reward", RewardConfig),
@@ -99,7 +106,7 @@ def reference() -> str:
         doc = (model.__doc__ or "").strip().split("\n")[0]
         label = command if "`" in command else f"`{command}`"
         lines = [
-            f"### {label} ({model.__name__})",
+            f"## {label} ({model.__name__})",
             "",
             doc,
             "",
@@ -116,27 +123,21 @@ def reference() -> str:
     return "\n\n".join(parts) + "\n"
 
 
-def readme_section(readme: str) -> str:
-    match = re.search(re.escape(START) + r"\n(.*)" + re.escape(END), readme, re.S)
-    return match.group(1) if match else ""
+def page() -> str:
+    """The whole of docs/config_reference.md."""
+    return INTRO + "\n" + reference()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="replace README.md's config reference section")
+    parser.add_argument("--write", action="store_true", help=f"write {PAGE.relative_to(ROOT)} (else print it)")
     args = parser.parse_args(argv)
-    text = reference()
+    text = page()
     if not args.write:
         print(text, end="")
         return 0
-    path = ROOT / "README.md"
-    readme = path.read_text(encoding="utf-8")
-    if START not in readme or END not in readme:
-        print(f"{path}: no {START} ... {END} markers", file=sys.stderr)
-        return 1
-    head, rest = readme.split(START, 1)
-    with atomic_open(path) as f:
-        f.write(head + START + "\n" + text + END + rest.split(END, 1)[1])
+    with atomic_open(PAGE) as f:
+        f.write(text)
     return 0
 
 

@@ -1,14 +1,14 @@
-"""README's config reference is the generated one: every key of every stage, with type and default."""
+"""docs/config_reference.md is the generated page: every key of every stage, with type and default."""
 
 from __future__ import annotations
 
-from scripts.config_reference import config_models, readme_section, reference
-from tests.conftest import REPO_ROOT
+from scripts.config_reference import PAGE, config_models, page, reference
 
 
-def test_readme_holds_the_generated_reference():
-    section = readme_section((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
-    assert section == reference(), "README.md is stale: run python scripts/config_reference.py --write"
+def test_the_docs_page_is_the_generated_one():
+    assert PAGE.read_text(encoding="utf-8") == page(), (
+        f"{PAGE} is stale: run python scripts/config_reference.py --write"
+    )
 
 
 def test_every_key_of_every_stage_is_listed():
