@@ -4,7 +4,7 @@
   each metric takes the maximum over single references.
 - `multi-ref`: the same references, BLEU and NIST as one multi-reference score.
 - `per-context`: only the definitions given for the same (term, context) pair.
-- `orig-compat`: what the original inference code reports (ORIGINAL.md §9), documented as INFLATED:
+- `orig-compat`: what the original inference code reports (docs/original_code.md, Scoring), INFLATED:
   periods removed from predictions and references, BLEU = max(multi-reference, max single-reference),
   ROUGE-L on NLTK word tokens with case kept, NIST 0 for a hypothesis shorter than its n-gram order,
   averages rounded up to two decimals.

@@ -1,8 +1,9 @@
 """The one prompt builder: record -> prompt (inference) and record -> prompt + target (training).
 
-The paper's format (ORIGINAL.md §4) is `BOS + '"<context>" What is the definition of "<term>"?' +
-"\\n\\n"`, then the definition and EOS. Training and inference both call `build_prompt`, so the
-inference prompt is always an exact prefix of the training text (the original differed: bug #2).
+The paper's format (the original code's, docs/original_code.md) is
+`BOS + '"<context>" What is the definition of "<term>"?' + "\\n\\n"`, then the definition and EOS.
+Training and inference both call `build_prompt`, so the inference prompt is always an exact prefix of
+the training text (the original's differed: bug 2).
 """
 
 from __future__ import annotations

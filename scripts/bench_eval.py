@@ -35,9 +35,9 @@ from dataset.records import load_records  # noqa: E402
 from evaluation.api import score, score_records  # noqa: E402
 from evaluation.config import MetricSettings  # noqa: E402
 from evaluation.protocols import PROTOCOLS, reference_lists  # noqa: E402
+from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
 
 GOAL = 5
-URBAN = ROOT.parent / "shared" / "data" / "3d-ex" / "Urban_test.csv"
 
 
 def baseline(preds: list[str], refs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -65,10 +65,11 @@ def timed(fn, *args, **kwargs):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--input", default=str(URBAN), help="Urban_test.csv of 3D-EX")
+    add_urban_option(parser, "--input")
     parser.add_argument("--workers", type=int, default=0, help="processes for ours (0: one per core)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the fastest counts")
     args = parser.parse_args()
+    args.input = str(urban_csv(parser, "--input", args.input))
     with tempfile.TemporaryDirectory() as tmp:
         if preprocess_main(["--input", args.input, "--output-dir", tmp]) != 0:
             return 1

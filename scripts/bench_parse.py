@@ -29,8 +29,8 @@ from inference.output import read_rows  # noqa: E402
 from inference.stub_server import StubServer  # noqa: E402
 from inference.tasks import build_items, item_prompt  # noqa: E402
 from run_config.assets import wordnet_lexicon_dir  # noqa: E402
+from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
 
-URBAN = ROOT.parent / "shared" / "data" / "3d-ex" / "Urban_test.csv"
 SHOWN = 5
 
 
@@ -86,10 +86,11 @@ def serve(records: list[Record], out: Path, concurrency: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--urban", default=str(URBAN), help="Urban_test.csv of 3D-EX")
+    add_urban_option(parser, "--urban")
     parser.add_argument("--limit", type=int, default=None, help="only the first N definitions of each corpus")
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    args.urban = str(urban_csv(parser, "--urban", args.urban))
     os.environ.setdefault("OPENAI_API_KEY", "bench-key")
     corpora = {"urban": urban_records(Path(args.urban)), "wordnet": wordnet_glosses()}
     total = 0

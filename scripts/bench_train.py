@@ -22,6 +22,7 @@ import torch.nn.functional as F  # noqa: E402
 from dataset.readers import iter_3dex_csv  # noqa: E402
 from dataset.records import Record  # noqa: E402
 from run_config.assets import smollm2_path  # noqa: E402
+from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
 from training.data import IGNORE_INDEX, encode_records, pad_batch, pad_token_id  # noqa: E402
 
 GOAL = 1.3
@@ -48,10 +49,11 @@ def step(model: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict[str, to
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=str(ROOT.parent / "shared/data/3d-ex/Urban_test.csv"))
+    add_urban_option(parser, "--data")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=3, help="measured steps per padding")
     args = parser.parse_args()
+    args.data = str(urban_csv(parser, "--data", args.data))
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = smollm2_path()

@@ -48,7 +48,7 @@ def encode_example(
 
 @dataclass(frozen=True)
 class EncodedSet:
-    """Tokenized records plus what the cutoff did to them (reported, never silent: ORIGINAL bug 28)."""
+    """Tokenized records plus what the cutoff did to them (reported, never silent: the original's bug 28)."""
 
     examples: list[dict[str, list[int]]]
     records: list[Record]

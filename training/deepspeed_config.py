@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def load_deepspeed_config(path: str | Path) -> dict[str, Any]:
-    """Read a DeepSpeed JSON and reject what would silently override the run config (ORIGINAL bug 27).
+    """Read a DeepSpeed JSON and reject what would silently override the run config (the original's bug 27).
 
     A `scheduler` block would replace the cosine schedule, and an `optimizer` block with fixed values
     would replace AdamW's settings. An optimizer block whose params are all "auto" (DeepSpeed's own

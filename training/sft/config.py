@@ -110,7 +110,7 @@ class TrainConfig(StageConfig):
     legacy_keys: ClassVar[dict[str, str | None]] = {
         "data_path_train": "train_file",
         "data_path_valid": "valid_file",
-        "data_path_test": None,  # training never reads the test split (ORIGINAL bug 25)
+        "data_path_test": None,  # training never reads the test split (the original's bug 25)
         "num_epochs": "num_train_epochs",
         "batch_size": "global_batch_size",
         "train_on_input": "train_on_prompt",

@@ -20,7 +20,7 @@ TRAIN_CONFIGS = sorted(
 )
 DS_CONFIGS = sorted((REPO_ROOT / "run_config").glob("ds_zero*.json"))
 
-# run_config/model_config.json as committed in the original repository (ORIGINAL.md §5).
+# run_config/model_config.json as committed in the original repository (docs/original_code.md).
 ORIGINAL_MODEL_CONFIG = {
     "do_train": "True",
     "do_eval": "True",
