@@ -5,7 +5,7 @@ valid-split perplexity of the definitions and the Moses sentence BLEU (max over 
 `evaluation.bleu.moses_max_single_bleu` + `evaluation.references.term_references`) of greedy
 definitions. The last line is `ratio=<full-DSKD perplexity / CE-only perplexity> goal=1` (<= 1 is good).
 
-    LMLEXICON_CACHE=/work/main/.cache python scripts/bench_dskd.py --steps 60
+    python scripts/bench_dskd.py --steps 60
 """
 
 from __future__ import annotations
