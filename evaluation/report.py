@@ -1,4 +1,5 @@
-"""Reports: mean ± std over seeds and the paper's Table 2 (systems x datasets x metrics, plus Avg.).
+"""Reports: mean ± std over seeds and the paper's Table 2 (systems x datasets x metrics, plus Avg. when the
+table has more than one dataset).
 
 `table2(results)` takes {system: {dataset: [scores of each seed]}} and returns a `Table` that renders
 as Markdown, CSV or LaTeX. `python -m evaluation.report --runs DIR ... --output-dir OUT` builds it
@@ -104,7 +105,8 @@ def table2(
     metrics: Sequence[str] = ("bleu", "rougeL"),
     digits: int = 2,
 ) -> Table:
-    """Table 2: one row per system, `dataset metric` columns (mean ± std over seeds), then Avg. per metric.
+    """Table 2: one row per system, `dataset metric` columns (mean ± std over seeds), then Avg. per metric
+    when there are two datasets or more (with one, Avg. would repeat its columns).
 
     Args:
         results: system -> dataset -> one score dict per seed (metric -> value on 0-100).
@@ -112,8 +114,9 @@ def table2(
     """
     if datasets is None:
         datasets = list(dict.fromkeys(d for per in results.values() for d in per))
+    averaged = metrics if len(datasets) > 1 else []
     header = ["Method"] + [f"{d} {LABELS.get(m, m)}" for d in datasets for m in metrics]
-    header += [f"Avg. {LABELS.get(m, m)}" for m in metrics]
+    header += [f"Avg. {LABELS.get(m, m)}" for m in averaged]
     rows = []
     for system, per in results.items():
         cells, means = [system], {m: [] for m in metrics}
@@ -126,7 +129,7 @@ def table2(
                 mean, std = mean_std(values)
                 means[m].append(mean)
                 cells.append(f"{mean:.{digits}f}" + (f"±{std:.{digits}f}" if len(values) > 1 else ""))
-        cells += [f"{np.mean(means[m]):.{digits}f}" if means[m] else "–" for m in metrics]
+        cells += [f"{np.mean(means[m]):.{digits}f}" if means[m] else "–" for m in averaged]
         rows.append(cells)
     return Table(header, rows)
 

@@ -92,12 +92,19 @@ def config_from_args(args: argparse.Namespace, model: type[StageConfig], **extra
     return cfg
 
 
+# Third-party loggers whose INFO lines are probing noise, shown only with --verbose (faiss tries its AVX-512 and
+# AVX2 builds first and logs a ModuleNotFoundError for each one the wheel lacks).
+QUIET_LOGGERS = ("faiss.loader",)
+
+
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def run_main(

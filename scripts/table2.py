@@ -225,18 +225,19 @@ def build_table(
     prior_work: bool,
     report_sacrebleu: bool = False,
 ) -> Any:
-    """One `ours` and one `paper` line per row (BLEU / ROUGE-L per dataset, then their mean over the datasets
-    shown; with `report_sacrebleu`, standard sacreBLEU after BLEU, which the paper never reports), prior-work
-    rows as `paper` lines only."""
+    """One `ours` and one `paper` line per row (BLEU / ROUGE-L per dataset, then, with two datasets or more,
+    their mean over the datasets shown; with `report_sacrebleu`, standard sacreBLEU after BLEU, which the paper
+    never reports), prior-work rows as `paper` lines only."""
     from evaluation.report import LABELS, Table, shown_metrics
 
     shown = shown_metrics(SHOWN, report_sacrebleu)
+    averaged = shown if len(datasets) > 1 else []
     header = ["Method", "Run"] + [f"{d} {LABELS[m]}" for d in datasets for m in shown]
-    header += [f"Avg. {LABELS[m]}" for m in shown]
+    header += [f"Avg. {LABELS[m]}" for m in averaged]
 
     def line(label: str, run: str, cell: Any) -> list[str]:
         cells = [fmt(*cell(d, m)) for d in datasets for m in shown]
-        return [label, run] + cells + [fmt(_avg([cell(d, m)[0] for d in datasets])) for m in shown]
+        return [label, run] + cells + [fmt(_avg([cell(d, m)[0] for d in datasets])) for m in averaged]
 
     table_rows = []
     if prior_work:
@@ -283,7 +284,8 @@ def title(cfg: ExperimentConfig, datasets: Sequence[str], settings: Table2Settin
         f"Table 2 (ours: {cfg.base_model} on {data}; datasets {', '.join(datasets)}; seeds {seeds}; "
         f"MoE N={cfg.num_clusters}; BoN N="
         f"{settings.bon_samples}; ICL k={settings.icl_k}). Paper: Llama-3-8B on 3D-EX and its four sources, "
-        "seeds 21/42/84. Avg. = mean over the datasets shown, for ours and the paper alike."
+        "seeds 21/42/84."
+        + (" Avg. = mean over the datasets shown, for ours and the paper alike." if len(datasets) > 1 else "")
         + (
             " sacreBLEU: standard corpus BLEU (13a tokens, exp smoothing), lower than the paper's BLEU "
             "(Moses sentence BLEU+1, max over references; docs/metrics.md)."

@@ -16,6 +16,7 @@ if __package__ in (None, ""):  # run as a script by the deepspeed launcher: make
 import argparse
 import logging
 import os
+from collections import Counter
 
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError
@@ -97,8 +98,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.print_commands:
             print("\n".join(experts.launcher_commands(cfg, args.experts, args.config, args.num_gpus)))
             return 0
-        for row in experts.train_experts(cfg, args.experts, trainer.train, trainer.is_finished):
-            print(f"train: expert-{row['expert']}: {row['status']} -> {row['output_dir']}")
+        rows = list(experts.train_experts(cfg, args.experts, trainer.train, trainer.is_finished))
+        for row in rows:
+            log.info("expert-%s: %s -> %s", row["expert"], row["status"], row["output_dir"])
+        done = Counter(row["status"] for row in rows)
+        print(f"train: {len(rows)} experts ({', '.join(f'{n} {s}' for s, n in done.items())}) -> {cfg.output_dir}")
         return 0
     if args.print_commands:
         raise ConfigError("--print-commands needs --experts DIR")

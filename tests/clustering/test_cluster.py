@@ -14,8 +14,6 @@ from clustering.config import ClusterConfig
 from dataset.records import load_records
 from run_config.loader import load_config
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def run(*argv) -> int:
     return main([str(a) for a in argv])
@@ -186,12 +184,6 @@ def test_cli_errors(argv, code, message, tmp_path, capsys):
     assert run(*[a.format(**subst) for a in argv]) == code
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o" / "report.json").exists()
-
-
-@pytest.mark.parametrize("path", sorted((REPO / "run_config").glob("cluster*.json")), ids=lambda p: p.name)
-def test_shipped_configs_load(path):
-    cfg = load_config(path, ClusterConfig)
-    assert cfg.num_clusters >= 1
 
 
 def test_original_flag_names_are_accepted(tmp_path):

@@ -42,6 +42,13 @@ def test_table2_markdown_csv_latex():
     assert "37.00$\\pm$0.60" in table.latex() and "\\toprule" in table.latex()
 
 
+def test_one_dataset_has_no_avg_columns():
+    table = table2({"A": {"WordNet": [{"bleu": 10.0, "rougeL": 20.0}]}})
+    assert table.header == ["Method", "WordNet BLEU", "WordNet ROUGE"]
+    assert table.rows == [["A", "10.00", "20.00"]]
+    assert "Avg." not in table.markdown() + table.csv() + table.latex()
+
+
 def test_missing_cell_is_a_dash_and_left_out_of_avg():
     table = table2({"A": {"x": [{"bleu": 10.0, "rougeL": 20.0}]}, "B": {"y": [{"bleu": 30.0, "rougeL": 40.0}]}})
     assert table.rows[0] == ["A", "10.00", "20.00", "–", "–", "10.00", "20.00"]
@@ -115,7 +122,7 @@ def test_report_sacrebleu_column_beside_the_papers_bleu(urban, tmp_path, capsys)
     out = tmp_path / "tables"
     assert main(["--runs", str(run), "--output-dir", str(out), "--report-sacrebleu"]) == 0
     md = (out / "table2.md").read_text()
-    assert md.startswith("| Method | Urban BLEU | Urban sacreBLEU | Urban ROUGE | Avg. BLEU | Avg. sacreBLEU |")
+    assert md.startswith("| Method | Urban BLEU | Urban sacreBLEU | Urban ROUGE |\n")  # one dataset: no Avg.
     assert f"| prefix | {scores['bleu']:.2f} | {scores['sacrebleu']:.2f} | {scores['rougeL']:.2f} |" in md
     from evaluation.protocols import PROTOCOLS, reference_lists
 

@@ -7,11 +7,13 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from dataset.preprocess import main
+from tests.conftest import REPO_ROOT
 
 
 @pytest.fixture
@@ -115,3 +117,16 @@ def test_duplicate_key_in_a_config(tmp_path, capsys):
     )
     assert not (tmp_path / "o").exists() and not (tmp_path / "elsewhere").exists()
     assert json.loads(cfg.read_text())["output_dir"] == "elsewhere"  # what plain JSON would have run with
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_faiss_probing_shows_only_with_verbose(verbose, capfd):
+    """faiss (which mauve, the MAUVE metric's package, imports) logs each AVX-512/AVX2 build it fails to load at
+    INFO, with a ModuleNotFoundError; under a stage's logging that stays off stderr unless --verbose."""
+    code = f"from run_config.cli import setup_logging; setup_logging({verbose}); import faiss"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, check=True)
+    err = capfd.readouterr().err
+    if verbose:
+        assert "faiss.loader: Loading faiss" in err
+    else:
+        assert "faiss" not in err and "ModuleNotFoundError" not in err, err

@@ -8,8 +8,8 @@ relations.json, manifest.json}` and `<sense_dir>/{senses.safetensors, words.json
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.runtime import set_seed
@@ -32,9 +32,19 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     set_seed(cfg.seed)
     result = run(cfg, senses_only=args.senses_only)
-    print(json.dumps(result, indent=2))
-    print(f"distill: outputs in {cfg.output_dir}" + ("" if args.senses_only else "/student"))
+    print(summary_line(cfg, result, args.senses_only))
     return 0
+
+
+def summary_line(cfg: DSKDConfig, result: dict, senses_only: bool) -> str:
+    """The one stdout line of a run (every number is in <output_dir>/metrics.json)."""
+    if senses_only:
+        return f"distill: {result['sense_words']} words, {result['senses']} senses -> {cfg.senses_path}"
+    valid = f", valid perplexity {result['valid']['perplexity']:.2f}" if "valid" in result else ""
+    return (
+        f"distill: {result['train_examples']} examples, {result['final']['step']} steps, "
+        f"final loss {result['final']['loss']:.4f}{valid} -> {Path(cfg.output_dir) / 'student'}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Every shipped DSKD config loads; bad keys fail with file:line."""
+"""Shipped DSKD configs hold the paper's settings; bad keys fail with file:line."""
 
 from __future__ import annotations
 
@@ -14,10 +14,6 @@ from training.dskd.config import DSKDConfig
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "run_config").glob("dskd_*.json"))
-
-
-def test_configs_are_shipped() -> None:
-    assert {p.name for p in SHIPPED} >= {"dskd_smollm2_cpu.json", "dskd_llama3_8b.json"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)

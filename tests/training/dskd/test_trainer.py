@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dataset.records import load_records
 from run_config.cli import config_from_args
-from training.dskd.cli import build_parser, main
+from training.dskd.cli import build_parser, main, summary_line
 from training.dskd.config import DSKDConfig
 from training.dskd.relations import Relations
 from training.dskd.trainer import is_up_to_date
@@ -153,3 +153,12 @@ def test_missing_data_file_is_one_line_error(tmp_path: Path, capsys: pytest.Capt
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "none.jsonl: no such file" in err[0]
+
+
+def test_the_run_ends_with_one_summary_line(run_dir: Path, smollm2_dir: Path, records_file: Path) -> None:
+    """stdout's last line: the numbers of metrics.json in one line, pointing at the student."""
+    cfg = config_from_args(build_parser().parse_args(run_argv(smollm2_dir, records_file, run_dir)), DSKDConfig)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    line = summary_line(cfg, metrics, senses_only=False)
+    assert line.startswith(f"distill: {metrics['train_examples']} examples, {metrics['final']['step']} steps")
+    assert line.endswith(f" -> {run_dir / 'student'}") and "\n" not in line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 
 import pytest
@@ -32,7 +33,7 @@ def _args(tiny_llama, clusters, out):
     return [*args, "--experts", str(clusters)]
 
 
-def test_experts_resume_after_interruption(tiny_llama, clusters, tmp_path, monkeypatch, capsys):
+def test_experts_resume_after_interruption(tiny_llama, clusters, tmp_path, monkeypatch, capsys, caplog):
     out = tmp_path / "experts"
     original = transformers.Trainer._save_checkpoint
 
@@ -48,9 +49,11 @@ def test_experts_resume_after_interruption(tiny_llama, clusters, tmp_path, monke
     monkeypatch.setattr(transformers.Trainer, "_save_checkpoint", original)
     mtime = (out / "expert-0" / "model.safetensors").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(_args(tiny_llama, clusters, out)) == 0
-    printed = capsys.readouterr().out
-    assert "expert-0: skipped (finished)" in printed and "expert-1: trained" in printed
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        assert main(_args(tiny_llama, clusters, out)) == 0
+    last = capsys.readouterr().out.splitlines()[-1]  # above it: the HF Trainer's own loss lines
+    assert last == f"train: 2 experts (1 skipped (finished), 1 trained) -> {out}"
+    assert "expert-0: skipped (finished)" in caplog.text and "expert-1: trained" in caplog.text
     assert (out / "expert-0" / "model.safetensors").stat().st_mtime_ns == mtime
     summary = json.loads((out / "expert-1" / "train_summary.json").read_text())
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["global_step"] == 4
