@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from dataset.records import Record
-from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, get_metric, resolve_names
+from evaluation.metrics.settings import MetricSettings
 from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.scoring import SampleScores, score_samples, summarize
 

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from dataset.records import Record
-from evaluation.config import MetricSettings
 from evaluation.metrics import Reduce
+from evaluation.metrics.settings import MetricSettings
 from evaluation.references import context_references, term_references
 
 _PERIOD = re.compile(r"\.(?!\d)")

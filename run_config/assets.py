@@ -1,4 +1,5 @@
-"""Locate or build the offline assets: NLTK WordNet, all-MiniLM-L6-v2, a plain-HF SmolLM2-135M."""
+"""Locate or build the offline assets: NLTK WordNet, all-MiniLM-L6-v2, a plain-HF SmolLM2-135M (the embedded
+lexicon built from WordNet and the `asset:` names are dataset.lexicon's)."""
 
 from __future__ import annotations
 
@@ -99,32 +100,3 @@ def smollm2_path() -> Path:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return out
-
-
-def wordnet_lexicon_dir() -> Path:
-    """Return the preprocessed embedded lexicon (WordNet glosses + examples), building it once."""
-    from dataset.preprocess import main as preprocess_main
-
-    out = cache_dir() / "data" / "wordnet"
-    if preprocess_main(["--builtin", "wordnet", "--output-dir", str(out)]) != 0:
-        raise AssetError(f"could not build the embedded lexicon in {out}")
-    return out
-
-
-ASSET_PREFIX = "asset:"
-
-
-def resolve_asset(name: str) -> str:
-    """Turn `asset:smollm2`, `asset:minilm` or `asset:wordnet/<file>` into a local path; else return `name`."""
-    if not name.startswith(ASSET_PREFIX):
-        return name
-    what = name[len(ASSET_PREFIX) :]
-    if what == "smollm2":
-        return str(smollm2_path())
-    if what == "minilm":
-        return str(minilm_path())
-    if what.startswith("wordnet/"):
-        return str(wordnet_lexicon_dir() / what[len("wordnet/") :])
-    from run_config.errors import ConfigError
-
-    raise ConfigError(f"unknown asset {name!r}; choose asset:smollm2, asset:minilm or asset:wordnet/<split>.jsonl")

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dataset.lexicon import resolve_asset
 from dataset.records import Record, load_records  # noqa: E402
 from evaluation.bleu import moses_max_single_bleu  # noqa: E402
 from evaluation.references import term_references  # noqa: E402
 from prompts.builder import build_prompt  # noqa: E402
-from run_config.assets import resolve_asset
 from run_config.loader import load_config  # noqa: E402
 from run_config.runtime import set_seed  # noqa: E402
 from training.dskd.config import DSKDConfig, input_path  # noqa: E402

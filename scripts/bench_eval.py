@@ -33,7 +33,7 @@ from rouge_score import rouge_scorer  # noqa: E402
 from dataset.preprocess import main as preprocess_main  # noqa: E402
 from dataset.records import load_records  # noqa: E402
 from evaluation.api import score, score_records  # noqa: E402
-from evaluation.config import MetricSettings  # noqa: E402
+from evaluation.metrics.settings import MetricSettings  # noqa: E402
 from evaluation.protocols import PROTOCOLS, reference_lists  # noqa: E402
 from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
 

@@ -30,9 +30,10 @@ def main() -> int:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM
 
+    from dataset.lexicon import wordnet_lexicon_dir
     from dataset.records import load_records
     from prompts.builder import build_prompt
-    from run_config.assets import smollm2_path, wordnet_lexicon_dir
+    from run_config.assets import smollm2_path
     from training.moe.config import MergeConfig
     from training.moe.merge import merge
     from training.moe.routing import load_routed_moe

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from dataset.lexicon import resolve_asset
 from dataset.records import SPLITS, load_records
-from run_config.assets import resolve_asset
 from run_config.cli import config_from_args, stage_parser
 from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import StageConfig, load_config, section_problems

@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from clustering.kmeans import compile_kernels  # noqa: E402
+from dataset.lexicon import wordnet_lexicon_dir  # noqa: E402
 from run_config import assets  # noqa: E402
 
 
@@ -18,7 +19,7 @@ def main() -> int:
     print(f"[assets] WordNet for NLTK: {assets.nltk_data_dir()}")
     print(f"[assets] all-MiniLM-L6-v2: {assets.minilm_path()}")
     print(f"[assets] SmolLM2-135M (plain HF): {assets.smollm2_path()}")
-    print(f"[assets] embedded lexicon: {assets.wordnet_lexicon_dir()}")
+    print(f"[assets] embedded lexicon: {wordnet_lexicon_dir()}")
     compile_kernels()
     print("[assets] clustering kernels compiled (numba cache)")
     return 0

@@ -26,8 +26,8 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dataset.lexicon import resolve_asset  # noqa: E402
 from inference.config import KeyEnvName  # noqa: E402
-from run_config.assets import resolve_asset  # noqa: E402
 from run_config.cli import run_main  # noqa: E402
 from run_config.errors import ConfigError  # noqa: E402
 from run_config.loader import StageConfig  # noqa: E402

@@ -50,7 +50,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def wordnet_lexicon() -> Path:
     """The embedded default lexicon, preprocessed (built once into the asset cache)."""
-    from run_config.assets import wordnet_lexicon_dir
+    from dataset.lexicon import wordnet_lexicon_dir
 
     return wordnet_lexicon_dir()
 

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from evaluation.config import MetricSettings
+from evaluation.metrics.settings import MetricSettings
 
 Reduce = Literal["max", "multi", "best"]
 

@@ -8,58 +8,16 @@ hub model it knows; a local folder needs `bertscore_baseline_file`.
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce, best_per_example, flatten_pairs
+from evaluation.metrics.settings import MetricSettings
 from run_config.errors import ConfigError
 
 IDF_DOCUMENTS = "each reference once per prediction scored against it (bert-score's count)"
-
-
-def packaged_baseline(model: str, lang: str = "en") -> Path | None:
-    """The baseline table bert-score ships for hub model `model` (None when it has none)."""
-    spec = importlib.util.find_spec("bert_score")
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / "rescale_baseline" / lang / f"{model}.tsv"
-    return path if path.is_file() else None
-
-
-def baseline_problem(rescale: bool, model: str, num_layers: int | None, given: str | None) -> str | None:
-    """Why `bertscore_baseline_file` cannot serve these settings (None when rescaling can work, or is off)."""
-    if not rescale:
-        return "given but bertscore_rescale is off" if given else None
-    if given is None:
-        if packaged_baseline(model) is not None:
-            return None
-        return (
-            f"needed with bertscore_rescale: bert-score ships no baseline for {model!r} "
-            "(give a CSV table LAYER,P,R,F with one row per layer)"
-        )
-    path = Path(given)
-    if not path.is_file():
-        return f"{given}: no such file"
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows or [c.strip() for c in rows[0]] != ["LAYER", "P", "R", "F"]:
-        return f"{given}:1: expected the header LAYER,P,R,F"
-    for line, row in enumerate(rows[1:], 2):
-        try:
-            if len(row) != 4:
-                raise ValueError
-            [float(c) for c in row]
-        except ValueError:
-            return f"{given}:{line}: expected four numbers, got {','.join(row)[:60]!r}"
-    if num_layers is not None and len(rows) - 1 <= num_layers:
-        return f"{given}: no row for layer {num_layers} ({len(rows) - 1} rows)"
-    return None
 
 
 class BertScore(Metric):

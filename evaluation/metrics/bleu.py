@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from evaluation.bleu import BleuScorer
-from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce, check_inputs
+from evaluation.metrics.settings import MetricSettings
 
 
 class SentenceBleu(Metric):

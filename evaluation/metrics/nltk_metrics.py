@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce
+from evaluation.metrics.settings import MetricSettings
 
 
 def word_tokens(text: str) -> list[str]:

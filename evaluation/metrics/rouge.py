@@ -12,9 +12,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from evaluation.config import MetricSettings
 from evaluation.metrics import Metric, Reduce
 from evaluation.metrics.nltk_metrics import word_tokens
+from evaluation.metrics.settings import MetricSettings
 
 
 def rouge_tokens(text: str) -> list[str]:

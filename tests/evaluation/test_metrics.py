@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from rouge_score import rouge_scorer
 
-from evaluation.config import MetricSettings
 from evaluation.metrics import METRICS, get_metric, resolve_names
 from evaluation.metrics.rouge import lcs_length, token_masks
+from evaluation.metrics.settings import MetricSettings
 
 S = MetricSettings()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evaluation.config import MetricSettings
 from evaluation.metrics import get_metric
 from evaluation.metrics.moverscore import mover_distance
+from evaluation.metrics.settings import MetricSettings
 from run_config.errors import ConfigError
 
 

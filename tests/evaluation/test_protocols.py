@@ -7,7 +7,7 @@ import pytest
 from evaluation import scoring
 from evaluation.api import best_sample, score, score_records
 from evaluation.bleu import moses_max_single_bleu, moses_sentence_bleu
-from evaluation.config import MetricSettings
+from evaluation.metrics.settings import MetricSettings
 from evaluation.protocols import PROTOCOLS, get_protocol, reference_lists
 
 

@@ -114,7 +114,7 @@ class DSKDConfig(StageConfig):
 
 def input_path(name: str) -> str:
     """Resolve an `asset:` name or path to an existing file, else raise a one-line DataError."""
-    from run_config.assets import resolve_asset
+    from dataset.lexicon import resolve_asset
     from run_config.cli import existing_file
 
     return str(existing_file(resolve_asset(name)))

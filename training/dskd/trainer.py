@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import save_file
 from tqdm import tqdm
 
+from dataset.lexicon import resolve_asset
 from dataset.records import Record, load_records
-from run_config.assets import resolve_asset
 from run_config.runtime import (
     atomic_open,
     clear_manifest,

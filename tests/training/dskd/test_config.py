@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from run_config.assets import resolve_asset
 from run_config.errors import ConfigError
 from run_config.loader import load_config
 from training.dskd.config import DSKDConfig
@@ -58,9 +57,3 @@ def test_legacy_model_name_maps_to_teacher(tmp_path: Path) -> None:
         )
     )
     assert load_config(path, DSKDConfig).teacher_model == "m"
-
-
-def test_unknown_asset_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown asset"):
-        resolve_asset("asset:nothing")
-    assert resolve_asset("plain/path") == "plain/path"
