@@ -15,6 +15,10 @@ STAGES: dict[str, tuple[str, str]] = {
         "sense-knowledge distillation (DSKD) of a decoder student; = train --objective dskd",
     ),
     "merge": ("training.moe.merge", "merge dense experts into one domain-routed MoE checkpoint"),
+    "convert": (
+        "training.moe.mergoo",
+        "convert the original code's MoE (mergoo layout) into this toolkit's MoE folder",
+    ),
     "finetune-router": ("training.moe.finetune_router", "train only the router of a merged MoE"),
     "train-reward": ("inference.reward.train", "train the outcome reward model for Best-of-N"),
     "infer": ("inference.infer", "generate definitions (local, MoE, vLLM or API backends)"),

@@ -139,6 +139,7 @@ def _stage_argv(tmp: Path, out: Path) -> dict[str, list[str]]:
         "train": ["--model-name-or-path", "m", "--train-file", f, "--output-dir", o],
         "distill": ["--teacher-model", "t", "--data-path-train", "x", "--output-dir", o],
         "merge": ["--experts", "e0", "e1", "--output-dir", o],
+        "convert": ["--format", "mergoo", "--input", "m", "--output-dir", o],
         "finetune-router": ["--moe-dir", "m", "--train-file", f, "--output-dir", o],
         "train-reward": ["--policy-model", "m", "--train", f, "--valid", f, "--output-dir", o],
         "infer": ["--model", "m", "--input", f, "--output-dir", o],

@@ -6,7 +6,10 @@ A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensor
   the dense config (for per-domain exports) and, once trained, the learned domain classifier's entry;
 * `clustering/`: a copy of the clustering artefacts (centroids, embedder description, TF-IDF vocabulary)
   that domain routing embeds prompts with;
-* `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained.
+* `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained;
+* `projection_routers.safetensors`: a converted mergoo MoE's three routers per routed layer (policy mergoo),
+  named `model.layers.L.mlp.{gate_proj,up_proj,down_proj}.gate.weight` as in the original layout, and listed
+  (file, layers, projections) under routing.json's `projection_routers`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
 CLUSTER_FILES = ("centroids.npy", "embedder.json")  # required; load_assigner also reads tfidf.json when present
 CLUSTER_OPTIONAL = ("tfidf.json",)
+PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
 
 
 def is_moe_folder(path: str | Path) -> bool:
@@ -66,6 +70,66 @@ def new_routing(
         "domain_classifier": None,
         "dense_config": dense_config,
     }
+
+
+def converted_routing(
+    source: str | Path,
+    source_format: str,
+    num_experts: int,
+    top_k: int,
+    router_init: str,
+    dense_config: dict[str, Any],
+    projection_routers: dict[str, Any],
+) -> dict[str, Any]:
+    """Contents of a converted MoE's routing.json: policy mergoo, no clusters, the source folder and its routers."""
+    routing = new_routing("mergoo", top_k, [], router_init, "average", list(range(num_experts)), False, dense_config)
+    routing.update(
+        num_experts=num_experts, converted_from={"format": source_format, "folder": str(Path(source).resolve())}
+    )
+    routing["projection_routers"] = projection_routers
+    return routing
+
+
+def projection_router_key(layer: int, proj: str) -> str:
+    """Name of layer `layer`'s router of FFN projection `proj` (the mergoo name, kept in the converted folder)."""
+    return f"model.layers.{layer}.mlp.{proj}.gate.weight"
+
+
+def save_projection_routers(
+    folder: str | Path, routers: dict[str, Any], layers: list[int], projections: list[str]
+) -> dict[str, Any]:
+    """Write the per-projection routers (name -> tensor); return their routing.json entry."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in routers.items()}, str(Path(folder) / PROJECTION_ROUTERS_FILE))
+    return {"file": PROJECTION_ROUTERS_FILE, "layers": layers, "projections": projections}
+
+
+def load_projection_routers(path: str | Path, routing: dict[str, Any]) -> dict[int, dict[str, Any]] | None:
+    """{layer: {projection: router tensor}} of a converted mergoo MoE, or None when routing.json lists none."""
+    info = routing.get("projection_routers")
+    if not info:
+        return None
+    from safetensors.torch import load_file
+
+    file = Path(path) / info["file"]
+    if not file.is_file():
+        raise DataError(str(file), None, None, f"missing: {ROUTING_FILE} lists per-projection routers here")
+    tensors = load_file(str(file))
+    out: dict[int, dict[str, Any]] = {}
+    for layer in info["layers"]:
+        for proj in info["projections"]:
+            key = projection_router_key(layer, proj)
+            if key not in tensors:
+                raise DataError(str(file), None, key, "router missing")
+            out.setdefault(int(layer), {})[proj] = tensors[key]
+    return out
+
+
+def carry_projection_routers(src_folder: str | Path, folder: str | Path) -> None:
+    """Copy a converted MoE's per-projection routers (if any) into the MoE folder being written at `folder`."""
+    if (Path(src_folder) / PROJECTION_ROUTERS_FILE).is_file():
+        shutil.copy(Path(src_folder) / PROJECTION_ROUTERS_FILE, Path(folder) / PROJECTION_ROUTERS_FILE)
 
 
 def missing_cluster_files(cluster_dir: str | Path) -> list[Path]:

@@ -1,4 +1,5 @@
-"""Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint) and router finetuning."""
+"""Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint), convert (the original's MoE) and router
+finetuning."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pydantic import Field, field_validator, model_validator
 
 from run_config.loader import StageConfig
 
-# Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default.
-POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence")
-Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence"]
+# Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default, "mergoo" the
+# original code's per-projection routers (only a converted folder has them).
+POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo")
+Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo"]
 OUTPUT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
@@ -83,6 +85,8 @@ class MergeConfig(StageConfig):
             raise ValueError(f"shared_expert must be in [0, {n}), got {self.shared_expert}")
         if self.cluster_to_expert is not None and sorted(self.cluster_to_expert) != list(range(n)):
             raise ValueError(f"cluster_to_expert must be a permutation of 0..{n - 1}, got {self.cluster_to_expert}")
+        if self.policy == "mergoo":
+            raise ValueError("policy mergoo needs per-projection routers, which only `convert --format mergoo` writes")
         if self.router_init == "hidden" and len(self.router_prompt_files) != n:
             raise ValueError(
                 f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "
@@ -93,6 +97,22 @@ class MergeConfig(StageConfig):
         if self.max_shard_size_mb < 1 or self.router_prompt_samples < 1:
             raise ValueError("max_shard_size_mb and router_prompt_samples must be >= 1")
         return self
+
+
+class ConvertConfig(StageConfig):
+    """An MoE folder in another layout (mergoo: the original code's) -> this toolkit's MoE folder."""
+
+    format: Literal["mergoo"] = Field(
+        description="layout of the input: mergoo (per-projection routers, as the paper's released MoEs)"
+    )
+    input: str = Field(description="the folder to convert (config.json, safetensors, tokenizer)")
+    output_dir: str = Field(description="converted MoE folder (config, safetensors shards, routing.json)")
+    init_missing_gates: bool = Field(
+        False, description="draw absent routers from N(0, initializer_range) (seeded) instead of refusing"
+    )
+    seed: int = Field(42, description="seed of --init-missing-gates")
+    max_shard_size_mb: int = Field(2000, ge=1, description="largest output shard in MiB")
+    force: bool = Field(False, description="redo even when output_dir is up to date")
 
 
 class FinetuneRouterConfig(StageConfig):

@@ -24,7 +24,7 @@ from run_config.cli import config_from_args, run_main, skip_finished, stage_pars
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
-from training.moe.checkpoint import carry_clusters, save_classifier, write_routing
+from training.moe.checkpoint import carry_clusters, carry_projection_routers, save_classifier, write_routing
 from training.moe.config import FinetuneRouterConfig
 from training.moe.routing import DomainClassifier, RoutedMoE, load_routed_moe
 
@@ -174,6 +174,7 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
         moe.tokenizer.save_pretrained(str(tmp))
         routing = {**moe.routing, "policy": moe.policy, "top_k": moe.top_k}
         carry_clusters(moe.path, tmp)
+        carry_projection_routers(moe.path, tmp)
         if moe.classifier is not None:
             routing["domain_classifier"] = save_classifier(tmp, moe.classifier.state_dict(), moe.classifier.layer, info)
         routing["router_finetune"] = info

@@ -20,7 +20,7 @@ MIXTRAL_TO_FFN = {v: k for k, v in FFN_TO_MIXTRAL.items()}
 _FFN_KEY = re.compile(r"^model\.layers\.(\d+)\.mlp\.(gate_proj|up_proj|down_proj)\.weight$")
 _MOE_KEY = re.compile(r"^model\.layers\.(\d+)\.block_sparse_moe\.experts\.(\d+)\.(w1|w2|w3)\.weight$")
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.")
-_SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
+SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 # Config fields that must agree among the experts for their tensors to be merged.
 ARCH_FIELDS = (
     "model_type",
@@ -128,7 +128,7 @@ def check_compatible(ref: DenseCheckpoint, other: DenseCheckpoint, what: str) ->
 
 
 def _kept(ckpt: DenseCheckpoint) -> list[str]:
-    keys = [k for k in ckpt.reader.info if not k.endswith(_SKIPPED_SUFFIXES)]
+    keys = [k for k in ckpt.reader.info if not k.endswith(SKIPPED_SUFFIXES)]
     if ckpt.tied:
         keys = [k for k in keys if k != "lm_head.weight"]
     return keys
@@ -167,7 +167,8 @@ class PlannedTensor:
     source: tuple
 
 
-def _order(name: str) -> tuple:
+def tensor_order(name: str) -> tuple:
+    """Sort key of an output tensor: embeddings, then layer by layer, then the rest."""
     m = _LAYER.match(name)
     if m:
         return (1, int(m[1]), name)
@@ -191,7 +192,7 @@ def plan_merge(experts: list[DenseCheckpoint], dtype: str) -> list[PlannedTensor
         raise DataError(str(ref.folder), None, "lm_head.weight", "missing while tie_word_embeddings is false")
     plan: list[PlannedTensor] = []
     router_dtype = out_dtype(ref.reader.info[dense_ffn_key(0, "gate_proj")].dtype)
-    for key in sorted((k for k in _kept(ref) if k not in ffn_keys), key=_order):
+    for key in sorted((k for k in _kept(ref) if k not in ffn_keys), key=tensor_order):
         info = ref.reader.info[key]
         plan.append(PlannedTensor(TensorInfo(key, info.shape, out_dtype(info.dtype)), ("shared", key)))
     for layer in range(n_layers):
@@ -207,7 +208,7 @@ def plan_merge(experts: list[DenseCheckpoint], dtype: str) -> list[PlannedTensor
                         ("expert", e, dense_ffn_key(layer, proj)),
                     )
                 )
-    return sorted(plan, key=lambda p: _order(p.info.name))
+    return sorted(plan, key=lambda p: tensor_order(p.info.name))
 
 
 def mixtral_config(dense: dict[str, Any], num_experts: int, top_k: int, aux_coef: float, dtype: str) -> Any:

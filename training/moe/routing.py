@@ -11,7 +11,11 @@ reloading are unchanged) and routes by the active policy:
   sequence and only that expert runs, so the cost is one dense expert's;
 * learned-domain: a linear classifier on the model's own mean-pooled hidden states of the prompt (a
   middle layer, reached with expert 0), trained from the cluster labels (finetune-router), so
-  inference needs no external embedder.
+  inference needs no external embedder;
+* mergoo (a converted folder of the original code, `convert --format mergoo`): each of gate_proj,
+  up_proj and down_proj of a routed layer has its own top-k token router over its own input (down_proj's
+  sees the intermediate activation), softmax over the k selected logits; a projection or layer without a
+  router is dense (every expert slot holds the same weight, expert 0's is used).
 """
 
 from __future__ import annotations
@@ -28,7 +32,13 @@ from torch import nn
 
 from prompts.builder import build_prompt
 from run_config.errors import ConfigError, DataError
-from training.moe.checkpoint import ROUTING_FILE, cluster_dir, load_classifier, read_routing
+from training.moe.checkpoint import (
+    ROUTING_FILE,
+    cluster_dir,
+    load_classifier,
+    load_projection_routers,
+    read_routing,
+)
 from training.moe.config import POLICIES
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -53,6 +63,39 @@ class RoutedMoeBlock(nn.Module):
         self.experts = block.experts
         self.layer_idx = layer_idx
         self.state = state
+        self.routed_projections: tuple[str, ...] = ()
+
+    def attach_projection_routers(self, routers: dict[str, torch.Tensor]) -> None:
+        """Give projections their own routers [experts, in_features] (policy mergoo); not saved with the model."""
+        for proj, weight in routers.items():
+            ref = self.gate.weight
+            self.register_buffer(f"{proj}_router", weight.to(ref.device, ref.dtype), persistent=False)
+        self.routed_projections = tuple(routers)
+
+    def _expert_weight(self, e: int, proj: str) -> torch.Tensor:
+        if proj == "down_proj":
+            return self.experts.down_proj[e]
+        gate, up = self.experts.gate_up_proj[e].chunk(2, dim=0)
+        return gate if proj == "gate_proj" else up
+
+    def _projection(self, proj: str, x: torch.Tensor) -> torch.Tensor:
+        """One FFN projection of tokens x [N, in]: top-k of its router's logits, softmax over those k, weighted
+        sum of the chosen experts' projections; expert 0's projection when it has no router."""
+        if proj not in self.routed_projections:
+            return F.linear(x, self._expert_weight(0, proj))
+        logits = F.linear(x, getattr(self, f"{proj}_router"))
+        top, chosen = torch.topk(logits, self.gate.top_k, dim=-1)
+        weights = top.softmax(dim=-1, dtype=torch.float32).to(x.dtype)
+        out = x.new_zeros(x.shape[0], self._expert_weight(0, proj).shape[0])
+        for e in chosen.unique().tolist():
+            rows, slot = (chosen == e).nonzero(as_tuple=True)
+            out.index_add_(0, rows, F.linear(x[rows], self._expert_weight(e, proj)) * weights[rows, slot, None])
+        return out
+
+    def _per_projection(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        flat = hidden_states.reshape(-1, hidden_states.shape[-1])
+        inner = self.experts.act_fn(self._projection("gate_proj", flat)) * self._projection("up_proj", flat)
+        return self._projection("down_proj", inner).reshape(hidden_states.shape)
 
     def expert_forward(self, e: int, x: torch.Tensor) -> torch.Tensor:
         """Run expert `e`'s FFN alone: down(act(gate(x)) * up(x))."""
@@ -99,6 +142,8 @@ class RoutedMoeBlock(nn.Module):
                 f"{state.policy} routing needs each sequence's expert: wrap the call in "
                 "moe.route(moe.domains_for(pairs)) or use moe.generate(pairs=...)"
             )
+        if state.policy == "mergoo":
+            return self._per_projection(hidden_states)
         if state.policy == "token":
             b, t, d = hidden_states.shape
             flat = hidden_states.reshape(-1, d)
@@ -153,6 +198,10 @@ class RoutedMoE:
         """Switch the routing policy of every MoE layer."""
         if policy not in POLICIES:
             raise ConfigError(f"unknown routing policy {policy!r}; choose from {', '.join(POLICIES)}")
+        if policy == "mergoo" and not self.routing.get("projection_routers"):
+            raise ConfigError(
+                f"{self.path} has no per-projection routers: policy mergoo runs a folder from `convert --format mergoo`"
+            )
         self.state.policy = policy
         self.state.seq_logits.clear()
 
@@ -184,6 +233,8 @@ class RoutedMoE:
                 "the domain policy routes by centroids and has no trainable router; "
                 "train learned-domain or a token/sequence policy"
             )
+        if self.policy == "mergoo":
+            raise ConfigError("finetune-router does not train the per-projection routers of policy mergoo")
         return {n: p for n, p in self.model.named_parameters() if n.endswith(".mlp.gate.weight")}
 
     # Domains -------------------------------------------------------------------------------------
@@ -309,6 +360,8 @@ def load_routed_moe(
     torch_dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
     model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype or "auto").to(device).eval()
     moe = RoutedMoE(model, AutoTokenizer.from_pretrained(str(path)), path, routing, "token")
+    for layer, routers in (load_projection_routers(path, routing) or {}).items():
+        moe.blocks[layer].attach_projection_routers(routers)
     moe.set_policy(policy)
     if top_k is not None:
         moe.set_top_k(top_k)
