@@ -50,7 +50,7 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
     from scripts.table4 import Table4Settings
     from scripts.table7_8 import Table78Settings
     from training.dskd.config import DSKDConfig
-    from training.moe.config import FinetuneRouterConfig, MergeConfig
+    from training.moe.config import ConvertConfig, FinetuneRouterConfig, MergeConfig
     from training.sft.config import TrainConfig
 
     return [
@@ -60,6 +60,7 @@ def config_models() -> list[tuple[str, type[StageConfig]]]:
         ("train", TrainConfig),
         ("`distill` (= `train --objective dskd`)", DSKDConfig),
         ("merge", MergeConfig),
+        ("convert", ConvertConfig),
         ("finetune-router", FinetuneRouterConfig),
         ("train-reward", RewardConfig),
         ("infer", InferConfig),
