@@ -140,8 +140,9 @@ def _deferred(path: Path, owner: AtomicFileSet) -> Iterator[IO]:
 
 
 def config_hash(cfg: Any) -> str:
-    """Return a short stable hash of a config (pydantic model or JSON-able object)."""
-    data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
+    """Return a short stable hash of a config (pydantic model or JSON-able object); `force` is left out: it
+    says whether to redo the work, not what the work is."""
+    data = cfg.model_dump(mode="json", exclude={"force"}) if hasattr(cfg, "model_dump") else cfg
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -98,5 +98,7 @@ def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: st
         argv += ["--output-dir", sub.output_dir, "--run-name", sub.run_name]
         if cfg.deepspeed:
             argv += ["--deepspeed", cfg.deepspeed]
+        if cfg.force:
+            argv.append("--force")
         cmds.append(shlex.join(argv))
     return cmds

@@ -374,7 +374,7 @@ def last_checkpoint(output_dir: str | Path, remove_incomplete: bool = False) -> 
 def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
     """Checkpoint to resume from: explicit, 'last', or automatically the newest complete one of an interrupted
     run of the same config (a different config in the same folder is an error, not a silent mix). The main
-    rank removes incomplete checkpoints."""
+    rank removes incomplete checkpoints, and with `force` every checkpoint (the run starts over)."""
     if cfg.resume_from_checkpoint not in (None, "last"):
         if not Path(cfg.resume_from_checkpoint).is_dir():
             raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: no such folder")
@@ -384,6 +384,12 @@ def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
                 f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: incomplete checkpoint ({problem})"
             )
         return cfg.resume_from_checkpoint
+    if cfg.force:
+        if main_rank:
+            for ckpt in Path(cfg.output_dir).glob("checkpoint-*"):
+                log.info("force: removing %s, training starts over", ckpt)
+                shutil.rmtree(ckpt)
+        return None
     ckpt = last_checkpoint(cfg.output_dir, remove_incomplete=main_rank)
     if ckpt is None:
         if cfg.resume_from_checkpoint == "last":
