@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dataset.predictions import read_rows  # noqa: E402
 from dataset.readers import iter_3dex_csv  # noqa: E402
 from dataset.records import Record, load_records  # noqa: E402
 from inference.infer import main as infer_main  # noqa: E402
-from inference.output import read_rows  # noqa: E402
 from inference.stub_server import StubServer  # noqa: E402
 from inference.tasks import build_items, item_prompt  # noqa: E402
 from run_config.assets import wordnet_lexicon_dir  # noqa: E402

@@ -14,6 +14,8 @@ Objective = Literal["sft", "dskd"]
 class TrainConfig(StageConfig):
     """Supervised finetuning for definition modeling; defaults follow the paper's Table 12."""
 
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "train_file", "valid_file")
+
     objective: Objective = Field("sft", description="training objective; dskd delegates to training.dskd")
     model_name_or_path: str = Field(description="base model (hub id or local HF folder)")
     tokenizer_name_or_path: str | None = Field(None, description="tokenizer (default: the model's)")

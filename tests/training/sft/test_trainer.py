@@ -228,8 +228,8 @@ def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkey
 
 
 def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
-    from run_config.runtime import write_manifest
-    from training.sft.trainer import data_fingerprint, is_finished
+    from run_config.runtime import inputs_fingerprint, write_manifest
+    from training.sft.trainer import is_finished
 
     train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
     train.write_text("a\n")
@@ -242,7 +242,7 @@ def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
         valid_file=str(valid),
         output_dir=str(tmp_path / "out"),
     )
-    write_manifest(cfg.output_dir, "train", cfg, inputs=data_fingerprint(cfg))
+    write_manifest(cfg.output_dir, "train", cfg, inputs=inputs_fingerprint(cfg))
     assert is_finished(cfg)
     train.write_text("a changed cluster\n")
     assert not is_finished(cfg)
