@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clustering.artifacts import CENTROIDS_FILE, EMBEDDER_FILE, TFIDF_FILE, missing_assigner_files
 from clustering.config import AssignConfig
 from clustering.embed import EmbedderSpec, SentenceEncoder, TextEncoder, TfidfEncoder, build_text
 from clustering.kmeans import normalize_rows, similarities
@@ -23,8 +24,6 @@ from dataset.records import read_records
 from run_config.cli import config_from_args, existing_file, run_main, stage_parser
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open
-
-EMBEDDER_FILE, CENTROIDS_FILE, TFIDF_FILE = "embedder.json", "centroids.npy", "tfidf.json"
 
 
 def stable_bucket(term: str, context: str, k: int) -> int:
@@ -87,9 +86,8 @@ class DomainAssigner:
 def load_assigner(cluster_dir: str | Path, device: str = "auto", batch_size: int = 64) -> DomainAssigner:
     """Load the assigner saved by the cluster stage in `cluster_dir`."""
     d = Path(cluster_dir)
-    for name in (EMBEDDER_FILE, CENTROIDS_FILE):
-        if not (d / name).is_file():
-            raise ConfigError(f"{d}: not a cluster folder ({name} missing); run `python main.py cluster` first")
+    for missing in missing_assigner_files(d):
+        raise ConfigError(f"{d}: not a cluster folder ({missing.name} missing); run `python main.py cluster` first")
     spec = EmbedderSpec.model_validate_json((d / EMBEDDER_FILE).read_text(encoding="utf-8"))
     centroids = np.load(d / CENTROIDS_FILE)
     encoder = None

@@ -16,7 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from clustering.assign import CENTROIDS_FILE, EMBEDDER_FILE, TFIDF_FILE, DomainAssigner
+from clustering.artifacts import (
+    ASSIGNMENTS_FILE,
+    CENTROIDS_FILE,
+    EMBEDDER_FILE,
+    PLOT_FILE,
+    REPORT_FILE,
+    TFIDF_FILE,
+    cluster_split_file,
+)
+from clustering.assign import DomainAssigner
 from clustering.config import ClusterConfig
 from clustering.embed import EmbedderSpec, TfidfEncoder, build_text, embed_cached, make_spec
 from clustering.kmeans import Matrix, spherical_kmeans
@@ -24,7 +33,15 @@ from clustering.report import cluster_quality, example_terms, plot_scatter, silh
 from dataset.records import SPLITS, Record, read_records
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import AtomicFileSet, atomic_open, fingerprint, is_finished, write_json, write_manifest
+from run_config.runtime import (
+    AtomicFileSet,
+    atomic_open,
+    inputs_fingerprint,
+    is_finished,
+    set_seed,
+    write_json,
+    write_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -163,12 +180,12 @@ def write_outputs(
     out = Path(cfg.output_dir)
     k = cfg.num_clusters
     with AtomicFileSet() as files:
-        assignments = files.get(out / "assignments.jsonl")
+        assignments = files.get(out / ASSIGNMENTS_FILE)
         for r, c in zip(splits["train"], part.labels.tolist()):
             assignments.write(json.dumps({"id": r.id, "cluster": c}, ensure_ascii=False) + "\n")
         per_split = {"train": part.labels, **routed}
         for split in SPLITS:
-            handles = [files.get(out / "clusters" / f"cluster-{j}" / f"{split}.jsonl") for j in range(k)]
+            handles = [files.get(cluster_split_file(out, j, split)) for j in range(k)]
             for r, c in zip(splits[split], per_split[split].tolist()):
                 handles[c].write(r.to_json() + "\n")
     with atomic_open(out / CENTROIDS_FILE, "wb", encoding=None) as f:
@@ -176,25 +193,26 @@ def write_outputs(
     write_json(out / EMBEDDER_FILE, part.spec.model_dump())
     if part.tfidf is not None:
         write_json(out / TFIDF_FILE, part.tfidf.to_json())
-    write_json(out / "report.json", report)
+    write_json(out / REPORT_FILE, report)
     if cfg.plot and part.vectors is not None and k > 1:
         plot_scatter(
             part.vectors,
             part.labels,
-            out / "clusters.png",
+            out / PLOT_FILE,
             cfg.seed,
             f"{cfg.partition} partition, N={k}, {len(part.labels):,} training rows",
         )
-    write_manifest(out, "cluster", cfg, inputs=fingerprint([cfg.input]), sizes=report["sizes"])
+    write_manifest(out, "cluster", cfg, inputs=inputs_fingerprint(cfg), sizes=report["sizes"])
 
 
 def is_up_to_date(cfg: ClusterConfig) -> bool:
     """True when `output_dir` already holds the outputs of this exact config and input."""
-    return is_finished(cfg.output_dir, cfg, lambda: fingerprint([cfg.input]), "report.json")
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg), REPORT_FILE)
 
 
 def cluster(cfg: ClusterConfig) -> dict:
     """Run the stage and return the report."""
+    set_seed(cfg.seed)
     splits = read_splits(existing_file(cfg.input))
     train = splits["train"]
     if len(train) < cfg.num_clusters:

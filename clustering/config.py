@@ -23,6 +23,7 @@ class ClusterConfig(StageConfig):
         "split": None,
     }
 
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("input",)
     input: str = Field(description="preprocessed JSONL (all.jsonl: train rows are clustered, valid/test routed)")
     output_dir: str = Field(description="output folder")
     num_clusters: int = Field(4, ge=1, le=64, description="number of clusters N (1 = no split)")

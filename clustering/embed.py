@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from clustering.kmeans import normalize_rows
 from prompts.builder import render_question
+from run_config.devices import resolve_device
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open, write_json
 
@@ -116,8 +117,7 @@ class SentenceEncoder:
         import torch
         from sentence_transformers import SentenceTransformer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = resolve_device(device)
         kwargs = {"dtype": torch.float16} if device.startswith("cuda") and spec.trust_remote_code else {}
         try:
             self.model = SentenceTransformer(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -12,6 +12,8 @@ from run_config.loader import StageConfig
 
 class PreprocessConfig(StageConfig):
     """Inputs -> one JSONL schema, split per source and split, plus a combined file."""
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("input",)
 
     input: list[str] = Field(default_factory=list, description="input files (3D-EX CSV, JSONL, Ishiwatari .txt)")
     builtin: Literal["wordnet"] | None = Field(None, description="use the embedded lexicon instead of --input")

@@ -22,7 +22,7 @@ from dataset.readers import EXCLUDED_SOURCES, Item, id_prefix, iter_3dex_csv, it
 from dataset.records import Dropped, Record, iter_jsonl
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import AtomicFileSet, fingerprint, is_finished, write_json, write_manifest
+from run_config.runtime import AtomicFileSet, inputs_fingerprint, is_finished, set_seed, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 MAX_LISTED_ERRORS = 20
@@ -111,7 +111,7 @@ def source_slug(source: str) -> str:
 
 def is_up_to_date(cfg: PreprocessConfig) -> bool:
     """True when `output_dir` already holds the outputs of this exact config and these inputs."""
-    return is_finished(cfg.output_dir, cfg, lambda: fingerprint(cfg.input), "all.jsonl")
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg), "all.jsonl")
 
 
 def _input_items(cfg: PreprocessConfig) -> Iterator[tuple[str, Iterator[tuple[int, Item]]]]:
@@ -126,6 +126,7 @@ def _input_items(cfg: PreprocessConfig) -> Iterator[tuple[str, Iterator[tuple[in
 
 def preprocess(cfg: PreprocessConfig) -> dict:
     """Run the stage; return the summary. Nothing is written if a malformed row stops the run."""
+    set_seed(cfg.seed)
     for p in cfg.input:
         if not Path(p).is_file():
             raise DataError(p, None, None, "no such file")
@@ -187,7 +188,7 @@ def preprocess(cfg: PreprocessConfig) -> dict:
         "by_source_split": [{"source": src, "split": sp, "records": n} for (src, sp), n in sorted(counts.items())],
     }
     write_json(out / "summary.json", result)
-    write_manifest(out, "preprocess", cfg, inputs=fingerprint(cfg.input), records=result["records"])
+    write_manifest(out, "preprocess", cfg, inputs=inputs_fingerprint(cfg), records=result["records"])
     return result
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -12,6 +12,8 @@ from evaluation.metrics.settings import MetricSettings
 
 class EvaluateConfig(MetricSettings):
     """Inputs, protocol, metrics and outputs of one evaluation run."""
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("predictions", "references", "compare_to")
 
     predictions: str = Field(description="predictions JSONL: id, prediction, optional model, seed, sample_idx")
     references: str = Field(description="references: the preprocessed JSONL of the evaluation split")

@@ -28,7 +28,7 @@ from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import AtomicFileSet, fingerprint, is_finished, set_seed, write_manifest
+from run_config.runtime import AtomicFileSet, inputs_fingerprint, is_finished, set_seed, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -107,16 +107,13 @@ def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, 
             yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
-def _fingerprint(cfg: EvaluateConfig) -> list:
-    return fingerprint([cfg.predictions, cfg.references] + ([cfg.compare_to] if cfg.compare_to else []))
-
-
 def is_up_to_date(cfg: EvaluateConfig) -> bool:
-    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg), "scores.json")
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg), "scores.json")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Run the stage; return scores.json's content. Nothing is written when an input is bad."""
+    set_seed(cfg.seed)
     records = load_references(cfg.references)
     by_id = {r.id: r for r in records}
     protocol = get_protocol(cfg.protocol)
@@ -180,7 +177,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         table.write(out, "table", files)
         if significance is not None:
             files.get(out / "significance.json").write(json.dumps(significance, indent=2) + "\n")
-    write_manifest(out, "evaluate", cfg, inputs=_fingerprint(cfg))
+    write_manifest(out, "evaluate", cfg, inputs=inputs_fingerprint(cfg))
     return {**result, "table": table.markdown(), "significance": significance}
 
 
@@ -191,7 +188,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, EvaluateConfig)
-    set_seed(cfg.seed)
     if skip_finished("evaluate", cfg, is_up_to_date):
         return 0
     result = evaluate(cfg)

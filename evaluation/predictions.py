@@ -1,6 +1,6 @@
 """Read a predictions JSONL, check it against the references, and group it into runs (model, seed).
 
-Line format: {"id": str, "prediction": str, "model"?: str, "seed"?: int, "sample_idx"?: int, "error"?: str}.
+Line format: dataset.predictions (`id`, `prediction`, optional `model`, `seed`, `sample_idx`, `error`, ...).
 A failed generation (`"prediction": null` with an `error`, as `infer` writes it) scores 0 and is counted.
 Several samples of one id in one run (distinct sample_idx) are a Best-of-N set. An id unknown to the
 references or a repeated (model, seed, id, sample_idx) is an error naming the line; empty predictions
@@ -10,11 +10,11 @@ are kept (they score 0) and counted; references without a prediction are counted
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dataset.predictions import numbered_rows
 from dataset.records import Record
 from run_config.errors import DataError
 
@@ -54,46 +54,24 @@ class Run:
         return [[p.prediction for p in ps] for ps in self.ordered()]
 
 
-def _field(obj: dict, key: str, kind: type, path: str, line: int, required: bool = True):
-    if key not in obj or obj[key] is None:
-        if required:
-            raise DataError(path, line, key, "missing")
-        return None
-    value = obj[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise DataError(path, line, key, f"expected {kind.__name__}, got {json.dumps(value)[:40]}")
-    return value
-
-
 def read_predictions(path: str | Path, default_model: str | None = None) -> list[Prediction]:
-    """Parse every line of a predictions JSONL (blank lines skipped); errors name the line and field."""
-    path = str(path)
+    """Parse every line of a predictions JSONL (dataset.predictions checks each; blank lines skipped)."""
     model_default = default_model or Path(path).stem
-    out: list[Prediction] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line_no, None, f"invalid JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(path, line_no, None, f"expected a JSON object, got {type(obj).__name__}")
-            failed = obj.get("prediction") is None and bool(obj.get("error"))
-            out.append(
-                Prediction(
-                    id=_field(obj, "id", str, path, line_no),
-                    prediction="" if failed else _field(obj, "prediction", str, path, line_no),
-                    model=_field(obj, "model", str, path, line_no, required=False) or model_default,
-                    seed=_field(obj, "seed", int, path, line_no, required=False),
-                    sample_idx=_field(obj, "sample_idx", int, path, line_no, required=False) or 0,
-                    line=line_no,
-                    failed=failed,
-                )
-            )
+    rows, _ = numbered_rows(path)
+    out = [
+        Prediction(
+            id=row["id"],
+            prediction="" if row["prediction"] is None else row["prediction"],
+            model=row.get("model") or model_default,
+            seed=row.get("seed"),
+            sample_idx=row["sample_idx"],
+            line=line,
+            failed=row["prediction"] is None,
+        )
+        for line, row in rows
+    ]
     if not out:
-        raise DataError(path, None, None, "no predictions")
+        raise DataError(str(path), None, None, "no predictions")
     return out
 
 

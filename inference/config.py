@@ -110,6 +110,8 @@ class InferConfig(DecodingConfig):
         "word_interpretation",
         description="word_interpretation (term+context -> definition), context_synthesis, definition_synthesis or wsd",
     )
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("input", "model", "icl_examples")
+
     input: str = Field(description="preprocessed JSONL (dataset/records.py) to generate for")
     output_dir: str = Field(description="writes samples.jsonl (resumable), predictions.jsonl, summary.json")
     backend: Backend = Field("local", description="local (HF, incl. a routed MoE), vllm, openai, anthropic, gemini")

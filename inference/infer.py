@@ -18,16 +18,17 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dataset.predictions import ResumableJsonl, make_row, read_rows, write_rows
 from evaluation.references import term_references
 from inference.backend import Backend, Request
 from inference.best_of_n import RewardFn, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
-from inference.output import ResumableJsonl, make_row, read_rows, write_rows
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.devices import resolve_device
 from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import read_json_config
-from run_config.runtime import fingerprint, set_seed, write_json, write_manifest
+from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
@@ -203,7 +204,6 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
 def load_reward(cfg: InferConfig) -> RewardFn | None:
     if cfg.selection != "orm":
         return None
-    from inference.local import resolve_device
     from inference.reward.model import RewardScorer
 
     scorer = RewardScorer.load(cfg.reward_model, device=resolve_device(cfg.device))
@@ -214,15 +214,12 @@ def inputs_changed(cfg: InferConfig, out: Path) -> bool:
     """True when the samples in `out` came from another version of the input file, model or ICL pool
     (a retrained model in the same folder, say): they are stale and generation starts over."""
     path = out / INPUTS
-    return path.is_file() and json.loads(path.read_text(encoding="utf-8")) != _fingerprint(cfg)
-
-
-def _fingerprint(cfg: InferConfig) -> list[list]:
-    return fingerprint([cfg.input, cfg.model, cfg.icl_examples])
+    return path.is_file() and json.loads(path.read_text(encoding="utf-8")) != inputs_fingerprint(cfg)
 
 
 def run(cfg: InferConfig) -> dict[str, Any]:
     """Run the stage; return the summary."""
+    set_seed(cfg.seed)
     if cfg.selection == "orm" and not Path(cfg.reward_model).is_dir():  # checked before hours of sampling
         raise ConfigError(f"reward_model: {cfg.reward_model}: no such folder (a train-reward output)")
     out = Path(cfg.output_dir)
@@ -236,7 +233,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     records, lines = load_inputs(cfg.input)
     items = subset_items(build_items(cfg.task, records, lines, cfg.seed), cfg.max_items, cfg.seed)
     write_json(out / CONFIG, cfg.model_dump(mode="json"))
-    write_json(out / INPUTS, _fingerprint(cfg))
+    write_json(out / INPUTS, inputs_fingerprint(cfg))
     with ResumableJsonl(out / SAMPLES) as store:
         resumed = len(store.done)
         counts = generate_missing(cfg, items, store)
@@ -289,7 +286,6 @@ def _run(args: argparse.Namespace) -> int:
     for noisy in ("httpx", "httpx2", "openai", "anthropic", "google_genai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = config_from_args(args, InferConfig)
-    set_seed(cfg.seed)
     summary = run(cfg)
     out = Path(cfg.output_dir)
     print(

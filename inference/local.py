@@ -17,24 +17,11 @@ from typing import Any
 import torch
 
 from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
+from run_config.devices import resolve_device, resolve_dtype
 from training.moe.checkpoint import is_moe_folder
 
 log = logging.getLogger(__name__)
 DOMAIN_POLICIES = ("domain", "learned-domain")  # one expert per input, chosen before generating
-
-
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when available, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto` -> bfloat16 on GPU, float32 on CPU."""
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, dtype)
 
 
 def load_causal_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:

@@ -28,6 +28,9 @@ class StageConfig(BaseModel):
     # Keys of the original LM-Lexicon JSON configs: original name -> field name, or None for a key
     # that is accepted for compatibility but has no effect here.
     legacy_keys: ClassVar[dict[str, str | None]] = {}
+    # Keys naming the files, folders and models a stage reads: its manifest records their fingerprint
+    # (runtime.inputs_fingerprint) and the outputs are redone when one changes.
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ()
 
 
 T = TypeVar("T", bound=StageConfig)

@@ -140,8 +140,11 @@ def _deferred(path: Path, owner: AtomicFileSet) -> Iterator[IO]:
 
 
 def config_hash(cfg: Any) -> str:
-    """Return a short stable hash of a config (pydantic model or JSON-able object)."""
+    """Return a short stable hash of a config (pydantic model or JSON-able object); `force` counts as off:
+    it says whether to redo the work, not what the work is."""
     data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else cfg
+    if isinstance(data, dict) and data.get("force") is True:
+        data = {**data, "force": False}
     blob = json.dumps(data, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -166,17 +169,31 @@ def write_manifest(out_dir: str | Path, stage: str, cfg: Any, **info: Any) -> Pa
 
 def fingerprint(paths: Iterable[str | Path | None]) -> list[list]:
     """(path, size, mtime_ns) of each input, so a rerun redoes the work when an input changed. A model
-    folder counts by its manifest.json (else config.json), rewritten whenever the model is; a name that
-    is no local path (a hub id, an API model) by its name alone; None entries are left out."""
+    folder counts by its manifest.json, rewritten whenever a stage rewrites the model, and a folder without
+    one by its files ([name, size, mtime_ns] each); a name that is no local path (a hub id, an API model) by
+    its name alone; None entries are left out."""
     out = []
     for p in paths:
         if p is None:
             continue
         path = Path(p)
-        if path.is_dir():
-            path = next((path / n for n in (MANIFEST, "config.json") if (path / n).is_file()), path)
+        if path.is_dir() and not (path / MANIFEST).is_file():
+            files = sorted(f for f in path.iterdir() if f.is_file())
+            out.append([str(p), [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]])
+            continue
+        path = path / MANIFEST if path.is_dir() else path
         out.append([str(p), path.stat().st_size, path.stat().st_mtime_ns] if path.exists() else [str(p), None, None])
     return out
+
+
+def inputs_fingerprint(cfg: Any, resolve: Callable[[str], str] | None = None) -> list[list]:
+    """The fingerprint of the inputs a stage config names in its INPUT_FIELDS (each entry of a list key);
+    `resolve` maps a name to the path it stands for (an asset name, say)."""
+    names: list[str | None] = []
+    for key in type(cfg).INPUT_FIELDS:
+        value = getattr(cfg, key)
+        names.extend(value if isinstance(value, list) else [value])
+    return fingerprint(resolve(n) if resolve and n else n for n in names)
 
 
 def is_finished(

@@ -26,10 +26,11 @@ from dataset.records import Record, load_records  # noqa: E402
 from evaluation.bleu import moses_max_single_bleu  # noqa: E402
 from evaluation.references import term_references  # noqa: E402
 from prompts.builder import build_prompt  # noqa: E402
+from run_config.devices import resolve_device  # noqa: E402
 from run_config.loader import load_config  # noqa: E402
 from run_config.runtime import set_seed  # noqa: E402
 from training.dskd.config import DSKDConfig, input_path  # noqa: E402
-from training.dskd.student import build_student, load_teacher, resolve_device  # noqa: E402
+from training.dskd.student import build_student, load_teacher  # noqa: E402
 from training.dskd.trainer import encode_records, evaluate_perplexity, prepare_senses, train_loop  # noqa: E402
 
 OBJECTIVES = {"ce": "CE only", "kd": "CE + KL", "dskd": "full DSKD"}
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     cfg = load_config(None, DSKDConfig, base)
-    device = resolve_device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     from transformers import AutoTokenizer
 
     teacher_path = resolve_asset(cfg.teacher_model)

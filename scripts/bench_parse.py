@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dataset.lexicon import wordnet_lexicon_dir  # noqa: E402
+from dataset.predictions import read_rows  # noqa: E402
 from dataset.readers import iter_3dex_csv  # noqa: E402
 from dataset.records import Record, load_records  # noqa: E402
 from inference.infer import main as infer_main  # noqa: E402
-from inference.output import read_rows  # noqa: E402
 from inference.stub_server import StubServer  # noqa: E402
 from inference.tasks import build_items, item_prompt  # noqa: E402
 from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402

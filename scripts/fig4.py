@@ -67,7 +67,7 @@ def sample_counts(max_samples: int) -> list[int]:
 def read_samples(path: Path, max_samples: int) -> tuple[dict[str, list[str]], dict[str, int]]:
     """Each input's first `max_samples` samples in sample_idx order, a failed or missing one as "" (BLEU 0),
     and the counts: inputs, failed samples, inputs whose samples all failed."""
-    from inference.output import read_rows
+    from dataset.predictions import read_rows
 
     rows, _ = read_rows(path)
     by_id: dict[str, dict[int, str | None]] = {}

@@ -21,6 +21,7 @@ from pydantic import Field
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from clustering.artifacts import REPORT_FILE  # noqa: E402
 from clustering.embed import TextField  # noqa: E402
 from evaluation.report import Table  # noqa: E402
 from run_config.cli import run_main  # noqa: E402
@@ -121,7 +122,7 @@ def run_table7_8(cfg: ExperimentConfig, source: str) -> Path:
     settings = table_settings(cfg, "table7_8", Table78Settings, source)
     exp = Experiment(cfg, source)
     folder = exp.clusters("semantic", settings.num_clusters, text_field=settings.text_field)
-    report = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    report = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
     embedder = cfg.cluster.get("embedder", cfg.embedder)
     title = (
         f"Tables 7/8 (cluster cohesion / separation). Ours: {report['num_clusters']} semantic clusters of "

@@ -18,7 +18,7 @@ import logging
 import os
 from collections import Counter
 
-from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, read_json_config
 from training.sft.config import TrainConfig
@@ -98,7 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         if args.print_commands:
             print("\n".join(experts.launcher_commands(cfg, args.experts, args.config, args.num_gpus)))
             return 0
-        rows = list(experts.train_experts(cfg, args.experts, trainer.train, trainer.is_finished))
+        finished = lambda sub: not sub.force and trainer.is_finished(sub)
+        rows = list(experts.train_experts(cfg, args.experts, trainer.train, finished))
         for row in rows:
             log.info("expert-%s: %s -> %s", row["expert"], row["status"], row["output_dir"])
         done = Counter(row["status"] for row in rows)
@@ -106,8 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.print_commands:
         raise ConfigError("--print-commands needs --experts DIR")
-    if trainer.is_finished(cfg):
-        print(f"train: {cfg.output_dir} is finished for this config (remove its manifest.json to retrain)")
+    if skip_finished("train", cfg, trainer.is_finished):
         return 0
     summary = trainer.train(cfg)
     print(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from inference.config import DecodingConfig
@@ -9,6 +11,8 @@ from inference.config import DecodingConfig
 
 class RewardConfig(DecodingConfig):
     """Mine negatives from a policy model, then train a Bradley-Terry reward model (paper §5, Table 12)."""
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("train", "valid", "policy_model", "base_model")
 
     train: str = Field(description="preprocessed JSONL of training records (gold definitions)")
     valid: str = Field(description="preprocessed JSONL of held-out records (pairwise accuracy)")

@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from dataset.predictions import write_rows
 from dataset.records import Record, load_records
-from inference.output import write_rows
 from inference.reward.config import RewardConfig
 from inference.reward.model import (
     Pair,
@@ -35,10 +35,11 @@ from inference.reward.model import (
     pairwise_accuracy,
 )
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
+from run_config.devices import resolve_device
 from run_config.errors import DataError
 from run_config.runtime import (
     clear_manifest,
-    fingerprint,
+    inputs_fingerprint,
     is_finished,
     set_seed,
     staged_dir,
@@ -153,8 +154,7 @@ def train_reward_model(cfg: RewardConfig, train: list[Pair], valid: list[Pair], 
 
 def run(cfg: RewardConfig) -> dict[str, Any]:
     """Run the stage; return the metrics."""
-    from inference.local import resolve_device
-
+    set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     device = resolve_device(cfg.device)
     clear_manifest(out)
@@ -164,16 +164,12 @@ def run(cfg: RewardConfig) -> dict[str, Any]:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     write_json(out / "metrics.json", metrics)
-    write_manifest(out, "train-reward", cfg, inputs=_fingerprint(cfg), valid_accuracy=metrics["valid_accuracy"])
+    write_manifest(out, "train-reward", cfg, inputs=inputs_fingerprint(cfg), valid_accuracy=metrics["valid_accuracy"])
     return metrics
 
 
 def is_up_to_date(cfg: RewardConfig) -> bool:
-    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg), marker="model/config.json")
-
-
-def _fingerprint(cfg: RewardConfig) -> list[list]:
-    return fingerprint([cfg.train, cfg.valid, cfg.policy_model, cfg.base_model])
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg), marker="model/config.json")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,7 +181,6 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, RewardConfig)
     if skip_finished("train-reward", cfg, is_up_to_date):
         return 0
-    set_seed(cfg.seed)
     metrics = run(cfg)
     print(
         f"train-reward: {metrics['train_pairs']} pairs, held-out pairwise accuracy "

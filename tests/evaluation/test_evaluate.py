@@ -138,6 +138,10 @@ def test_compare_to_gives_p_values(urban, refs, tmp_path, capsys):
         ([{"id": "Urban_test:1:0"}], "p.jsonl:1: prediction: missing"),
         ([{"id": "Urban_test:1:0", "prediction": 3}], "p.jsonl:1: prediction: expected str"),
         ([{"id": "Urban_test:1:0", "prediction": "x", "seed": "21"}], "p.jsonl:1: seed: expected int"),
+        (
+            [{"id": "Urban_test:1:0", "prediction": "x", "error": "HTTP 500"}],
+            "p.jsonl:1: error: set beside a prediction",
+        ),
     ],
 )
 def test_bad_predictions_fail_with_file_line_field(rows, message, refs, tmp_path, capsys):
@@ -152,6 +156,9 @@ def test_invalid_json_and_missing_files(refs, tmp_path, capsys):
     preds.write_text('{"id": "Urban_test:1:0", "prediction": "x"}\n{oops\n')
     assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "out") == 1
     assert "p.jsonl:2: invalid JSON" in capsys.readouterr().err
+    preds.write_text('{"id": "Urban_test:1:0", "prediction": "x"}\n{"id": "Urban_test:1:1", "predi')  # cut off
+    assert run("--predictions", preds, "--references", refs, "--output-dir", tmp_path / "out") == 1
+    assert "p.jsonl:2: invalid JSON" in capsys.readouterr().err  # scored files are whole: no torn tail dropped
     assert run("--predictions", tmp_path / "none.jsonl", "--references", refs, "--output-dir", tmp_path / "o") == 1
     assert "none.jsonl: no such file" in capsys.readouterr().err
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from dataset.predictions import read_rows
 from inference.api import ApiBackend, RateLimiter, RetryPolicy, api_key_from_env
 from inference.backend import Request, Sampling
 from inference.infer import main
-from inference.output import read_rows
 from inference.stub_server import BROKEN, StubServer
 from run_config.errors import ConfigError
 

@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 import inference.infer as infer
+from dataset.predictions import read_rows
 from dataset.records import load_records
 from evaluation.bleu import moses_max_single_bleu
 from evaluation.references import term_references
-from inference.output import read_rows
 from inference.tasks import build_items
 
 
@@ -141,7 +141,8 @@ def test_other_tasks_through_an_api(task, expected, urban_rows, tmp_path, monkey
 
 def test_samples_of_a_changed_model_are_stale(tmp_path):
     from inference.config import InferConfig
-    from inference.infer import INPUTS, _fingerprint, inputs_changed
+    from inference.infer import INPUTS, inputs_changed
+    from run_config.runtime import inputs_fingerprint
 
     model, data = tmp_path / "model", tmp_path / "test.jsonl"
     model.mkdir()
@@ -150,7 +151,7 @@ def test_samples_of_a_changed_model_are_stale(tmp_path):
     cfg = InferConfig(input=str(data), output_dir=str(tmp_path / "out"), model=str(model))
     assert not inputs_changed(cfg, tmp_path / "out")  # nothing generated yet
     (tmp_path / "out").mkdir()
-    (tmp_path / "out" / INPUTS).write_text(json.dumps(_fingerprint(cfg)))
+    (tmp_path / "out" / INPUTS).write_text(json.dumps(inputs_fingerprint(cfg)))
     assert not inputs_changed(cfg, tmp_path / "out")
     (model / "manifest.json").write_text("{}")  # the model folder was retrained in place
     assert inputs_changed(cfg, tmp_path / "out")

@@ -67,6 +67,53 @@ def test_fingerprint_follows_model_folders_and_names(tmp_path):
     assert fingerprint([model]) != first[:1]
 
 
+def test_a_folder_without_manifest_counts_by_every_file(tmp_path):
+    from run_config.runtime import fingerprint
+
+    model = tmp_path / "downloaded"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_bytes(b"1234")
+    before = fingerprint([model])
+    assert [name for name, _, _ in before[0][1]] == ["config.json", "model.safetensors"]
+    (model / "model.safetensors").write_bytes(b"123456")  # weights replaced, config.json untouched
+    assert fingerprint([model]) != before
+
+
+def test_inputs_fingerprint_reads_the_input_fields_of_a_config(tmp_path):
+    from typing import ClassVar
+
+    from run_config.loader import StageConfig
+    from run_config.runtime import fingerprint, inputs_fingerprint
+
+    class Demo(StageConfig):
+        INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("data", "models", "extra")
+        data: str
+        models: list[str]
+        extra: str | None = None
+        seed: int = 1
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("{}\n")
+    cfg = Demo(data=str(data), models=["asset:m", "hub/model"])
+    assert inputs_fingerprint(cfg) == fingerprint([data, "asset:m", "hub/model"])
+    resolved = inputs_fingerprint(cfg, lambda n: str(data) if n == "asset:m" else n)
+    assert resolved[1] == [str(data), data.stat().st_size, data.stat().st_mtime_ns]
+
+
+def test_config_hash_leaves_force_out():
+    from run_config.loader import StageConfig
+    from run_config.runtime import config_hash
+
+    class Demo(StageConfig):
+        seed: int = 1
+        force: bool = False
+
+    cfg = Demo()
+    assert config_hash(cfg.model_copy(update={"force": True})) == config_hash(cfg)
+    assert config_hash(cfg.model_copy(update={"seed": 7})) != config_hash(cfg)
+
+
 # --- folder swaps and leftovers of killed runs ---
 
 _KILL_AT = """
@@ -201,3 +248,72 @@ def test_file_sizes_and_intact(tmp_path):
     assert sizes == {"sub/a.bin": 5} and files_intact(tmp_path, sizes)
     (tmp_path / "sub" / "a.bin").write_bytes(b"123")
     assert not files_intact(tmp_path, sizes) and not files_intact(tmp_path, None)
+
+
+# --- seeding: every stage seeds in its work function, the one Python callers use ---
+
+_WORK = {  # stage -> (module of its work function, the function, its config class, minimal config)
+    "preprocess": ("dataset.preprocess", "preprocess", "dataset.config:PreprocessConfig", {"input": ["IN"]}),
+    "cluster": ("clustering.cluster", "cluster", "clustering.config:ClusterConfig", {"input": "IN"}),
+    "train": ("training.sft.trainer", "train", "training.sft.config:TrainConfig", {"model_name_or_path": "m"}),
+    "distill": (
+        "training.dskd.trainer",
+        "run",
+        "training.dskd.config:DSKDConfig",
+        {"teacher_model": "t", "data_path_train": "IN"},
+    ),
+    "merge": ("training.moe.merge", "merge", "training.moe.config:MergeConfig", {"experts": ["e0", "e1"]}),
+    "finetune-router": (
+        "training.moe.finetune_router",
+        "finetune_router",
+        "training.moe.config:FinetuneRouterConfig",
+        {"moe_dir": "m", "train_file": "IN"},
+    ),
+    "train-reward": (
+        "inference.reward.train",
+        "run",
+        "inference.reward.config:RewardConfig",
+        {"policy_model": "m", "train": "IN", "valid": "IN"},
+    ),
+    "infer": ("inference.infer", "run", "inference.config:InferConfig", {"model": "m", "input": "IN"}),
+    "evaluate": (
+        "evaluation.evaluate",
+        "evaluate",
+        "evaluation.config:EvaluateConfig",
+        {"predictions": "IN", "references": "IN"},
+    ),
+}
+
+
+class _Seeded(Exception):
+    pass
+
+
+def test_every_seeded_stage_is_listed():
+    from main import STAGES
+
+    assert set(_WORK) == set(STAGES) - {"pipeline"}  # pipeline runs the others, each seeding itself
+
+
+@pytest.mark.parametrize("stage", sorted(_WORK))
+def test_the_work_function_seeds_before_any_work(stage, tmp_path, monkeypatch):
+    """Seeding in the CLI left Python callers of the work function unseeded: it now comes first in it."""
+    import importlib
+
+    module_name, func, config, fields = _WORK[stage]
+    module = importlib.import_module(module_name)
+    config_module, config_class = config.split(":")
+    model = getattr(importlib.import_module(config_module), config_class)
+    values = {
+        k: ([str(tmp_path / "none.jsonl")] if v == ["IN"] else str(tmp_path / "none.jsonl") if v == "IN" else v)
+        for k, v in fields.items()
+    }
+    cfg = model.model_validate({**values, "output_dir": str(tmp_path / "out"), "seed": 7})
+
+    def seeded(seed):
+        raise _Seeded(seed)
+
+    monkeypatch.setattr(module, "set_seed", seeded)
+    with pytest.raises(_Seeded) as e:
+        getattr(module, func)(cfg)
+    assert e.value.args == (7,) and not (tmp_path / "out").exists()

@@ -28,8 +28,8 @@ def test_sample_counts_double_up_to_the_maximum():
 def test_inputs_whose_samples_all_failed_count_as_zero(wordnet_lexicon, tmp_path):
     """Real WordNet test rows, 4 samples each: the gold definition, a wrong one, failures. An input whose
     samples all failed stays in the mean with BLEU 0 (it used to be dropped: a survivors-only mean)."""
+    from dataset.predictions import make_row, write_rows
     from dataset.records import load_records
-    from inference.output import make_row, write_rows
 
     test_file = wordnet_lexicon / "test.jsonl"
     records = load_records(test_file)[:6]

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
-from run_config.runtime import set_seed
 from training.dskd.config import DSKDConfig
 
 
@@ -30,7 +29,6 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.senses_only and skip_finished("distill", cfg, is_up_to_date):
         return 0
-    set_seed(cfg.seed)
     result = run(cfg, senses_only=args.senses_only)
     print(summary_line(cfg, result, args.senses_only))
     return 0

@@ -39,6 +39,13 @@ class DSKDConfig(StageConfig):
     objective: Literal["ce", "kd", "dskd"] = Field(
         "dskd", description="ce: cross-entropy only; kd: CE + alpha*KL; dskd: CE + alpha*KL + L_sem"
     )
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "teacher_model",
+        "student_model",
+        "data_path_train",
+        "data_path_valid",
+        "sense_corpus",
+    )
     teacher_model: str = Field(description="teacher (HF id or folder; `asset:smollm2` = offline SmolLM2-135M)")
     student_model: str | None = Field(None, description="smaller student model; none: a truncated teacher copy")
     student_layers: int | None = Field(None, ge=1, description="layers of the truncated teacher (none: half)")

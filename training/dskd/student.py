@@ -8,24 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from run_config.devices import torch_dtype
 from run_config.errors import ConfigError
 
 log = logging.getLogger(__name__)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` -> cuda when available, else cpu; anything else as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_causal_lm(path: str, dtype: str, device: torch.device, **config_overrides: Any) -> Any:
     """Load a causal LM with `config_overrides` (e.g. `num_hidden_layers`) applied to its config."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **config_overrides)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), **config_overrides)
     return model.to(device)
 
 

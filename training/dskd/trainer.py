@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from dataset.lexicon import resolve_asset
 from dataset.records import Record, load_records
+from run_config.devices import resolve_device
 from run_config.runtime import (
     atomic_open,
     clear_manifest,
-    fingerprint,
+    inputs_fingerprint,
     is_finished,
+    set_seed,
     staged_dir,
     write_json,
     write_manifest,
@@ -32,7 +34,7 @@ from training.dskd.config import DSKDConfig, input_path
 from training.dskd.loss import SenseBank, ce_loss, kl_loss, semantic_loss
 from training.dskd.relations import build_relations
 from training.dskd.senses import SenseDictionary, build_sense_dictionary
-from training.dskd.student import build_student, load_teacher, resolve_device
+from training.dskd.student import build_student, load_teacher
 from training.dskd.words import TokenTexts, word_spans
 
 log = logging.getLogger(__name__)
@@ -206,15 +208,11 @@ def save_student(out_dir: Path, student: Any, tokenizer: Any, projection: torch.
             save_file({"weight": projection.weight.detach().cpu().contiguous()}, str(tmp / PROJECTION_FILE))
 
 
-def input_fingerprint(cfg: DSKDConfig) -> list[list]:
-    """The models and data files a run depends on (rerun when one changes)."""
-    names = [cfg.teacher_model, cfg.student_model, cfg.data_path_train, cfg.data_path_valid, *(cfg.sense_corpus or [])]
-    return fingerprint([resolve_asset(name) if name else None for name in names])
-
-
 def is_up_to_date(cfg: DSKDConfig) -> bool:
     """True when `output_dir` holds a finished run of this exact config and these inputs."""
-    return is_finished(cfg.output_dir, cfg, lambda: input_fingerprint(cfg), marker=f"{STUDENT_DIR}/config.json")
+    return is_finished(
+        cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg, resolve_asset), marker=f"{STUDENT_DIR}/config.json"
+    )
 
 
 def prepare_senses(
@@ -230,13 +228,14 @@ def prepare_senses(
 
 def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     """Run the whole objective: senses (dskd), training, validation perplexity, saved student, manifest."""
+    set_seed(cfg.seed)
     from transformers import AutoTokenizer
 
     out = Path(cfg.output_dir)
     train_path = input_path(cfg.data_path_train)
     valid_path = input_path(cfg.data_path_valid) if cfg.data_path_valid else None
     clear_manifest(out)
-    device = resolve_device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     teacher_path = resolve_asset(cfg.teacher_model)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -265,5 +264,5 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
         }
     save_student(out / STUDENT_DIR, student, tokenizer, projection)
     write_json(out / METRICS_FILE, metrics)
-    write_manifest(out, "train-dskd", cfg, inputs=input_fingerprint(cfg), metrics=metrics)
+    write_manifest(out, "train-dskd", cfg, inputs=inputs_fingerprint(cfg, resolve_asset), metrics=metrics)
     return metrics

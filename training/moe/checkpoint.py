@@ -19,14 +19,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from clustering.artifacts import assigner_files
 from run_config.errors import DataError
 from run_config.runtime import write_json
 
 ROUTING_FILE = "routing.json"
 CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
-CLUSTER_FILES = ("centroids.npy", "embedder.json")  # required; load_assigner also reads tfidf.json when present
-CLUSTER_OPTIONAL = ("tfidf.json",)
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
 
 
@@ -132,16 +131,11 @@ def carry_projection_routers(src_folder: str | Path, folder: str | Path) -> None
         shutil.copy(Path(src_folder) / PROJECTION_ROUTERS_FILE, Path(folder) / PROJECTION_ROUTERS_FILE)
 
 
-def missing_cluster_files(cluster_dir: str | Path) -> list[Path]:
-    """The required clustering artefacts absent from `cluster_dir`."""
-    return [Path(cluster_dir) / n for n in CLUSTER_FILES if not (Path(cluster_dir) / n).is_file()]
-
-
 def copy_clusters(cluster_dir: str | Path, folder: str | Path) -> None:
     """Copy the clustering artefacts of `cluster_dir` into `folder/clustering/`."""
     src, dst = Path(cluster_dir), Path(folder) / CLUSTER_SUBDIR
     dst.mkdir()
-    for name in CLUSTER_FILES + tuple(n for n in CLUSTER_OPTIONAL if (src / n).is_file()):
+    for name in assigner_files(src):
         shutil.copy(src / name, dst / name)
 
 

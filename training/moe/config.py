@@ -13,11 +13,12 @@ from run_config.loader import StageConfig
 # original code's per-projection routers (only a converted folder has them).
 POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo")
 Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo"]
-OUTPUT_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class MergeConfig(StageConfig):
     """N dense Llama experts -> one Mixtral checkpoint with one expert per input (paper Alg. 1/2)."""
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("experts", "base_model")
 
     experts: list[str] = Field(description="dense expert folders (HF safetensors), expert i = folder i")
     output_dir: str = Field(description="merged MoE folder (config, safetensors shards, routing.json)")
@@ -117,6 +118,8 @@ class ConvertConfig(StageConfig):
 
 class FinetuneRouterConfig(StageConfig):
     """Train only the router of a merged MoE (Table 12 MoE column: 1 epoch, lr 1e-6)."""
+
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("moe_dir", "train_file", "valid_file")
 
     moe_dir: str = Field(description="merged MoE folder (output of merge)")
     train_file: str = Field(description="records JSONL to train on")

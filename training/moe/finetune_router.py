@@ -22,7 +22,7 @@ from tqdm import tqdm
 from dataset.records import Record, load_records
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError, DataError
-from run_config.runtime import fingerprint, is_finished, set_seed, staged_dir, write_manifest
+from run_config.runtime import inputs_fingerprint, is_finished, set_seed, staged_dir, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
 from training.moe.checkpoint import carry_clusters, carry_projection_routers, save_classifier, write_routing
 from training.moe.config import FinetuneRouterConfig
@@ -179,7 +179,7 @@ def _save(moe: RoutedMoE, cfg: FinetuneRouterConfig, info: dict[str, Any]) -> No
             routing["domain_classifier"] = save_classifier(tmp, moe.classifier.state_dict(), moe.classifier.layer, info)
         routing["router_finetune"] = info
         write_routing(tmp, routing)
-        write_manifest(tmp, "finetune-router", cfg, inputs=_fingerprint(cfg), **info)
+        write_manifest(tmp, "finetune-router", cfg, inputs=inputs_fingerprint(cfg), **info)
 
 
 def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
@@ -205,12 +205,8 @@ def finetune_router(cfg: FinetuneRouterConfig) -> dict[str, Any]:
     return info
 
 
-def _fingerprint(cfg: FinetuneRouterConfig) -> list[list]:
-    return fingerprint([cfg.moe_dir, cfg.train_file, cfg.valid_file])
-
-
 def is_up_to_date(cfg: FinetuneRouterConfig) -> bool:
-    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg))
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,10 +17,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from clustering.artifacts import CENTROIDS_FILE, missing_assigner_files
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
-from run_config.runtime import file_sizes, files_intact, is_finished, read_manifest, staged_dir, write_manifest
-from training.moe.checkpoint import copy_clusters, missing_cluster_files, new_routing, write_routing
+from run_config.runtime import (
+    file_sizes,
+    files_intact,
+    inputs_fingerprint,
+    is_finished,
+    read_manifest,
+    set_seed,
+    staged_dir,
+    write_manifest,
+)
+from training.moe.checkpoint import copy_clusters, new_routing, write_routing
 from training.moe.config import MergeConfig
 from training.moe.export import export_all_dense, exports_complete
 from training.moe.plan import (
@@ -39,18 +49,10 @@ log = logging.getLogger(__name__)
 _COPIED = ("generation_config.json",)
 
 
-def _fingerprint(cfg: MergeConfig) -> list:
-    folders = [*cfg.experts, *([cfg.base_model] if cfg.base_model else [])]
-    return [
-        [str(f), sorted([p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in Path(f).glob("*") if p.is_file())]
-        for f in folders
-    ]
-
-
 def is_up_to_date(cfg: MergeConfig) -> bool:
     """True when output_dir holds a finished merge of this config and these expert files, every file it wrote
     whole, and so do the dense exports when asked for."""
-    if not is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)):
+    if not is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg)):
         return False
     return files_intact(cfg.output_dir, read_manifest(cfg.output_dir).get("files")) and (
         cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir)
@@ -62,12 +64,12 @@ def check_cluster_dir(cfg: MergeConfig) -> int | None:
     if cfg.cluster_dir is None:
         return None
     folder = Path(cfg.cluster_dir)
-    for missing in missing_cluster_files(folder):
+    for missing in missing_assigner_files(folder):
         raise DataError(str(missing), None, None, "missing clustering artefact")
-    centroids = np.load(folder / "centroids.npy", mmap_mode="r")
+    centroids = np.load(folder / CENTROIDS_FILE, mmap_mode="r")
     if centroids.ndim != 2 or centroids.shape[0] != len(cfg.experts):
         raise DataError(
-            str(folder / "centroids.npy"),
+            str(folder / CENTROIDS_FILE),
             None,
             None,
             f"{centroids.shape[0] if centroids.ndim == 2 else centroids.shape} centroids "
@@ -134,6 +136,7 @@ def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_cluster
 
 def merge(cfg: MergeConfig) -> dict[str, Any]:
     """Run the merge; return a summary. Raises before writing anything when the inputs do not fit."""
+    set_seed(cfg.seed)
     experts = [open_dense(f) for f in cfg.experts]
     for i, ckpt in enumerate(experts[1:], 1):
         check_compatible(experts[0], ckpt, f"expert {i}")
@@ -170,7 +173,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
             "shards": len(writer.shards),
             "bytes": sum(p.info.nbytes for p in plan),
         }
-        write_manifest(tmp, "merge", cfg, inputs=_fingerprint(cfg), files=file_sizes(tmp), **summary)
+        write_manifest(tmp, "merge", cfg, inputs=inputs_fingerprint(cfg), files=file_sizes(tmp), **summary)
     if cfg.dense_export_dir:
         summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir)]
     return summary

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from run_config.devices import torch_dtype
 from run_config.errors import DataError
 from training.moe.safetensors_stream import CheckpointReader, TensorInfo
 
@@ -42,7 +41,6 @@ ARCH_FIELDS = (
     "mlp_bias",
     "sliding_window",
 )
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def router_key(layer: int) -> str:
@@ -178,7 +176,7 @@ def tensor_order(name: str) -> tuple:
 def plan_merge(experts: list[DenseCheckpoint], dtype: str) -> list[PlannedTensor]:
     """Return the Mixtral tensors, grouped by layer: shared ones, the router, then every expert's FFN."""
     ref = experts[0]
-    out_dtype = (lambda d: d) if dtype == "auto" else (lambda _d: _DTYPES[dtype])
+    out_dtype = (lambda d: d) if dtype == "auto" else (lambda _d: torch_dtype(dtype))
     n_layers = int(ref.config["num_hidden_layers"])
     hidden = int(ref.config["hidden_size"])
     ffn_keys = {k for k in _kept(ref) if _FFN_KEY.match(k)}

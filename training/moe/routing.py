@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prompts.builder import build_prompt
+from run_config.devices import torch_dtype
 from run_config.errors import ConfigError, DataError
 from training.moe.checkpoint import (
     ROUTING_FILE,
@@ -40,8 +41,6 @@ from training.moe.checkpoint import (
     read_routing,
 )
 from training.moe.config import POLICIES
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -357,8 +356,8 @@ def load_routed_moe(
     path = Path(path)
     routing = read_routing(path)
     policy = policy or routing["policy"]
-    torch_dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype or "auto").to(device).eval()
+    dtype = torch_dtype(dtype) if isinstance(dtype, str) and dtype != "auto" else dtype  # auto: the stored one
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto").to(device).eval()
     moe = RoutedMoE(model, AutoTokenizer.from_pretrained(str(path)), path, routing, "token")
     for layer, routers in (load_projection_routers(path, routing) or {}).items():
         moe.blocks[layer].attach_projection_routers(routers)

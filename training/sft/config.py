@@ -14,6 +14,8 @@ Objective = Literal["sft", "dskd"]
 class TrainConfig(StageConfig):
     """Supervised finetuning for definition modeling; defaults follow the paper's Table 12."""
 
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("model_name_or_path", "train_file", "valid_file")
+
     objective: Objective = Field("sft", description="training objective; dskd delegates to training.dskd")
     model_name_or_path: str = Field(description="base model (hub id or local HF folder)")
     tokenizer_name_or_path: str | None = Field(None, description="tokenizer (default: the model's)")
@@ -97,6 +99,9 @@ class TrainConfig(StageConfig):
     resume_from_checkpoint: str | None = Field(
         None, description="checkpoint folder, or 'last' for the newest complete one in output_dir"
     )
+    force: bool = Field(
+        False, description="train from scratch even when output_dir holds a finished run or checkpoints of it"
+    )
 
     use_lora: bool = Field(False, description="train LoRA adapters instead of all weights")
     lora_r: int = Field(8, ge=1, description="LoRA rank")
@@ -133,4 +138,6 @@ class TrainConfig(StageConfig):
             raise ValueError("lr_scheduler_type cosine_with_min_lr needs min_lr_rate")
         if self.qlora and not self.use_lora:
             raise ValueError("qlora needs use_lora true")
+        if self.force and self.resume_from_checkpoint is not None:
+            raise ValueError("force starts training over: it cannot be combined with resume_from_checkpoint")
         return self

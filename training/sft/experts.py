@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clustering.artifacts import CLUSTERS_SUBDIR, cluster_folders
 from run_config.errors import DataError
 from training.sft.config import TrainConfig
 
-CLUSTER_DIR = re.compile(r"cluster-(\d+)$")
 HOLDOUT_FRACTION = 0.1  # share of an expert's train rows held out when its cluster has no valid rows
 
 
@@ -27,10 +26,14 @@ class Cluster:
 
 def discover_clusters(experts_dir: str | Path) -> list[Cluster]:
     """Clusters written by the clustering stage, in index order; each needs train.jsonl and valid.jsonl."""
-    root = Path(experts_dir) / "clusters"
-    found = sorted((int(m.group(1)), p) for p in root.glob("cluster-*") if (m := CLUSTER_DIR.search(p.name)))
+    found = cluster_folders(experts_dir)
     if not found:
-        raise DataError(str(root), None, None, "no cluster-{k} folders (run `python main.py cluster` first)")
+        raise DataError(
+            str(Path(experts_dir) / CLUSTERS_SUBDIR),
+            None,
+            None,
+            "no cluster-{k} folders (run `python main.py cluster` first)",
+        )
     clusters = []
     for k, folder in found:
         for name in ("train.jsonl", "valid.jsonl"):
@@ -98,5 +101,7 @@ def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: st
         argv += ["--output-dir", sub.output_dir, "--run-name", sub.run_name]
         if cfg.deepspeed:
             argv += ["--deepspeed", cfg.deepspeed]
+        if cfg.force:
+            argv.append("--force")
         cmds.append(shlex.join(argv))
     return cmds

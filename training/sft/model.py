@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from run_config.devices import torch_dtype
 from run_config.errors import ConfigError
 from training.sft.config import TrainConfig
 
@@ -25,7 +26,6 @@ DROPOUT_FIELDS = (
     "attention_probs_dropout_prob",
     "hidden_dropout_prob",
 )
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_tokenizer(cfg: TrainConfig) -> Any:
@@ -92,7 +92,7 @@ def load_model(cfg: TrainConfig) -> torch.nn.Module:
         log.info("dropout %.2f -> %s", cfg.dropout, ", ".join(fields))
     else:
         log.warning("%s has no dropout field; dropout %.2f not applied", type(model_config).__name__, cfg.dropout)
-    kwargs: dict[str, Any] = {"config": model_config, "dtype": DTYPES[cfg.model_dtype]}
+    kwargs: dict[str, Any] = {"config": model_config, "dtype": torch_dtype(cfg.model_dtype)}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.qlora:

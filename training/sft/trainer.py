@@ -22,12 +22,13 @@ import torch
 
 from dataset.records import Record, load_records
 from evaluation.references import term_references
+from run_config.devices import torch_dtype
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import (
     atomic_open,
     clear_manifest,
     config_hash,
-    fingerprint,
+    inputs_fingerprint,
     read_manifest,
     set_seed,
     swap_in,
@@ -38,7 +39,7 @@ from run_config.runtime import is_finished as is_finished_run
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
 from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
 from training.sft.config import TrainConfig
-from training.sft.model import DTYPES, export_merged, load_model, load_tokenizer
+from training.sft.model import export_merged, load_model, load_tokenizer
 from training.sft.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
 
 log = logging.getLogger(__name__)
@@ -294,18 +295,13 @@ def _json_log_callback(path: Path) -> Any:
     return JsonLogCallback()
 
 
-def data_fingerprint(cfg: TrainConfig) -> list[list]:
-    """The base model and data files a run depends on (retrained when one changes)."""
-    return fingerprint([cfg.model_name_or_path, cfg.train_file, cfg.valid_file])
-
-
 def is_finished(cfg: TrainConfig) -> bool:
     """True when `output_dir` holds the finished export of exactly this config and these inputs."""
     manifest = read_manifest(cfg.output_dir)
     return bool(
         manifest
         and manifest.get("stage") == "train"
-        and is_finished_run(cfg.output_dir, cfg, lambda: data_fingerprint(cfg))
+        and is_finished_run(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg))
     )
 
 
@@ -374,7 +370,7 @@ def last_checkpoint(output_dir: str | Path, remove_incomplete: bool = False) -> 
 def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
     """Checkpoint to resume from: explicit, 'last', or automatically the newest complete one of an interrupted
     run of the same config (a different config in the same folder is an error, not a silent mix). The main
-    rank removes incomplete checkpoints."""
+    rank removes incomplete checkpoints, and with `force` every checkpoint (the run starts over)."""
     if cfg.resume_from_checkpoint not in (None, "last"):
         if not Path(cfg.resume_from_checkpoint).is_dir():
             raise ConfigError(f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: no such folder")
@@ -384,6 +380,12 @@ def resume_point(cfg: TrainConfig, main_rank: bool = True) -> str | None:
                 f"resume_from_checkpoint: {cfg.resume_from_checkpoint}: incomplete checkpoint ({problem})"
             )
         return cfg.resume_from_checkpoint
+    if cfg.force:
+        if main_rank:
+            for ckpt in Path(cfg.output_dir).glob("checkpoint-*"):
+                log.info("force: removing %s, training starts over", ckpt)
+                shutil.rmtree(ckpt)
+        return None
     ckpt = last_checkpoint(cfg.output_dir, remove_incomplete=main_rank)
     if ckpt is None:
         if cfg.resume_from_checkpoint == "last":
@@ -439,7 +441,7 @@ def _export(trainer: Any, cfg: TrainConfig, tokenizer: Any) -> None:
     if cfg.use_lora:
         trainer.save_model(str(tmp / ADAPTER_DIR))
         if main_rank:
-            export_merged(cfg.model_name_or_path, tmp / ADAPTER_DIR, tmp, DTYPES[cfg.model_dtype])
+            export_merged(cfg.model_name_or_path, tmp / ADAPTER_DIR, tmp, torch_dtype(cfg.model_dtype))
     else:
         trainer.save_model(str(tmp))
     if main_rank:
@@ -538,6 +540,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not cfg.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt)
-        write_manifest(out, "train", cfg, inputs=data_fingerprint(cfg), seed=cfg.seed, world_size=world_size)
+        write_manifest(out, "train", cfg, inputs=inputs_fingerprint(cfg), seed=cfg.seed, world_size=world_size)
     trainer.accelerator.wait_for_everyone()
     return summary

@@ -84,7 +84,29 @@ def test_tiny_run_logs_lr_keeps_best_and_skips_when_finished(tiny_llama, urban_s
     assert (out / "tokenizer.json").is_file() and (out / "manifest.json").is_file()
     capsys.readouterr()
     assert main(tiny_args(tiny_llama, train, valid, out, "--keep-checkpoints")) == 0
-    assert "is finished for this config" in capsys.readouterr().out
+    assert "is up to date (use --force to redo)" in capsys.readouterr().out
+
+
+def test_force_trains_over_a_finished_run_from_scratch(tiny_llama, urban_splits, tmp_path, capsys):
+    train, valid = urban_splits
+    out = tmp_path / "run"
+    args = tiny_args(tiny_llama, train, valid, out, "--keep-checkpoints", "--eval-times", "1")
+    assert main(args) == 0
+    first = (out / "manifest.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*args, "--force"]) == 0  # kept checkpoint-4 is not resumed: the run starts over
+    assert "up to date" not in capsys.readouterr().out
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] is None and summary["global_step"] == 4
+    assert (out / "manifest.json").stat().st_mtime_ns != first
+    assert main(args) == 0 and "is up to date" in capsys.readouterr().out  # force is not part of the config
+
+
+def test_force_and_resume_from_checkpoint_are_refused_together(tiny_llama, urban_splits, tmp_path, capsys):
+    train, valid = urban_splits
+    args = tiny_args(tiny_llama, train, valid, tmp_path / "run", "--force", "--resume-from-checkpoint", "last")
+    assert main(args) == 2
+    assert "force starts training over" in capsys.readouterr().err
 
 
 def test_early_stopping_on_validation_bleu(tiny_llama, urban_splits, tmp_path):
@@ -206,8 +228,8 @@ def test_report_to_wandb_runs_offline(tiny_llama, urban_splits, tmp_path, monkey
 
 
 def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
-    from run_config.runtime import write_manifest
-    from training.sft.trainer import data_fingerprint, is_finished
+    from run_config.runtime import inputs_fingerprint, write_manifest
+    from training.sft.trainer import is_finished
 
     train, valid = tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
     train.write_text("a\n")
@@ -220,7 +242,7 @@ def test_finished_run_is_redone_when_its_data_or_base_model_changes(tmp_path):
         valid_file=str(valid),
         output_dir=str(tmp_path / "out"),
     )
-    write_manifest(cfg.output_dir, "train", cfg, inputs=data_fingerprint(cfg))
+    write_manifest(cfg.output_dir, "train", cfg, inputs=inputs_fingerprint(cfg))
     assert is_finished(cfg)
     train.write_text("a changed cluster\n")
     assert not is_finished(cfg)
