@@ -263,6 +263,12 @@ _WORK = {  # stage -> (module of its work function, the function, its config cla
         {"teacher_model": "t", "data_path_train": "IN"},
     ),
     "merge": ("training.moe.merge", "merge", "training.moe.config:MergeConfig", {"experts": ["e0", "e1"]}),
+    "convert": (
+        "training.moe.mergoo",
+        "convert",
+        "training.moe.config:ConvertConfig",
+        {"format": "mergoo", "input": "IN"},
+    ),
     "finetune-router": (
         "training.moe.finetune_router",
         "finetune_router",

@@ -103,6 +103,8 @@ class MergeConfig(StageConfig):
 class ConvertConfig(StageConfig):
     """An MoE folder in another layout (mergoo: the original code's) -> this toolkit's MoE folder."""
 
+    INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("input",)
+
     format: Literal["mergoo"] = Field(
         description="layout of the input: mergoo (per-projection routers, as the paper's released MoEs)"
     )

@@ -28,9 +28,10 @@ from run_config.errors import DataError
 from run_config.runtime import (
     file_sizes,
     files_intact,
-    fingerprint,
+    inputs_fingerprint,
     is_finished,
     read_manifest,
+    set_seed,
     staged_dir,
     write_manifest,
 )
@@ -238,6 +239,7 @@ def _load_tokenizer(folder: Path) -> Any:
 
 def convert(cfg: ConvertConfig) -> dict[str, Any]:
     """Run the conversion; return a summary. Raises before writing anything when the input does not fit."""
+    set_seed(cfg.seed)
     m = open_mergoo(cfg.input)
     plan = plan_convert(m, cfg.init_missing_gates)
     tokenizer = _load_tokenizer(m.folder)
@@ -275,17 +277,13 @@ def convert(cfg: ConvertConfig) -> dict[str, Any]:
             "shards": len(writer.shards),
             "bytes": sum(p.info.nbytes for p in plan.tensors),
         }
-        write_manifest(tmp, "convert", cfg, inputs=_fingerprint(cfg), files=file_sizes(tmp), **summary)
+        write_manifest(tmp, "convert", cfg, inputs=inputs_fingerprint(cfg), files=file_sizes(tmp), **summary)
     return summary
-
-
-def _fingerprint(cfg: ConvertConfig) -> list[list]:
-    return fingerprint(sorted(p for p in Path(cfg.input).glob("*") if p.is_file()))
 
 
 def is_up_to_date(cfg: ConvertConfig) -> bool:
     """True when output_dir holds a finished conversion of this config and these input files, every file whole."""
-    return is_finished(cfg.output_dir, cfg, lambda: _fingerprint(cfg)) and files_intact(
+    return is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg)) and files_intact(
         cfg.output_dir, read_manifest(cfg.output_dir).get("files")
     )
 
