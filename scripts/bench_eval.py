@@ -23,18 +23,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import sacrebleu
+from rouge_score import rouge_scorer
+
+from dataset.preprocess import main as preprocess_main
+from dataset.records import load_records
+from evaluation.api import score, score_records
+from evaluation.config import MetricSettings
+from evaluation.protocols import PROTOCOLS, reference_lists
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import sacrebleu  # noqa: E402
-from rouge_score import rouge_scorer  # noqa: E402
-
-from dataset.preprocess import main as preprocess_main  # noqa: E402
-from dataset.records import load_records  # noqa: E402
-from evaluation.api import score, score_records  # noqa: E402
-from evaluation.config import MetricSettings  # noqa: E402
-from evaluation.protocols import PROTOCOLS, reference_lists  # noqa: E402
 
 GOAL = 5
 URBAN = ROOT.parent / "shared" / "data" / "3d-ex" / "Urban_test.csv"

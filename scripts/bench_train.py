@@ -13,16 +13,15 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
+from dataset.readers import iter_3dex_csv
+from dataset.records import Record
+from run_config.assets import smollm2_path
+from training.data import IGNORE_INDEX, encode_records, pad_batch, pad_token_id
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dataset.readers import iter_3dex_csv  # noqa: E402
-from dataset.records import Record  # noqa: E402
-from run_config.assets import smollm2_path  # noqa: E402
-from training.data import IGNORE_INDEX, encode_records, pad_batch, pad_token_id  # noqa: E402
 
 GOAL = 1.3
 FIXED_LEN = 128
