@@ -1,4 +1,4 @@
-"""LM-Lexicon toolkit: `python main.py <stage> [options]` dispatches to each stage's own CLI."""
+"""LM-Lexicon toolkit: `lm-lexicon <stage> [options]` (= `python main.py <stage>`) runs a stage's own CLI."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ STAGES: dict[str, tuple[str, str]] = {
 def usage() -> str:
     width = max(map(len, STAGES))
     lines = [
-        "usage: python main.py <stage> [options]   (python main.py <stage> --help for a stage's options)",
+        "usage: lm-lexicon <stage> [options]   (or python main.py <stage> ...; <stage> --help for a stage's options)",
         "",
         "stages:",
     ]

@@ -17,10 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dataset.lexicon import wordnet_lexicon_dir  # noqa: E402
-from inference.infer import main as infer_main  # noqa: E402
+from dataset.lexicon import wordnet_lexicon_dir
+from inference.infer import main as infer_main
 
 
 def timed_run(rows: Path, out: Path, concurrency: int, latency_s: float) -> float:

@@ -19,10 +19,9 @@ from typing import TypeVar
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from clustering.kmeans import kmeans_plusplus, spherical_kmeans
 
-from clustering.kmeans import kmeans_plusplus, spherical_kmeans  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SPEED_GOAL, INERTIA_GOAL, BIG_SECONDS_GOAL = 20.0, 1.01, 600.0
 REPEATS = 5
@@ -118,8 +117,19 @@ def big_child(n: int, d: int, k: int, seed: int) -> None:
 
 
 def big(n: int, d: int, k: int, seed: int) -> None:
-    cmd = [sys.executable, __file__, "--big-child", "--big-rows", str(n), "--big-dim", str(d), "--seed", str(seed)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+    cmd = [
+        sys.executable,
+        "-m",
+        "scripts.bench_cluster",
+        "--big-child",
+        "--big-rows",
+        str(n),
+        "--big-dim",
+        str(d),
+        "--seed",
+        str(seed),
+    ]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     data = n * d * 4 / 2**20
     print(

@@ -14,24 +14,21 @@ import argparse
 import logging
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from dataset.lexicon import resolve_asset
-from dataset.records import Record, load_records  # noqa: E402
-from evaluation.bleu import moses_max_single_bleu  # noqa: E402
-from evaluation.references import term_references  # noqa: E402
-from prompts.builder import build_prompt  # noqa: E402
-from run_config.devices import resolve_device  # noqa: E402
-from run_config.loader import load_config  # noqa: E402
-from run_config.runtime import set_seed  # noqa: E402
-from training.dskd.config import DSKDConfig, input_path  # noqa: E402
-from training.dskd.student import build_student, load_teacher  # noqa: E402
-from training.dskd.trainer import encode_records, evaluate_perplexity, prepare_senses, train_loop  # noqa: E402
+from dataset.records import Record, load_records
+from evaluation.bleu import moses_max_single_bleu
+from evaluation.references import term_references
+from prompts.builder import build_prompt
+from run_config.devices import resolve_device
+from run_config.loader import load_config
+from run_config.runtime import set_seed
+from training.dskd.config import DSKDConfig, input_path
+from training.dskd.student import build_student, load_teacher
+from training.dskd.trainer import encode_records, evaluate_perplexity, prepare_senses, train_loop
 
 OBJECTIVES = {"ce": "CE only", "kd": "CE + KL", "dskd": "full DSKD"}
 

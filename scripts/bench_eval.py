@@ -23,19 +23,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import numpy as np
+import sacrebleu
+from rouge_score import rouge_scorer
 
-import numpy as np  # noqa: E402
-import sacrebleu  # noqa: E402
-from rouge_score import rouge_scorer  # noqa: E402
-
-from dataset.preprocess import main as preprocess_main  # noqa: E402
-from dataset.records import load_records  # noqa: E402
-from evaluation.api import score, score_records  # noqa: E402
-from evaluation.metrics.settings import MetricSettings  # noqa: E402
-from evaluation.protocols import PROTOCOLS, reference_lists  # noqa: E402
-from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
+from dataset.preprocess import main as preprocess_main
+from dataset.records import load_records
+from evaluation.api import score, score_records
+from evaluation.metrics.settings import MetricSettings
+from evaluation.protocols import PROTOCOLS, reference_lists
+from scripts.bench_data import add_urban_option, urban_csv
 
 GOAL = 5
 

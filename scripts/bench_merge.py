@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 GOAL = 1.5
 
 # VmHWM (peak RSS of this process image); ru_maxrss would carry the parent's peak across exec.

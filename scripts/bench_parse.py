@@ -13,23 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from collections import Counter, defaultdict, deque
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from dataset.lexicon import wordnet_lexicon_dir  # noqa: E402
-from dataset.predictions import read_rows  # noqa: E402
-from dataset.readers import iter_3dex_csv  # noqa: E402
-from dataset.records import Record, load_records  # noqa: E402
-from inference.infer import main as infer_main  # noqa: E402
-from inference.stub_server import StubServer  # noqa: E402
-from inference.tasks import build_items, item_prompt  # noqa: E402
-from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
+from dataset.lexicon import wordnet_lexicon_dir
+from dataset.predictions import read_rows
+from dataset.readers import iter_3dex_csv
+from dataset.records import Record, load_records
+from inference.infer import main as infer_main
+from inference.stub_server import StubServer
+from inference.tasks import build_items, item_prompt
+from scripts.bench_data import add_urban_option, urban_csv
 
 SHOWN = 5
 

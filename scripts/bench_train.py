@@ -11,19 +11,15 @@ import argparse
 import itertools
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn.functional as F
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-
-from dataset.readers import iter_3dex_csv  # noqa: E402
-from dataset.records import Record  # noqa: E402
-from run_config.assets import smollm2_path  # noqa: E402
-from scripts.bench_data import add_urban_option, urban_csv  # noqa: E402
-from training.data import IGNORE_INDEX, encode_records, pad_batch, pad_token_id  # noqa: E402
+from dataset.readers import iter_3dex_csv
+from dataset.records import Record
+from run_config.assets import smollm2_path
+from scripts.bench_data import add_urban_option, urban_csv
+from training.data import IGNORE_INDEX, encode_records, pad_batch, pad_token_id
 
 GOAL = 1.3
 FIXED_LEN = 128

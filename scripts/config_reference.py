@@ -16,11 +16,10 @@ from pathlib import Path
 import pydantic_core
 from pydantic_core import PydanticUndefined
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from run_config.loader import StageConfig
+from run_config.runtime import atomic_open
 
-from run_config.loader import StageConfig  # noqa: E402
-from run_config.runtime import atomic_open  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 PAGE = ROOT / "docs" / "config_reference.md"
 INTRO = """# Config reference

@@ -258,8 +258,8 @@ def _call(step: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
 
 
 def _launch(step: str, argv: list[str]) -> None:
-    """Run a launcher command from the current folder (relative paths in configs keep their meaning)."""
-    argv = [str(ROOT / a) if a == "training/train.py" else a for a in argv]
+    """Run a launcher command from the current folder (relative paths in configs keep their meaning); the
+    launcher finds the train stage as a module of the installed package (docs/install.md)."""
     print(f"[experiment] {step}: {shlex.join(argv)}", flush=True)
     code = subprocess.run(argv).returncode
     if code != 0:
@@ -357,13 +357,12 @@ class Experiment:
                 step, train_main, ["--config", str(path)] + (["--experts", str(experts_from)] if experts_from else [])
             )
             return
+        from training.sft.experts import deepspeed_argv, launcher_commands
+
         if experts_from is None:
-            _launch(
-                step, ["deepspeed", "--num_gpus", str(self.cfg.num_gpus), "training/train.py", "--config", str(path)]
-            )
+            _launch(step, [*deepspeed_argv(self.cfg.num_gpus), "--config", str(path)])
             return
         from training.sft.config import TrainConfig
-        from training.sft.experts import launcher_commands
 
         for command in launcher_commands(load_config(path, TrainConfig), experts_from, str(path), self.cfg.num_gpus):
             _launch(step, shlex.split(command))

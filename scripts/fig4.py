@@ -21,20 +21,18 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from run_config.cli import run_main  # noqa: E402
-from run_config.errors import ConfigError, DataError  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
+from run_config.cli import run_main
+from run_config.errors import ConfigError, DataError
+from run_config.loader import StageConfig
 from scripts.experiment import (
     Experiment,
     ExperimentConfig,
     table_config,
-    table_parser,  # noqa: E402
+    table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import FIG4_MAX_SAMPLES  # noqa: E402
+from scripts.paper_numbers import FIG4_MAX_SAMPLES
 
 PAPER_FINDING = (
     f"paper (Fig. 4): the oracle verifier gives consistent BLEU gains up to {FIG4_MAX_SAMPLES} "

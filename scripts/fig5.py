@@ -16,22 +16,20 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from evaluation.report import Table  # noqa: E402
-from run_config.cli import run_main  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
-from run_config.runtime import atomic_open  # noqa: E402
+from evaluation.report import Table
+from run_config.cli import run_main
+from run_config.loader import StageConfig
+from run_config.runtime import atomic_open
 from scripts.experiment import (
     Experiment,
     ExperimentConfig,
     fmt,
     table_config,
-    table_parser,  # noqa: E402
+    table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import FIG5_BLEU  # noqa: E402
+from scripts.paper_numbers import FIG5_BLEU
 from scripts.table3 import (
     P_TEST,
     describe,
@@ -39,7 +37,7 @@ from scripts.table3 import (
     moe_system,
     p_cell,
     p_values,
-    report_datasets,  # noqa: E402
+    report_datasets,
     score_moe,
 )
 

@@ -13,11 +13,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from run_config.cli import config_from_args, run_main, stage_parser  # noqa: E402
-from run_config.runtime import write_json, write_manifest  # noqa: E402
-from scripts.experiment import TABLE_METRICS, Experiment, ExperimentConfig, seed_scores, write_table  # noqa: E402
+from run_config.cli import config_from_args, run_main, stage_parser
+from run_config.runtime import write_json, write_manifest
+from scripts.experiment import TABLE_METRICS, Experiment, ExperimentConfig, seed_scores, write_table
 
 SYSTEMS = {
     "dense": "LM-Lexicon-Dense",

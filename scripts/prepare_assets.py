@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from clustering.kmeans import compile_kernels  # noqa: E402
-from dataset.lexicon import wordnet_lexicon_dir  # noqa: E402
-from run_config import assets  # noqa: E402
+from clustering.kmeans import compile_kernels
+from dataset.lexicon import wordnet_lexicon_dir
+from run_config import assets
 
 
 def main() -> int:

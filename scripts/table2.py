@@ -24,26 +24,24 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dataset.lexicon import resolve_asset  # noqa: E402
-from inference.config import KeyEnvName  # noqa: E402
-from run_config.cli import run_main  # noqa: E402
-from run_config.errors import ConfigError  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
-from run_config.runtime import atomic_open  # noqa: E402
+from dataset.lexicon import resolve_asset
+from inference.config import KeyEnvName
+from run_config.cli import run_main
+from run_config.errors import ConfigError
+from run_config.loader import StageConfig
+from run_config.runtime import atomic_open
 from scripts.experiment import (
     TABLE_METRICS,
     Experiment,
     ExperimentConfig,
     fmt,
-    seed_scores,  # noqa: E402
+    seed_scores,
     table_config,
     table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import ICL_SHOTS, TABLE2  # noqa: E402
+from scripts.paper_numbers import ICL_SHOTS, TABLE2
 
 SYSTEM_NAMES = {"dense": "LM-Lexicon-Dense", "moe": "LM-Lexicon-MoE"}
 METHOD_SUFFIX = {"zero-shot": "", "bon-oracle": " + BoN-Oracle", "bon-orm": " + BoN-ORM"}

@@ -16,22 +16,20 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from evaluation.report import Table  # noqa: E402
-from run_config.cli import run_main  # noqa: E402
-from run_config.errors import ConfigError  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
+from evaluation.report import Table
+from run_config.cli import run_main
+from run_config.errors import ConfigError
+from run_config.loader import StageConfig
 from scripts.experiment import (
     Experiment,
     ExperimentConfig,
     fmt,
     table_config,
-    table_parser,  # noqa: E402
+    table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import TABLE3  # noqa: E402
+from scripts.paper_numbers import TABLE3
 
 Partition = Literal["semantic", "none", "random", "lexical"]
 LABELS = {

@@ -18,21 +18,19 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from run_config.cli import run_main  # noqa: E402
-from run_config.errors import ConfigError, LexiconError  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
+from run_config.cli import run_main
+from run_config.errors import ConfigError, LexiconError
+from run_config.loader import StageConfig
 from scripts.experiment import (
     Experiment,
     ExperimentConfig,
     fmt,
     table_config,
-    table_parser,  # noqa: E402
+    table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import TABLE4  # noqa: E402
+from scripts.paper_numbers import TABLE4
 
 PolicyRow = Literal["domain", "token-top1", "token-top2", "hard-sequence", "soft-sequence"]
 # row -> (label, finetune-router policy or None for the merged MoE, top_k, key of TABLE4)

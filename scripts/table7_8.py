@@ -19,24 +19,22 @@ from typing import Any
 
 from pydantic import Field
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from clustering.artifacts import REPORT_FILE  # noqa: E402
-from clustering.embed import TextField  # noqa: E402
-from evaluation.report import Table  # noqa: E402
-from run_config.cli import run_main  # noqa: E402
-from run_config.loader import StageConfig  # noqa: E402
-from run_config.runtime import write_json  # noqa: E402
+from clustering.artifacts import REPORT_FILE
+from clustering.embed import TextField
+from evaluation.report import Table
+from run_config.cli import run_main
+from run_config.loader import StageConfig
+from run_config.runtime import write_json
 from scripts.experiment import (
     Experiment,
     ExperimentConfig,
     table_config,
-    table_parser,  # noqa: E402
+    table_parser,
     table_settings,
     write_table,
 )
-from scripts.paper_numbers import TABLE7, TABLE8  # noqa: E402
-from scripts.table3 import data_label  # noqa: E402
+from scripts.paper_numbers import TABLE7, TABLE8
+from scripts.table3 import data_label
 
 NOTE = (
     "Rows pair our clusters with the paper's by position only: the numbering of k-means clusters is "

@@ -1,22 +1,18 @@
 """Finetune a causal LM (or one expert per cluster) for definition modeling.
 
 `python main.py train --config run_config/train_smollm2_cpu.json`, the same under
-`deepspeed --num_gpus N training/train.py ...`, `--experts <clustering output dir>` for one expert per
+`deepspeed --num_gpus N --module training.train ...`, `--experts <clustering output dir>` for one expert per
 cluster, `--objective dskd` for decoder sense-knowledge distillation (training.dskd).
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script by the deepspeed launcher: make the repo importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import argparse
 import logging
 import os
+import sys
 from collections import Counter
+from pathlib import Path
 
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError

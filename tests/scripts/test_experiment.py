@@ -145,8 +145,9 @@ def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch)
 @pytest.mark.skipif(
     not (Path(sys.executable).parent / "deepspeed").is_file(), reason="deepspeed launcher not installed"
 )
-def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_path, monkeypatch):
-    """`launcher: deepspeed` runs the train step as `deepspeed --num_gpus N training/train.py` (2 CPU ranks)."""
+def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_path, monkeypatch, capsys):
+    """`launcher: deepspeed` runs the train step as `deepspeed --num_gpus N --module training.train` (2 CPU ranks;
+    PYTHONPATH stands in for the editable install)."""
     from scripts.experiment import Experiment
     from tests.conftest import REPO_ROOT
 
@@ -163,6 +164,7 @@ def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_pat
     data["train"].update(deepspeed=str(REPO_ROOT / "run_config" / "ds_zero2.json"), max_steps=1)
     cfg = load_config(None, ExperimentConfig, data)
     out = Experiment(cfg, "test").dense(42)
+    assert "deepspeed --num_gpus 2 --module training.train --config" in capsys.readouterr().out
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 1
 

@@ -88,12 +88,18 @@ def train_experts(
     return results
 
 
+def deepspeed_argv(num_gpus: int) -> list[str]:
+    """The launcher running the train stage on `num_gpus` GPUs from the installed package (`python -m`)."""
+    return ["deepspeed", "--num_gpus", str(num_gpus), "--module", "training.train"]
+
+
 def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: str | None, num_gpus: int) -> list[str]:
-    """`deepspeed` commands that train each expert on `num_gpus` GPUs (one per line, runnable anywhere)."""
+    """`deepspeed` commands that train each expert on `num_gpus` GPUs (one per line, runnable anywhere the
+    package is installed)."""
     cmds = []
     for cluster in discover_clusters(experts_dir):
         sub = expert_config(cfg, cluster)
-        argv = ["deepspeed", "--num_gpus", str(num_gpus), "training/train.py"]
+        argv = deepspeed_argv(num_gpus)
         if config_path:
             argv += ["--config", config_path]
         argv += ["--train-file", sub.train_file]

@@ -83,7 +83,7 @@ def test_print_commands(tiny_llama, clusters, tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and not out.exists()
     argv = shlex.split(lines[1])
-    assert argv[:4] == ["deepspeed", "--num_gpus", "8", "training/train.py"]
+    assert argv[:5] == ["deepspeed", "--num_gpus", "8", "--module", "training.train"]
     assert argv[argv.index("--output-dir") + 1] == str(out / "expert-1")
     assert argv[argv.index("--train-file") + 1].endswith("cluster-1/train.jsonl")
     assert argv[argv.index("--deepspeed") + 1] == "run_config/ds_zero3.json"
