@@ -71,7 +71,7 @@ class OriginalParser(argparse.ArgumentParser):
     which may be a key) and points at the mapping's documentation."""
 
     def __init__(self, *args, original: str, **kwargs):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # a prefix of a flag is not that flag
         self.original = original
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -85,12 +85,7 @@ class OriginalParser(argparse.ArgumentParser):
 
 def inference_parser(prog: str) -> argparse.ArgumentParser:
     """The original inference/main.py flags, with its types, defaults and required flags."""
-    p = OriginalParser(
-        prog=prog,
-        original="inference/main.py",
-        description="the original's inference flags, run as infer (+ evaluate)",
-        allow_abbrev=False,
-    )
+    p = OriginalParser(prog=prog, original="inference/main.py", description="the original's flags -> infer, evaluate")
     p.add_argument("--task", required=True, choices=list(TASK_ALIASES))
     p.add_argument("--model", required=True, help="local HF folder / hub id, or an API model name")
     p.add_argument("--prompt_path", required=True, help="the original's prompt file of the task")
@@ -224,12 +219,7 @@ def translate_inference(args: argparse.Namespace) -> Translation:
 
 def finetune_parser(prog: str) -> argparse.ArgumentParser:
     """The original training/finetune.py flags."""
-    p = OriginalParser(
-        prog=prog,
-        original="training/finetune.py",
-        description="the original's training flags, run as train",
-        allow_abbrev=False,
-    )
+    p = OriginalParser(prog=prog, original="training/finetune.py", description="the original's flags -> train")
     p.add_argument("--model_config", required=True, help="the original's JSON (e.g. run_config/llama_config.json)")
     p.add_argument("--deepspeed", help="DeepSpeed JSON (the original's file names map to the shipped ones)")
     p.add_argument("--resume_from_checkpoint")
