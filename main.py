@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0 if argv else 2
+    if argv[0].startswith("--") and any(a == "--task" or a.startswith("--task=") for a in argv):
+        from scripts.original_commands import main as original_inference  # the original's inference flags
+
+        return original_inference(argv)
     stage, rest = argv[0], argv[1:]
     if stage not in STAGES:
         import difflib

@@ -15,13 +15,13 @@ Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis
 Backend = Literal["local", "vllm", "openai", "anthropic", "gemini"]
 API_BACKENDS = ("openai", "anthropic", "gemini")
 # Original task / retrieval-policy spellings (inference/args.py) -> ours.
-_TASK_ALIASES = {
+TASK_ALIASES = {
     "word-interpretation": "word_interpretation",
     "synthesize-context": "context_synthesis",
     "synthesize-definition": "definition_synthesis",
     "word-sense-disambiguation": "wsd",
 }
-_ICL_ALIASES = {"topk": "retrieval"}
+ICL_ALIASES = {"topk": "retrieval"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # OpenAI and Anthropic keys (sk-..., sk-ant-...) fail the name pattern on their "-"; Google's need a look.
 _GOOGLE_KEY = re.compile(r"AIza[0-9A-Za-z_-]{20}")
@@ -187,12 +187,12 @@ class InferConfig(DecodingConfig):
     @field_validator("task", mode="before")
     @classmethod
     def _task_alias(cls, value: Any) -> Any:
-        return _TASK_ALIASES.get(value, value)
+        return TASK_ALIASES.get(value, value)
 
     @field_validator("icl_mode", mode="before")
     @classmethod
     def _icl_alias(cls, value: Any) -> Any:
-        return _ICL_ALIASES.get(value, value)
+        return ICL_ALIASES.get(value, value)
 
     @model_validator(mode="after")
     def _consistent(self) -> InferConfig:
