@@ -23,6 +23,7 @@ from scripts.gpu_steps import STEPS, Env
 
 BUDGET_S = 480
 DRY_BUDGET_S = 115
+GRACE_S = 5
 OFFLINE = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
@@ -31,6 +32,17 @@ OFFLINE = {
     "TOKENIZERS_PARALLELISM": "false",
     "PYTHONUNBUFFERED": "1",
 }
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a step's process group: SIGINT first, so that `finally` blocks release their locks (a JIT build's lock
+    left behind makes every later build wait forever), SIGKILL after GRACE_S."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        proc.communicate(timeout=GRACE_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
 
 
 def run_step(name: str, env: Env, timeout: float) -> tuple[list[str], bool]:
@@ -47,8 +59,7 @@ def run_step(name: str, env: Env, timeout: float) -> tuple[list[str], bool]:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            stop(proc)
             return [], False
     lines = [s for s in out.splitlines() if s.startswith("step=")]
     return lines, proc.returncode == 0
