@@ -3,8 +3,8 @@
 `python -m scripts.gpu_check` (on the device, after scripts/gpu_check.sh installed the carried wheels) runs
 every step on cuda within BUDGET_S; `--dry-run` runs them on the CPU at tiny sizes within DRY_BUDGET_S.
 Prints one `step=...` line per result (a step that fails or runs out of time prints `failed: <why>` for
-each of its lines); exits 1 when a step failed, 2 when the check cannot start. A step's log is kept in
-`<work>/logs/<step>.log`.
+each of its lines, and the end of its log to stderr); exits 1 when a step failed, 2 when the check cannot
+start. A step's whole log is in `<work>/logs/<step>.log`.
 """
 
 from __future__ import annotations
@@ -98,6 +98,13 @@ def run_all(env: Env, budget: float, only: list[str]) -> int:
             print(s + tag, flush=True)
         if not ok:
             failed = True
+            log = env.work / "logs" / f"{name}.log"
+            if log.is_file():
+                print(
+                    f"# {name}: last lines of its log\n"
+                    + "\n".join(log.read_text(errors="replace").splitlines()[-20:]),
+                    file=sys.stderr,
+                )
             for missing in [n for n in names if not any(s.startswith(f"step={n} ") for s in lines)]:
                 print(f"step={missing} failed: {why}{tag}", flush=True)
     return 1 if failed else 0

@@ -5,11 +5,11 @@
 #   bash scripts/gpu_check.sh --dry-run   # here or in CI, CPU only, < 2 minutes: every step at tiny sizes
 #   bash scripts/gpu_check.sh             # on the device: install .whl/*.whl, run every step on cuda
 #
-# On the device machine (run tool): carry [".whl"], command
-#   bash scripts/gpu_check.sh 2>&1 | tee $OUT/gpu_check.log
-# with timeout_s 570 (the steps' budget is 480 s, the wheels install in ~20 s); machine start included,
-# one run fits the 15 minutes of device time. Extra arguments go to `python -m scripts.gpu_check`
-# (e.g. --only moe train, --budget 300).
+# On the device machine (run tool), after --prepare here: carry [".whl"], command
+#   set -o pipefail; bash scripts/gpu_check.sh 2>&1 | tee $OUT/gpu_check.log
+# with timeout_s 570 (the steps' budget is 480 s, the wheels install in ~20 s). With the machine's start
+# (1-2 minutes) one run takes ~11 of the 15 minutes of device time: a second full run does not fit, so
+# rerun only what failed (extra arguments go to `python -m scripts.gpu_check`: --only zero3 mauve, --budget 200).
 #
 # Models are random-initialised from SmolLM2-135M's / all-MiniLM-L6-v2's config and real tokenizer (the
 # weights cannot travel). Each step (scripts/gpu_steps.py) runs in its own process under its own timeout and

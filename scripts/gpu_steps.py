@@ -4,7 +4,9 @@ Models have SmolLM2-135M's (or all-MiniLM-L6-v2's) shape, built from the carried
 random weights: speed does not depend on the weights' values. A dry run (CPU) shrinks every model to 2
 layers and every workload to a few items, to prove each code path imports and runs. A line reads
 `step=<name> ratio=<x> goal=<y> (...)` or `step=<name> skipped: <reason>`; the raw numbers of a step also go
-to `<work>/results/<step>.json`.
+to `<work>/results/<step>.json`. Goals: 0.9 for domain routing vs dense is the issue's; the others are this
+check's own thresholds for "works as it should" (top-2 0.5, bf16 1.5, ZeRO-3 0.5, metrics 3, gpu tests
+all passed, vLLM 2).
 """
 
 from __future__ import annotations
