@@ -18,7 +18,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "training": ("training",),
     "inference": ("inference",),
     "evaluate stage": ("evaluation",),  # evaluation.config, evaluate, report
-    "top": ("scripts", "main"),
+    # inference/main.py and training/finetune.py: the original repo's entry files, run by path, never imported
+    "top": ("scripts", "main", "inference.main", "training.finetune"),
 }
 
 

@@ -20,7 +20,12 @@ from tests.conftest import REPO_ROOT
 PROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 PACKAGES = PROJECT["tool"]["setuptools"]["packages"]
 CUDA_EXTRAS = {"vllm", "qlora"}  # CUDA-only, outside the CPU pin list (vllm pins its own torch)
-SOURCE_ONLY = {"scripts/setup.sh", "scripts/demo.sh", "scripts/test.sh"}  # run from a checkout, not installed
+SOURCE_ONLY = {
+    "scripts/setup.sh",
+    "scripts/demo.sh",
+    "scripts/test.sh",
+    "scripts/gpu_check.sh",
+}  # run from a checkout, not installed
 NOT_PACKAGES = {"tests", "build", "runs", "wandb"}
 
 

@@ -27,6 +27,7 @@ SHIPPED: dict[str, list[str]] = {
     "distill": ["dskd_llama3_8b.json", "dskd_smollm2_cpu.json"],
     "evaluate": ["evaluate.json", "evaluate_all_metrics_gpu.json", "evaluate_orig_compat.json"],
     "train": ["expert_llama3_8b.json", "train_smollm2_cpu.json", "train_smollm2_lora_cpu.json"],
+    "original train": ["llama_config.json"],  # the original repo's format on purpose (training/finetune.py)
     "infer": [
         "infer_anthropic_random_icl.json",
         "infer_bon_oracle_3dex.json",
@@ -118,9 +119,10 @@ def check_config(path: Path, stage: str, tmp_path: Path) -> None:
     if stage == "deepspeed":
         check_deepspeed(path, tmp_path)
         return
-    model = stage_model(stage)
+    model = stage_model(stage.removeprefix("original "))
     cfg = load_config(path, model)
-    check_own_keys(path, model, read_json_config(path)[0])
+    if not stage.startswith("original "):
+        check_own_keys(path, model, read_json_config(path)[0])
     if stage in ("paper", "pipeline"):
         from scripts.experiment import check_sections, table_settings
 
