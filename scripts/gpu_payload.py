@@ -137,7 +137,8 @@ def fetch_wheel(name: str, pin: str, how: str, dest: Path) -> None:
 
 def copy_assets(dest: Path) -> None:
     """SmolLM2 and MiniLM config + tokenizer files, and WordNet rows (data/{all,train,test}.jsonl)."""
-    from run_config.assets import minilm_path, smollm2_path, wordnet_lexicon_dir
+    from dataset.lexicon import wordnet_lexicon_dir
+    from run_config.assets import minilm_path, smollm2_path
 
     for src, files, name in ((smollm2_path(), SMOLLM2_FILES, "smollm2"), (minilm_path(), MINILM_FILES, "minilm")):
         for f in files:
