@@ -48,7 +48,7 @@ def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shar
     with staged_dir(out) as tmp:
         with ShardedWriter(tmp, infos, max_shard_bytes) as writer:
             for src, dst in mapping.items():
-                writer.write(dst, reader.read(src))
+                writer.copy(dst, reader, src)
             writer.finalize()
         for name in _COPIED:
             if (moe_dir / name).is_file():

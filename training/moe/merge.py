@@ -101,6 +101,14 @@ def build_routers(cfg: MergeConfig, ref: DenseCheckpoint) -> torch.Tensor:
     return router_from_means(mean_router_inputs(model_dir, _router_prompts(cfg)))
 
 
+def _unchanged(item: PlannedTensor, experts: list[DenseCheckpoint]) -> bool:
+    """True for an expert tensor stored in the output dtype: its bytes are copied as they are."""
+    if item.source[0] != "expert":
+        return False
+    _, e, key = item.source
+    return experts[e].reader.info[key].dtype == item.info.dtype
+
+
 def _tensor(
     item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint], routers: torch.Tensor
 ) -> torch.Tensor:
@@ -153,7 +161,10 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
     with staged_dir(out) as tmp:
         with ShardedWriter(tmp, [p.info for p in plan], cfg.max_shard_size_mb * 2**20) as writer:
             for item in tqdm(plan, desc="merge", unit=" tensors", mininterval=1.0, disable=None):
-                writer.write(item.info.name, _tensor(item, experts, shared, routers))
+                if _unchanged(item, experts):
+                    writer.copy(item.info.name, experts[item.source[1]].reader, item.source[2])
+                else:
+                    writer.write(item.info.name, _tensor(item, experts, shared, routers))
             writer.finalize()
         mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(
             tmp

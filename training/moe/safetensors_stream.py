@@ -1,14 +1,17 @@
 """Stream tensors through safetensors: lazy per-tensor reads from (sharded) checkpoints, planned shard writes.
 
-Reads open the shard with `safe_open` for one tensor and close it again, so no checkpoint stays mapped;
-writes know every tensor's name, dtype and shape up front, write each shard's header first and then the
-tensor bytes one at a time, so memory holds one tensor, never a shard.
+Reads parse each shard's header once and then read one tensor's bytes with plain file reads (no mapping:
+page faults on a mapped shard cost more than the copy itself); writes know every tensor's name, dtype and
+shape up front, write each shard's header first and then the tensor bytes one at a time, so memory holds one
+tensor, never a shard. A tensor that goes out unchanged is copied file to file in the kernel
+(`copy_file_range`), never through Python.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +19,6 @@ from pathlib import Path
 from typing import IO
 
 import torch
-from safetensors import safe_open
 
 from run_config.errors import DataError
 
@@ -73,26 +75,69 @@ class CheckpointReader:
             raise DataError(str(self.folder), None, None, f"no {SINGLE_FILE} or {INDEX_FILE} (safetensors checkpoint)")
         self.file_of: dict[str, Path] = {}
         self.info: dict[str, TensorInfo] = {}
+        self.offset: dict[str, int] = {}
         for name in files:
             path = self.folder / name
             if not path.is_file():
                 raise DataError(str(path), None, None, "shard named in the index is missing")
-            with safe_open(str(path), framework="pt") as f:
-                for key in f.keys():
-                    sl = f.get_slice(key)
-                    dtype = _DTYPES.get(sl.get_dtype())
-                    if dtype is None:
-                        raise DataError(str(path), None, key, f"unsupported dtype {sl.get_dtype()}")
-                    self.info[key] = TensorInfo(key, tuple(sl.get_shape()), dtype)
-                    self.file_of[key] = path
+            self._read_header(path)
+
+    def _read_header(self, path: Path) -> None:
+        """Record name, dtype, shape and absolute byte offset of every tensor of one shard; refuse a bad header."""
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            length = struct.unpack("<Q", head)[0] if len(head) == 8 else size
+            if length > size - 8:
+                raise DataError(str(path), None, None, "not a safetensors file (header length beyond the file)")
+            try:
+                header = json.loads(f.read(length))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise DataError(str(path), None, None, f"unreadable safetensors header: {e}") from None
+        for key, meta in header.items():
+            if key == "__metadata__":
+                continue
+            try:
+                dtype, shape, (begin, end) = _DTYPES.get(meta["dtype"]), tuple(meta["shape"]), meta["data_offsets"]
+            except (TypeError, KeyError, ValueError):
+                raise DataError(str(path), None, key, "header entry lacks dtype, shape or data_offsets") from None
+            if dtype is None:
+                raise DataError(str(path), None, key, f"unsupported dtype {meta['dtype']}")
+            info = TensorInfo(key, shape, dtype)
+            if end - begin != info.nbytes or 8 + length + end > size:
+                raise DataError(str(path), None, key, "data offsets do not match its shape or lie beyond the file")
+            self.info[key], self.file_of[key], self.offset[key] = info, path, 8 + length + begin
 
     def __contains__(self, name: str) -> bool:
         return name in self.info
 
     def read(self, name: str) -> torch.Tensor:
-        """Load one tensor (the shard is mapped only while reading it)."""
-        with safe_open(str(self.file_of[name]), framework="pt") as f:
-            return f.get_tensor(name)
+        """Load one tensor into memory of its own."""
+        info = self.info[name]
+        buf = torch.empty(info.nbytes, dtype=torch.uint8)
+        with open(self.file_of[name], "rb", buffering=0) as f:
+            f.seek(self.offset[name])
+            view, done = memoryview(buf.numpy()), 0
+            while done < info.nbytes:
+                got = f.readinto(view[done:])
+                if not got:
+                    raise DataError(str(self.file_of[name]), None, name, "file ends inside the tensor")
+                done += got
+        return buf.view(info.dtype).reshape(info.shape)
+
+    def copy_to(self, name: str, out_fd: int) -> None:
+        """Append one tensor's bytes to the open file `out_fd` at its current position, in the kernel."""
+        count, offset = self.info[name].nbytes, self.offset[name]
+        with open(self.file_of[name], "rb", buffering=0) as f:
+            while count:
+                try:
+                    n = os.copy_file_range(f.fileno(), out_fd, count, offset)
+                except OSError:  # e.g. across filesystems on old kernels: copy through user space
+                    f.seek(offset)
+                    n = os.write(out_fd, f.read(min(count, 64 << 20)))
+                if not n:
+                    raise DataError(str(self.file_of[name]), None, name, "file ends inside the tensor")
+                count, offset = count - n, offset + n
 
     @property
     def nbytes(self) -> int:
@@ -144,19 +189,28 @@ class ShardedWriter:
         self._file: IO[bytes] | None = None
         self._shard = -1
 
-    def write(self, name: str, tensor: torch.Tensor) -> None:
+    def _next(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> tuple[int, TensorInfo]:
+        """Check that `name` is the next planned tensor, with this shape and dtype; open its shard when new."""
         shard, info = self.order[self.pos]
-        if name != info.name or tuple(tensor.shape) != info.shape or tensor.dtype != info.dtype:
-            raise ValueError(
-                f"expected {info.name} {info.shape} {info.dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}"
-            )
+        if name != info.name or tuple(shape) != info.shape or dtype != info.dtype:
+            raise ValueError(f"expected {info.name} {info.shape} {info.dtype}, got {name} {tuple(shape)} {dtype}")
         if shard != self._shard:
             self._close()
             self._file = open(self.folder / self.names[shard], "wb")
             self._file.write(_header(self.shards[shard]))
             self._shard = shard
-        assert self._file is not None
+        return shard, info
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        self._next(name, tuple(tensor.shape), tensor.dtype)
         self._file.write(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+        self.pos += 1
+
+    def copy(self, name: str, reader: CheckpointReader, key: str) -> None:
+        """Write planned tensor `name` as the unchanged bytes of `key` in `reader` (same shape and dtype)."""
+        self._next(name, reader.info[key].shape, reader.info[key].dtype)
+        self._file.flush()
+        reader.copy_to(key, self._file.fileno())
         self.pos += 1
 
     def _close(self) -> None:

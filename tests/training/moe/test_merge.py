@@ -303,6 +303,50 @@ def test_sharded_writer_roundtrip(tmp_path):
         ShardedWriter(tmp_path / "x", infos, 400).write("t1", tensors["t1"])
 
 
+def test_reader_copies_bytes_and_reads_safetensors_files(tmp_path):
+    """Files written by safetensors itself read back exactly (bf16, bool, scalar); `copy` writes the same bytes."""
+    tensors = {
+        "a": torch.randn(3, 4).to(torch.bfloat16),
+        "b": torch.tensor([True, False, True]),
+        "c": torch.tensor(2.5),
+        "d": torch.randn(2, 2, dtype=torch.float64),
+    }
+    (tmp_path / "src").mkdir()
+    save_file(tensors, tmp_path / "src" / "model.safetensors")
+    reader = CheckpointReader(tmp_path / "src")
+    for k, v in tensors.items():
+        assert reader.read(k).dtype == v.dtype and torch.equal(reader.read(k), v)
+    infos = [reader.info[k] for k in ("d", "a", "c")]
+    (tmp_path / "out").mkdir()
+    with ShardedWriter(tmp_path / "out", infos, max_shard_bytes=1 << 20) as writer:
+        writer.copy("d", reader, "d")
+        writer.write("a", tensors["a"])
+        writer.copy("c", reader, "c")
+        writer.finalize()
+    assert load_file(tmp_path / "out" / "model.safetensors").keys() == {"d", "a", "c"}
+    for k, v in load_file(tmp_path / "out" / "model.safetensors").items():
+        assert torch.equal(v, tensors[k])
+    with pytest.raises(ValueError, match="expected d"):
+        ShardedWriter(tmp_path / "x", infos, 1 << 20).copy("a", reader, "a")
+
+
+@pytest.mark.parametrize(
+    ("damage", "needle"),
+    [
+        (lambda raw: raw[:-5], "beyond the file"),
+        (lambda raw: raw[:8] + b"{not json" + raw[17:], "unreadable safetensors header"),
+        (lambda raw: (10**9).to_bytes(8, "little") + raw[8:], "header length beyond the file"),
+        (lambda raw: raw.replace(b'"F32"', b'"X32"'), "unsupported dtype X32"),
+    ],
+)
+def test_reader_refuses_damaged_files(tmp_path, damage, needle):
+    save_file({"w": torch.zeros(4, 4)}, tmp_path / "model.safetensors")
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError, match=needle):
+        CheckpointReader(tmp_path)
+
+
 def test_hidden_router_init_separates_experts(pico, tmp_path, data_3dex):
     """router_init=hidden: rows = centred mean FFN input of each expert's prompts (real 3D-EX rows)."""
     from dataset.preprocess import main as preprocess
