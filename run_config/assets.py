@@ -9,6 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
+from run_config.errors import LexiconError
 from run_config.runtime import staged_dir
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ _LEXNAMES = (
 ).split()
 
 
-class AssetError(RuntimeError):
-    """An offline asset is missing and cannot be built here."""
+class AssetError(LexiconError):
+    """An offline asset is missing and cannot be built here (one line to the user, exit 1)."""
 
 
 def cache_dir() -> Path:

@@ -29,3 +29,16 @@ def test_a_failed_build_raises_its_own_error_and_writes_nothing(tmp_path, monkey
     with pytest.raises(assets.AssetError, match="WordNet not found in .*no-wordnet"):
         wordnet_lexicon_dir()
     assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+def test_a_missing_asset_stops_a_stage_with_one_line(tmp_path, monkeypatch, capsys) -> None:
+    """A stage whose config names a WordNet asset that cannot be built exits 1 with one stderr line."""
+    import main as toolkit_main
+
+    monkeypatch.setenv("LMLEXICON_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "WORDNET_SRC", tmp_path / "no-wordnet")
+    argv = ["distill", "--teacher-model", "asset:smollm2", "--data-path-train", "asset:wordnet/train.jsonl"]
+    code = toolkit_main.main([*argv, "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "WordNet not found" in err[0] and "Traceback" not in err[0], err
+    assert not (tmp_path / "o").exists()
