@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from evaluation.groups import GROUP_KEYS
 from evaluation.metrics import resolve_names
 from evaluation.metrics.settings import MetricSettings
 
@@ -28,10 +29,15 @@ class EvaluateConfig(MetricSettings):
     dataset: str | None = Field(None, description="dataset name in the table; unset: the references' source")
     compare_to: str | None = Field(None, description="second predictions JSONL: paired bootstrap + t-test p-values")
     bootstrap_samples: int = Field(1000, ge=10, description="paired bootstrap resamples")
+    group_by: list[str] = Field(
+        default_factory=list,
+        description="comma-separated keys to also score per group (scores.json groups, table_KEY.*): "
+        + ", ".join(GROUP_KEYS),
+    )
     require_all: bool = Field(False, description="error (instead of a count) when a reference id has no prediction")
     force: bool = Field(False, description="redo even when the outputs are up to date")
 
-    @field_validator("metrics", mode="before")
+    @field_validator("metrics", "group_by", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, list):
@@ -42,3 +48,11 @@ class EvaluateConfig(MetricSettings):
     @classmethod
     def _known_metrics(cls, value: list[str]) -> list[str]:
         return resolve_names(value)
+
+    @field_validator("group_by")
+    @classmethod
+    def _known_groups(cls, value: list[str]) -> list[str]:
+        unknown = [k for k in value if k not in GROUP_KEYS]
+        if unknown:
+            raise ValueError(f"unknown group key {unknown[0]!r}; choose from {', '.join(GROUP_KEYS)}")
+        return list(dict.fromkeys(value))

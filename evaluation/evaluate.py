@@ -1,8 +1,9 @@
 """Evaluate stage: score a predictions JSONL against the evaluation split under a named protocol.
 
 Writes `scores.json` (one number per metric on 0-100, NIST in its own units; per system: mean and
-std over seeds, Best-of-N oracle; counts of missing ids and empty predictions), `per_example.jsonl`
-(one row per sample), `table.{md,csv,tex}` (Table-2 layout), `significance.json` with
+std over seeds, Best-of-N oracle; counts of missing ids and empty predictions; with `--group-by KEY` the
+same per group under `groups[KEY][label]`, evaluation.groups), `per_example.jsonl` (one row per sample),
+`table.{md,csv,tex}` (Table-2 layout), `table_KEY.{md,csv,tex}` per group key, `significance.json` with
 `--compare-to`, and `manifest.json` last. A rerun with the same config and inputs skips the work.
 """
 
@@ -20,10 +21,11 @@ import numpy as np
 from dataset.records import Record, load_records
 from evaluation.api import build_metrics
 from evaluation.config import EvaluateConfig
+from evaluation.groups import group_rows
 from evaluation.metrics import Metric
-from evaluation.predictions import Run, group_runs, read_predictions
+from evaluation.predictions import Prediction, Run, group_runs, read_predictions
 from evaluation.protocols import Protocol, get_protocol, reference_lists
-from evaluation.report import mean_std, table2
+from evaluation.report import LABELS, Table, mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.significance import compare
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
@@ -89,6 +91,40 @@ def id_scores(scored: list[tuple[Run, SampleScores]]) -> dict[str, dict[str, flo
     return {m: {i: float(np.mean(v)) for i, v in per.items()} for m, per in sums.items()}
 
 
+def score_groups(
+    predictions: list[Prediction],
+    key: str,
+    records: list[Record],
+    metrics: list[Metric],
+    protocol: Protocol,
+    cfg: EvaluateConfig,
+) -> dict[str, dict]:
+    """label -> its rows' counts and per-system scores (mean and std over seeds), scored as a whole file is."""
+    by_id = {r.id: r for r in records}
+    out = {}
+    for label, rows in group_rows(predictions, key).items():
+        runs, _ = group_runs(rows, by_id, cfg.predictions, cfg.references)
+        systems = aggregate(score_runs(runs, records, metrics, protocol, cfg.workers), protocol)
+        out[label] = {
+            "predictions": len(rows),
+            "ids": len({p.id for p in rows}),
+            "systems": {name: {"mean": info["mean"], "std": info["std"]} for name, info in systems.items()},
+        }
+    return out
+
+
+def group_table(key: str, groups: dict[str, dict], metrics: list[str]) -> Table:
+    """One row per (group, system): rows scored, then each metric's mean (± std over seeds)."""
+    header = [key, "Method", "n", *(LABELS.get(m, m) for m in metrics)]
+    rows = []
+    for label, info in groups.items():
+        for system, scores in info["systems"].items():
+            mean, std = scores["mean"], scores["std"]
+            cells = [f"{mean[m]:.2f}" + (f"±{std[m]:.2f}" if std[m] else "") for m in metrics]
+            rows.append([label, system, str(info["predictions"]), *cells])
+    return Table(header, rows)
+
+
 def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, Record]):
     """One JSON line per sample: ids, the prediction and its per-example scores."""
     for run, scores in scored:
@@ -117,9 +153,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     records = load_references(cfg.references)
     by_id = {r.id: r for r in records}
     protocol = get_protocol(cfg.protocol)
-    runs, counts = group_runs(
-        read_predictions(existing_file(cfg.predictions)), by_id, cfg.predictions, cfg.references, cfg.require_all
-    )
+    predictions = read_predictions(existing_file(cfg.predictions))
+    runs, counts = group_runs(predictions, by_id, cfg.predictions, cfg.references, cfg.require_all)
     for run in counts["runs"]:
         if run["missing_ids"]:
             log.warning(
@@ -152,6 +187,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             "settings": {m.name: m.signature() for m in metrics},
         }
     )
+    if cfg.group_by:
+        result["groups"] = {
+            key: score_groups(predictions, key, records, metrics, protocol, cfg) for key in cfg.group_by
+        }
     significance = None
     if cfg.compare_to:
         other_runs, other_counts = group_runs(
@@ -175,6 +214,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for line in per_example_rows(scored, by_id):
             rows.write(line)
         table.write(out, "table", files)
+        for key, groups in result.get("groups", {}).items():
+            group_table(key, groups, per_metric).write(out, f"table_{key}", files)
         if significance is not None:
             files.get(out / "significance.json").write(json.dumps(significance, indent=2) + "\n")
     write_manifest(out, "evaluate", cfg, inputs=inputs_fingerprint(cfg))

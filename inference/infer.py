@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dataset.predictions import ResumableJsonl, make_row, read_rows, write_rows
+from dataset.predictions import ResumableJsonl, make_row, read_rows, top_expert, write_rows
 from evaluation.references import term_references
 from inference.backend import Backend, Request
 from inference.best_of_n import RewardFn, select_all
@@ -195,10 +195,27 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
                 error=error,
                 logprob=gen.logprob,
                 raw=gen.text,
+                expert=gen.expert,
+                router_margin=gen.router_margin,
             )
         )
         counts["generated" if error is None else "failed"] += 1
     return dict(counts)
+
+
+def routing_counts(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How a routed MoE's rows were routed: inputs per top expert, the share that mixed several experts (hybrid's
+    inputs that needed k) and the mean number of experts per input; None when no row names an expert."""
+    routed = [r["expert"] for r in rows if r.get("expert") is not None]
+    if not routed:
+        return None
+    sizes = [1 if isinstance(e, int) else len(e) for e in routed]
+    return {
+        "inputs": len(routed),
+        "per_expert": dict(sorted(Counter(top_expert(e) for e in routed).items())),
+        "mixed_share": sum(s > 1 for s in sizes) / len(sizes),
+        "mean_experts": sum(sizes) / len(sizes),
+    }
 
 
 def load_reward(cfg: InferConfig) -> RewardFn | None:
@@ -267,6 +284,8 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         "parser_changed": changed,
         "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10)),
     }
+    if (routing := routing_counts(list(selected.values()))) is not None:
+        summary["routing"] = routing
     if cfg.task == "wsd":
         gold = {item.id: item.definition for item in items}
         summary["wsd_accuracy"] = sum(
