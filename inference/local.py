@@ -120,6 +120,16 @@ class LocalBackend:
             log.info("experts %s: %d inputs", "+".join(map(str, experts)) if experts else "mixed", len(group))
             yield from self._generate(group, sampling, routes)
 
+    def generate_with_expert(
+        self, requests: Sequence[Request], sampling: Sampling, expert: int
+    ) -> Iterator[Generation]:
+        """Every request on MoE expert `expert` alone, whatever the policy (oracle routing)."""
+        from training.moe.routing import Route
+
+        route = Route((expert,), (1.0,), None)
+        with self.moe.only_expert(expert):
+            yield from self._generate(requests, sampling, {r.item_id: route for r in requests})
+
     def _generate(
         self, requests: Sequence[Request], sampling: Sampling, routes: dict[str, Any] | None = None
     ) -> Iterator[Generation]:
