@@ -15,7 +15,11 @@ class EvaluateConfig(MetricSettings):
 
     INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("predictions", "references", "compare_to")
 
-    predictions: str = Field(description="predictions JSONL: id, prediction, optional model, seed, sample_idx")
+    predictions: list[str] = Field(
+        min_length=1,
+        description="predictions JSONL file(s): id, prediction, optional model, seed, sample_idx; "
+        "with compare_to, each file is tested against the baseline",
+    )
     references: str = Field(description="references: the preprocessed JSONL of the evaluation split")
     output_dir: str = Field(description="writes scores.json, per_example.jsonl, table.{md,csv,tex}, manifest.json")
     protocol: Literal["max", "multi-ref", "per-context", "orig-compat"] = Field(
@@ -26,10 +30,23 @@ class EvaluateConfig(MetricSettings):
         description="comma-separated metrics: " + "bleu, rouge, meteor, nist, bertscore, moverscore, mauve, sacrebleu",
     )
     dataset: str | None = Field(None, description="dataset name in the table; unset: the references' source")
-    compare_to: str | None = Field(None, description="second predictions JSONL: paired bootstrap + t-test p-values")
-    bootstrap_samples: int = Field(1000, ge=10, description="paired bootstrap resamples")
+    compare_to: str | None = Field(
+        None,
+        description="baseline predictions JSONL: paired bootstrap, approximate randomization and t-test "
+        "p-values of every predictions file against it (Holm-corrected over the files)",
+    )
+    bootstrap_samples: int = Field(
+        1000,
+        ge=10,
+        description="resamples of the 95% CIs and the paired bootstrap; trials of approximate randomization",
+    )
     require_all: bool = Field(False, description="error (instead of a count) when a reference id has no prediction")
     force: bool = Field(False, description="redo even when the outputs are up to date")
+
+    @field_validator("predictions", mode="before")
+    @classmethod
+    def _one_or_more_files(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("metrics", mode="before")
     @classmethod

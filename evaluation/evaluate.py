@@ -1,9 +1,11 @@
-"""Evaluate stage: score a predictions JSONL against the evaluation split under a named protocol.
+"""Evaluate stage: score predictions JSONL files against the evaluation split under a named protocol.
 
 Writes `scores.json` (one number per metric on 0-100, NIST in its own units; per system: mean and
-std over seeds, Best-of-N oracle; counts of missing ids and empty predictions), `per_example.jsonl`
+std over seeds, Best-of-N oracle, seeded bootstrap 95% CIs under `ci95`; each metric's one-line
+signature under `signatures`; counts of missing ids and empty predictions), `per_example.jsonl`
 (one row per sample), `table.{md,csv,tex}` (Table-2 layout), `significance.json` with
-`--compare-to`, and `manifest.json` last. A rerun with the same config and inputs skips the work.
+`--compare-to` (every predictions file against that baseline, Holm-corrected), and `manifest.json`
+last. A rerun with the same config and inputs skips the work.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from evaluation.predictions import Run, group_runs, read_predictions
 from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
-from evaluation.significance import compare
+from evaluation.signatures import signature
+from evaluation.significance import TESTS, bootstrap_ci, compare_many
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, inputs_fingerprint, is_finished, set_seed, write_manifest
@@ -48,6 +51,31 @@ def load_references(path: str) -> list[Record]:
 def dataset_name(cfg: EvaluateConfig, records: list[Record]) -> str:
     sources = {r.source for r in records}
     return cfg.dataset or (sources.pop() if len(sources) == 1 else Path(cfg.references).stem)
+
+
+def read_files(cfg: EvaluateConfig, by_id: dict[str, Record]) -> list[tuple[str, list[Run], dict]]:
+    """(path, runs, counts) of every predictions file; a system (model name) belongs to one file only."""
+    out, owner = [], {}
+    for path in cfg.predictions:
+        runs, counts = group_runs(read_predictions(existing_file(path)), by_id, path, cfg.references, cfg.require_all)
+        for run in runs:
+            if owner.setdefault(run.model, path) != path:
+                raise DataError(path, None, "model", f"system {run.model!r} is also in {owner[run.model]} (rename one)")
+        out.append((path, runs, counts))
+    return out
+
+
+def merged_counts(per_file: list[dict]) -> dict:
+    """The counts of one file, or their sums (runs listed together) over several."""
+    if len(per_file) == 1:
+        return per_file[0]
+    sums = {k: sum(c[k] for c in per_file) for k in ("predictions", "empty_predictions", "failed_predictions")}
+    return {
+        **sums,
+        "references": per_file[0]["references"],
+        "files": len(per_file),
+        "runs": [r for c in per_file for r in c["runs"]],
+    }
 
 
 def score_runs(
@@ -89,6 +117,41 @@ def id_scores(scored: list[tuple[Run, SampleScores]]) -> dict[str, dict[str, flo
     return {m: {i: float(np.mean(v)) for i, v in per.items()} for m, per in sums.items()}
 
 
+def confidence_intervals(scored: list[tuple[Run, SampleScores]], samples: int, seed: int) -> dict:
+    """system -> metric -> [low, high]: percentile bootstrap 95% CI of the mean over reference ids of each
+    id's score (mean over the system's seeds and samples); per-example metrics only."""
+    by_system: dict[str, list[tuple[Run, SampleScores]]] = {}
+    for run, scores in scored:
+        by_system.setdefault(run.model, []).append((run, scores))
+    return {
+        system: {m: bootstrap_ci(np.fromiter(v.values(), float), samples, seed) for m, v in id_scores(runs).items()}
+        for system, runs in by_system.items()
+    }
+
+
+def significance_tests(
+    cfg: EvaluateConfig,
+    files: list[tuple[str, list[tuple[Run, SampleScores]]]],
+    records: list[Record],
+    metrics: list[Metric],
+    protocol: Protocol,
+) -> dict:
+    """Every predictions file against the `compare_to` baseline (p_holm: Holm over the files)."""
+    by_id = {r.id: r for r in records}
+    base_runs, base_counts = group_runs(
+        read_predictions(existing_file(cfg.compare_to)), by_id, cfg.compare_to, cfg.references, cfg.require_all
+    )
+    baseline = id_scores(score_runs(base_runs, records, metrics, protocol, cfg.workers))
+    tests = compare_many(
+        {path: id_scores(scored) for path, scored in files}, baseline, cfg.bootstrap_samples, cfg.seed, cfg.compare_to
+    )
+    out: dict = {"b": cfg.compare_to, "b_counts": base_counts, "holm_family": len(files)}
+    if len(files) == 1:
+        out.update(a=files[0][0], metrics=tests[files[0][0]])
+    out["comparisons"] = {path: {"metrics": per} for path, per in tests.items()}
+    return out
+
+
 def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, Record]):
     """One JSON line per sample: ids, the prediction and its per-example scores."""
     for run, scores in scored:
@@ -117,9 +180,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     records = load_references(cfg.references)
     by_id = {r.id: r for r in records}
     protocol = get_protocol(cfg.protocol)
-    runs, counts = group_runs(
-        read_predictions(existing_file(cfg.predictions)), by_id, cfg.predictions, cfg.references, cfg.require_all
-    )
+    per_file = read_files(cfg, by_id)
+    counts = merged_counts([c for _, _, c in per_file])
     for run in counts["runs"]:
         if run["missing_ids"]:
             log.warning(
@@ -132,8 +194,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if counts["empty_predictions"]:
         log.warning("%d empty predictions (each scores 0 and is counted)", counts["empty_predictions"])
     metrics = build_metrics(cfg.metrics, cfg, protocol)
-    scored = score_runs(runs, records, metrics, protocol, cfg.workers)
+    files = [(path, score_runs(runs, records, metrics, protocol, cfg.workers)) for path, runs, _ in per_file]
+    scored = [item for _, items in files for item in items]
     systems = aggregate(scored, protocol)
+    intervals = confidence_intervals(scored, cfg.bootstrap_samples, cfg.seed)
     dataset = dataset_name(cfg, records)
     result: dict = {}
     if len(systems) == 1:
@@ -150,20 +214,16 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             "counts": counts,
             "systems": systems,
             "settings": {m.name: m.signature() for m in metrics},
+            "signatures": {m.name: signature(m, protocol) for m in metrics},
+            "ci95": {
+                "bootstrap_samples": cfg.bootstrap_samples,
+                "seed": cfg.seed,
+                "unit": "reference id",
+                "systems": intervals,
+            },
         }
     )
-    significance = None
-    if cfg.compare_to:
-        other_runs, other_counts = group_runs(
-            read_predictions(existing_file(cfg.compare_to)), by_id, cfg.compare_to, cfg.references, cfg.require_all
-        )
-        other = score_runs(other_runs, records, metrics, protocol, cfg.workers)
-        significance = {
-            "a": cfg.predictions,
-            "b": cfg.compare_to,
-            "b_counts": other_counts,
-            "metrics": compare(id_scores(scored), id_scores(other), cfg.bootstrap_samples, cfg.seed, cfg.compare_to),
-        }
+    significance = significance_tests(cfg, files, records, metrics, protocol) if cfg.compare_to else None
     per_metric = [m.name for m in metrics]
     table = table2(
         {name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()}, [dataset], per_metric
@@ -192,11 +252,12 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(cfg)
     print(result["table"], end="")
-    for metric, test in (result["significance"] or {}).get("metrics", {}).items():
-        print(
-            f"{metric}: delta {test['bootstrap']['delta']:+.2f}  bootstrap p={test['bootstrap']['p_value']:.4g}  "
-            f"t-test p={test['ttest']['p_value']:.4g}  (n={test['n']})"
-        )
+    for path, comparison in (result["significance"] or {}).get("comparisons", {}).items():
+        for metric, test in comparison["metrics"].items():
+            p_values = "  ".join(
+                f"{name} p={test[name]['p_value']:.4g} (Holm {test[name]['p_holm']:.4g})" for name in TESTS
+            )
+            print(f"{Path(path).name} {metric}: delta {test['bootstrap']['delta']:+.2f}  {p_values}  (n={test['n']})")
     print(f"evaluate: scores -> {Path(cfg.output_dir) / 'scores.json'}")
     return 0
 
