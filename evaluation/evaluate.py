@@ -2,8 +2,9 @@
 
 Writes `scores.json` (one number per metric on 0-100, NIST in its own units; per system: mean and
 std over seeds, Best-of-N oracle, seeded bootstrap 95% CIs under `ci95`; each metric's one-line
-signature under `signatures`; counts of missing ids and empty predictions), `per_example.jsonl`
-(one row per sample), `table.{md,csv,tex}` (Table-2 layout), `significance.json` with
+signature under `signatures`; counts of missing ids and empty predictions; with `--group-by KEY` the
+same per group under `groups[KEY][label]`, evaluation.groups), `per_example.jsonl` (one row per
+sample), `table.{md,csv,tex}` (Table-2 layout), `table_KEY.{md,csv,tex}` per group key, `significance.json` with
 `--compare-to` (every predictions file against that baseline, Holm-corrected), and `manifest.json`
 last. A rerun with the same config and inputs skips the work.
 """
@@ -22,10 +23,11 @@ import numpy as np
 from dataset.records import Record, load_records
 from evaluation.api import build_metrics
 from evaluation.config import EvaluateConfig
+from evaluation.groups import GroupContext, group_rows
 from evaluation.metrics import Metric
-from evaluation.predictions import Run, group_runs, read_predictions
+from evaluation.predictions import Prediction, Run, group_runs, read_predictions
 from evaluation.protocols import Protocol, get_protocol, reference_lists
-from evaluation.report import mean_std, table2
+from evaluation.report import LABELS, Table, mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.signatures import signature
 from evaluation.significance import TESTS, bootstrap_ci, compare_many
@@ -53,15 +55,16 @@ def dataset_name(cfg: EvaluateConfig, records: list[Record]) -> str:
     return cfg.dataset or (sources.pop() if len(sources) == 1 else Path(cfg.references).stem)
 
 
-def read_files(cfg: EvaluateConfig, by_id: dict[str, Record]) -> list[tuple[str, list[Run], dict]]:
-    """(path, runs, counts) of every predictions file; a system (model name) belongs to one file only."""
+def read_files(cfg: EvaluateConfig, by_id: dict[str, Record]) -> list[tuple[str, list[Prediction], list[Run], dict]]:
+    """(path, rows, runs, counts) of every predictions file; a system (model name) belongs to one file only."""
     out, owner = [], {}
     for path in cfg.predictions:
-        runs, counts = group_runs(read_predictions(existing_file(path)), by_id, path, cfg.references, cfg.require_all)
+        rows = read_predictions(existing_file(path))
+        runs, counts = group_runs(rows, by_id, path, cfg.references, cfg.require_all)
         for run in runs:
             if owner.setdefault(run.model, path) != path:
                 raise DataError(path, None, "model", f"system {run.model!r} is also in {owner[run.model]} (rename one)")
-        out.append((path, runs, counts))
+        out.append((path, rows, runs, counts))
     return out
 
 
@@ -152,6 +155,51 @@ def significance_tests(
     return out
 
 
+def score_groups(
+    files: list[tuple[str, list[Prediction]]],
+    key: str,
+    context: GroupContext,
+    metrics: list[Metric],
+    protocol: Protocol,
+    cfg: EvaluateConfig,
+) -> dict[str, dict]:
+    """label -> its rows' counts, per-system scores (mean and std over seeds) and CIs, each group scored as a
+    file of its own (references still drawn from the whole evaluation split)."""
+    records = list(context.records.values())
+    labelled: dict[str, list[tuple[str, list[Prediction]]]] = {}
+    for path, rows in files:
+        for label, members in group_rows(rows, key, context).items():
+            labelled.setdefault(label, []).append((path, members))
+    order = list(group_rows([p for _, rows in files for p in rows], key, context))
+    out = {}
+    for label in order:
+        scored = []
+        for path, members in labelled[label]:
+            runs, _ = group_runs(members, context.records, path, cfg.references)
+            scored += score_runs(runs, records, metrics, protocol, cfg.workers)
+        systems = aggregate(scored, protocol)
+        members = [p for _, ms in labelled[label] for p in ms]
+        out[label] = {
+            "predictions": len(members),
+            "ids": len({p.id for p in members}),
+            "systems": {name: {"mean": info["mean"], "std": info["std"]} for name, info in systems.items()},
+            "ci95": confidence_intervals(scored, cfg.bootstrap_samples, cfg.seed),
+        }
+    return out
+
+
+def group_table(key: str, groups: dict[str, dict], metrics: list[str]) -> Table:
+    """One row per (group, system): rows scored, then each metric's mean (± std over seeds)."""
+    header = [key, "Method", "n", *(LABELS.get(m, m) for m in metrics)]
+    rows = []
+    for label, info in groups.items():
+        for system, scores in info["systems"].items():
+            mean, std = scores["mean"], scores["std"]
+            cells = [f"{mean[m]:.2f}" + (f"±{std[m]:.2f}" if std[m] else "") for m in metrics]
+            rows.append([label, system, str(info["predictions"]), *cells])
+    return Table(header, rows)
+
+
 def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, Record]):
     """One JSON line per sample: ids, the prediction and its per-example scores."""
     for run, scores in scored:
@@ -181,7 +229,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     by_id = {r.id: r for r in records}
     protocol = get_protocol(cfg.protocol)
     per_file = read_files(cfg, by_id)
-    counts = merged_counts([c for _, _, c in per_file])
+    counts = merged_counts([c for *_, c in per_file])
     for run in counts["runs"]:
         if run["missing_ids"]:
             log.warning(
@@ -194,8 +242,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     if counts["empty_predictions"]:
         log.warning("%d empty predictions (each scores 0 and is counted)", counts["empty_predictions"])
     metrics = build_metrics(cfg.metrics, cfg, protocol)
-    files = [(path, score_runs(runs, records, metrics, protocol, cfg.workers)) for path, runs, _ in per_file]
-    scored = [item for _, items in files for item in items]
+    by_file = [(path, score_runs(runs, records, metrics, protocol, cfg.workers)) for path, _, runs, _ in per_file]
+    scored = [item for _, items in by_file for item in items]
     systems = aggregate(scored, protocol)
     intervals = confidence_intervals(scored, cfg.bootstrap_samples, cfg.seed)
     dataset = dataset_name(cfg, records)
@@ -223,11 +271,17 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             },
         }
     )
-    significance = significance_tests(cfg, files, records, metrics, protocol) if cfg.compare_to else None
+    if cfg.group_by:
+        train = load_records(existing_file(cfg.train_references)) if cfg.train_references else None
+        context = GroupContext.build(records, train)
+        rows = [(path, preds) for path, preds, _, _ in per_file]
+        result["groups"] = {key: score_groups(rows, key, context, metrics, protocol, cfg) for key in cfg.group_by}
+    significance = significance_tests(cfg, by_file, records, metrics, protocol) if cfg.compare_to else None
     per_metric = [m.name for m in metrics]
     table = table2(
         {name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()}, [dataset], per_metric
     )
+    group_tables = {key: group_table(key, groups, per_metric) for key, groups in result.get("groups", {}).items()}
     out = Path(cfg.output_dir)
     with AtomicFileSet() as files:
         files.get(out / "scores.json").write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
@@ -235,10 +289,17 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for line in per_example_rows(scored, by_id):
             rows.write(line)
         table.write(out, "table", files)
+        for key, group_tab in group_tables.items():
+            group_tab.write(out, f"table_{key}", files)
         if significance is not None:
             files.get(out / "significance.json").write(json.dumps(significance, indent=2) + "\n")
     write_manifest(out, "evaluate", cfg, inputs=inputs_fingerprint(cfg))
-    return {**result, "table": table.markdown(), "significance": significance}
+    return {
+        **result,
+        "table": table.markdown(),
+        "group_tables": {key: t.markdown() for key, t in group_tables.items()},
+        "significance": significance,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -252,6 +313,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(cfg)
     print(result["table"], end="")
+    for key, markdown in result["group_tables"].items():
+        print(f"\nby {key}:\n{markdown}", end="")
     for path, comparison in (result["significance"] or {}).get("comparisons", {}).items():
         for metric, test in comparison["metrics"].items():
             p_values = "  ".join(
