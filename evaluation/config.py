@@ -23,8 +23,10 @@ class EvaluateConfig(MetricSettings):
     )
     references: str = Field(description="references: the preprocessed JSONL of the evaluation split")
     output_dir: str = Field(description="writes scores.json, per_example.jsonl, table.{md,csv,tex}, manifest.json")
-    protocol: Literal["max", "multi-ref", "per-context", "orig-compat"] = Field(
-        "max", description="reference protocol (max: the paper's; orig-compat: the original code's, inflated)"
+    protocol: Literal["max", "multi-ref", "per-context", "orig-compat", "ishiwatari", "giulianelli"] = Field(
+        "max",
+        description="reference protocol (max: the paper's; orig-compat: the original code's, inflated; "
+        "ishiwatari, giulianelli: those peers' scorers)",
     )
     metrics: list[str] = Field(
         default_factory=lambda: ["bleu", "rouge"],

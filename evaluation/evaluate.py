@@ -90,7 +90,8 @@ def score_runs(
     for run in runs:
         refs = reference_lists([by_id[i] for i in run.ids], records, protocol)
         log.info("scoring %s seed %s: %d ids", run.model, run.seed, len(run.ids))
-        out.append((run, score_samples(run.texts(), refs, metrics, protocol, workers)))
+        terms = [by_id[i].term for i in run.ids]
+        out.append((run, score_samples(run.texts(), refs, metrics, protocol, workers, terms)))
     return out
 
 

@@ -3,9 +3,9 @@
     bleu|protocol:max|refs:term|combine:max|case:mixed|order:4|tokenize:none|smooth:moses|lm-lexicon:0.1.0
 
 Fields, in order: the metric, the protocol (`refs`: references by term or by (term, context); `combine`:
-how several references combine; `periods:stripped` and `round:up` under orig-compat), the metric's own
-settings (keys without the metric's prefix: `tokenize` is `bleu_tokenize`), the versions of the packages
-that compute it, and the toolkit's version.
+how several references combine; `max_refs`, `average:term`, `periods:stripped` and `round:up` where the
+protocol has them), the metric's own settings (keys without the metric's prefix: `tokenize` is
+`bleu_tokenize`), the versions of the packages that compute it, and the toolkit's version.
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ def signature(metric: Metric, protocol: Protocol) -> str:
     """The one-line signature of `metric`'s scores under `protocol`."""
     combine = protocol.reduce if metric.per_example else "corpus"
     parts = [metric.name, f"protocol:{protocol.name}", f"refs:{protocol.by}", f"combine:{combine}"]
+    if protocol.max_refs is not None:
+        parts.append(f"max_refs:{protocol.max_refs}")
+    if protocol.average != "example":
+        parts.append(f"average:{protocol.average}")
     if protocol.strip_periods:
         parts.append("periods:stripped")
     if protocol.round_up:

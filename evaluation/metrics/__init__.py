@@ -4,7 +4,8 @@ Every metric declares `name` (its key in scores.json), `higher_is_better`, wheth
 examples (`per_example`) or only a corpus, and `compute(hyps, refs) -> dict[str, float]` on the
 0-100 scale (NIST in its own units). Per-example metrics also give `sentence_scores`, whose
 `reduce` is how several references combine: "max" (max over single references), "multi" (one
-multi-reference score) or "best" (the larger of the two, the original code's BLEU).
+multi-reference score) or "best" (the larger of the two, the original code's BLEU); "mean" (the mean over
+single references) is done by evaluation.scoring, which hands metrics single references under "max".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from evaluation.metrics.settings import MetricSettings
 
-Reduce = Literal["max", "multi", "best"]
+Reduce = Literal["max", "multi", "best", "mean"]
 
 
 class Metric:
