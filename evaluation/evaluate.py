@@ -30,7 +30,7 @@ from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import LABELS, Table, mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.signatures import signature
-from evaluation.significance import TESTS, bootstrap_ci, compare_many
+from evaluation.significance import TESTS, bootstrap_ci, compare_many, corpus_bootstrap_ci
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, inputs_fingerprint, is_finished, set_seed, write_manifest
@@ -121,16 +121,26 @@ def id_scores(scored: list[tuple[Run, SampleScores]]) -> dict[str, dict[str, flo
     return {m: {i: float(np.mean(v)) for i, v in per.items()} for m, per in sums.items()}
 
 
-def confidence_intervals(scored: list[tuple[Run, SampleScores]], samples: int, seed: int) -> dict:
-    """system -> metric -> [low, high]: percentile bootstrap 95% CI of the mean over reference ids of each
-    id's score (mean over the system's seeds and samples); per-example metrics only."""
+def confidence_intervals(
+    scored: list[tuple[Run, SampleScores]], metrics: list[Metric], samples: int, seed: int
+) -> dict:
+    """system -> metric -> [low, high]: percentile bootstrap 95% CI over reference ids, of the mean of each id's
+    score (mean over the system's seeds and samples), or of a corpus metric with sufficient statistics
+    (sacrebleu; MAUVE has none) averaged over seeds."""
     by_system: dict[str, list[tuple[Run, SampleScores]]] = {}
     for run, scores in scored:
         by_system.setdefault(run.model, []).append((run, scores))
-    return {
-        system: {m: bootstrap_ci(np.fromiter(v.values(), float), samples, seed) for m, v in id_scores(runs).items()}
-        for system, runs in by_system.items()
-    }
+    finish = {m.name: m.from_statistics for m in metrics if not m.per_example}
+    out = {}
+    for system, runs in by_system.items():
+        out[system] = {
+            m: bootstrap_ci(np.fromiter(v.values(), float), samples, seed) for m, v in id_scores(runs).items()
+        }
+        for name in finish:
+            stats = [scores.corpus_stats.get(name) for _, scores in runs]
+            if stats and all(s is not None for s in stats):
+                out[system][name] = corpus_bootstrap_ci(stats, finish[name], samples, seed)
+    return out
 
 
 def significance_tests(
@@ -184,7 +194,7 @@ def score_groups(
             "predictions": len(members),
             "ids": len({p.id for p in members}),
             "systems": {name: {"mean": info["mean"], "std": info["std"]} for name, info in systems.items()},
-            "ci95": confidence_intervals(scored, cfg.bootstrap_samples, cfg.seed),
+            "ci95": confidence_intervals(scored, metrics, cfg.bootstrap_samples, cfg.seed),
         }
     return out
 
@@ -246,7 +256,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     by_file = [(path, score_runs(runs, records, metrics, protocol, cfg.workers)) for path, _, runs, _ in per_file]
     scored = [item for _, items in by_file for item in items]
     systems = aggregate(scored, protocol)
-    intervals = confidence_intervals(scored, cfg.bootstrap_samples, cfg.seed)
+    intervals = confidence_intervals(scored, metrics, cfg.bootstrap_samples, cfg.seed)
     dataset = dataset_name(cfg, records)
     result: dict = {}
     if len(systems) == 1:

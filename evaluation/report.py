@@ -122,7 +122,7 @@ def table2(
         results: system -> dataset -> one score dict per seed (metric -> value on 0-100).
         datasets: column order (default: first-seen order); a missing cell is "–" and left out of Avg.
         ci: bootstrap 95% CIs; given, a cell is mean ± half the CI width (no ± where the cell has no CI:
-            corpus metrics).
+            MAUVE).
     """
     if datasets is None:
         datasets = list(dict.fromkeys(d for per in results.values() for d in per))

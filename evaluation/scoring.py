@@ -103,6 +103,7 @@ class SampleScores:
     corpus: dict[str, float]
     excluded: dict[str, int] = field(default_factory=dict)  # items a corpus metric left out, by count name
     units: list[str] | None = None  # example -> its term, for protocols that average by term
+    corpus_stats: dict[str, np.ndarray] = field(default_factory=dict)  # corpus metric -> per-example statistics
 
     def per_example(self, how: str = "mean") -> dict[str, np.ndarray]:
         """Per-example scores: mean over the example's samples, or their max (the oracle)."""
@@ -181,13 +182,17 @@ def _score_samples(
             per_sample[name][keep] = values
     corpus: dict[str, float] = {}
     excluded: dict[str, int] = {}
+    stats_of: dict[str, np.ndarray] = {}
     first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
     for metric in metrics:
         if not metric.per_example:
             values, left_out = metric.corpus_scores(first, list(refs), protocol.reduce)
             corpus.update(values)
             excluded.update(left_out)
-    return SampleScores(example_of, empty, per_sample, corpus, excluded)
+            stats = metric.corpus_statistics(first, list(refs))
+            if stats is not None:
+                stats_of[metric.name] = stats
+    return SampleScores(example_of, empty, per_sample, corpus, excluded, corpus_stats=stats_of)
 
 
 def average(values: np.ndarray, units: Sequence[str] | None) -> float:

@@ -1,6 +1,7 @@
 """Confidence intervals and paired significance tests on per-example scores.
 
-`bootstrap_ci`: percentile bootstrap 95% interval of one system's mean. Paired tests of two systems:
+`bootstrap_ci`: percentile bootstrap 95% interval of one system's mean (`corpus_bootstrap_ci`: of a corpus
+metric, from per-example sufficient statistics). Paired tests of two systems:
 bootstrap resampling (Koehn 2004), approximate randomization (Noreen 1989; Riezler & Maxwell 2005) and
 the t-test. `compare_many` tests several systems against one baseline and adds Holm-corrected p-values
 (the family: the systems compared, per metric and test). Every random draw is seeded.
@@ -8,7 +9,7 @@ the t-test. `compare_many` tests several systems against one baseline and adds H
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -41,6 +42,23 @@ def bootstrap_ci(values: np.ndarray, samples: int = 1000, seed: int = 42) -> lis
     if not len(x):
         return [0.0, 0.0]
     low, high = np.percentile(resampled_means(x, samples, seed), [2.5, 97.5])
+    return [float(low), float(high)]
+
+
+def corpus_bootstrap_ci(
+    stats: Sequence[np.ndarray], finish: Callable[[np.ndarray], float], samples: int = 1000, seed: int = 42
+) -> list[float]:
+    """Percentile bootstrap 95% interval of a corpus metric averaged over runs: each resample draws examples
+    (the same draw in every run of equal size) and `finish` turns each run's summed statistics into a score."""
+    totals = np.zeros(samples)
+    for run in stats:
+        rng = np.random.default_rng(seed)
+        for s in range(0, samples, BATCH):
+            b, n = min(BATCH, samples - s), len(run)
+            idx = rng.integers(0, n, size=(b, n))
+            counts = np.bincount((idx + n * np.arange(b)[:, None]).ravel(), minlength=b * n).reshape(b, n)
+            totals[s : s + b] += [finish(row) for row in counts @ run]
+    low, high = np.percentile(totals / len(stats), [2.5, 97.5])
     return [float(low), float(high)]
 
 

@@ -198,7 +198,7 @@ def run_rows(exp: Experiment, settings: Table2Settings) -> dict[str, dict[str, d
 
 def summarise(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
     """{row: {dataset: {metric: {mean, std, seeds, ci95}}}} from the scores.json of each row (ci95: the bootstrap
-    95% CI over test inputs, per-example metrics only)."""
+    95% CI over test inputs; none for MAUVE)."""
     from evaluation.report import mean_std
 
     out: dict[str, dict[str, dict[str, Any]]] = {}

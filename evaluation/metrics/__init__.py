@@ -55,6 +55,15 @@ class Metric:
         """`compute`'s scores and the counts of items the metric left out (MAUVE's empty texts; none here)."""
         return self.compute(hyps, refs, reduce), {}
 
+    def corpus_statistics(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> np.ndarray | None:
+        """Per-example sufficient statistics (n, k) whose column sums give the corpus score via
+        `from_statistics` (bootstrap CIs without recomputing); None for a corpus metric that has none."""
+        return None
+
+    def from_statistics(self, sums: np.ndarray) -> float:
+        """The corpus score of summed `corpus_statistics` rows."""
+        raise NotImplementedError(f"{self.name} has no sufficient statistics")
+
     def signature(self) -> dict[str, object]:
         """Settings and package versions that determine this metric's numbers."""
         return {**{k: getattr(self.settings, k) for k in self.settings_used}, **{p: version(p) for p in self.packages}}

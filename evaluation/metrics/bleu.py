@@ -67,3 +67,17 @@ class CorpusSacreBleu(Metric):
         width = max((len(r) for r in refs), default=1)
         streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
         return {self.name: float(sacrebleu.corpus_bleu(list(hyps), streams).score)}
+
+    def corpus_statistics(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> np.ndarray:
+        """sacrebleu's per-segment statistics (hypothesis and closest reference lengths, n-gram matches, totals)."""
+        from sacrebleu.metrics.bleu import BLEU
+
+        check_inputs(self.name, hyps, refs)
+        width = max((len(r) for r in refs), default=1)
+        streams = [[r[k] if k < len(r) else None for r in refs] for k in range(width)]
+        return np.asarray(BLEU()._extract_corpus_statistics(list(hyps), streams), dtype=np.int64).reshape(len(hyps), -1)
+
+    def from_statistics(self, sums: np.ndarray) -> float:
+        from sacrebleu.metrics.bleu import BLEU
+
+        return float(BLEU()._compute_score_from_stats([int(x) for x in sums]).score)

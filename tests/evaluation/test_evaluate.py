@@ -274,7 +274,8 @@ def test_scores_carry_signatures_and_seeded_bootstrap_cis(urban, refs, tmp_path)
     assert ci["bootstrap_samples"] == 300 and ci["seed"] == 42
     low, high = ci["systems"]["half"]["bleu"]
     assert low < scores["bleu"] < high and high - low > 10  # half the rows are perfect, half nearly 0
-    assert "sacrebleu" not in ci["systems"]["half"]  # a corpus metric: no per-example CI
+    s_low, s_high = ci["systems"]["half"]["sacrebleu"]  # a corpus metric: from sufficient statistics
+    assert s_low < scores["sacrebleu"] < s_high
     assert run(*args, "--output-dir", tmp_path / "b", "--seed", 7) == 0
     other = json.loads((tmp_path / "b" / "scores.json").read_text())["ci95"]["systems"]["half"]["bleu"]
     assert other != [low, high]

@@ -61,3 +61,25 @@ def test_compare_many_corrects_over_the_systems():
         assert [out[n]["bleu"][test]["p_holm"] for n in systems] == pytest.approx(holm(raw))
     assert out["better"]["bleu"]["randomization"]["p_holm"] < 0.01
     assert out["same"]["bleu"]["ttest"]["p_holm"] >= out["same"]["bleu"]["ttest"]["p_value"]
+
+
+def test_corpus_bootstrap_of_sacrebleu_equals_recomputing_each_resample(urban):
+    """The CI from summed sufficient statistics is the one sacrebleu gives when rerun on every resample."""
+    import sacrebleu
+
+    from evaluation.metrics import get_metric
+    from evaluation.significance import corpus_bootstrap_ci
+
+    records = urban[:120]
+    hyps = [" ".join(r.definition.split()[:5]) for r in records]
+    refs = [[r.definition] for r in records[::-1]][::-1]
+    metric = get_metric("sacrebleu")
+    stats = metric.corpus_statistics(hyps, refs)
+    assert metric.from_statistics(stats.sum(0)) == pytest.approx(
+        sacrebleu.corpus_bleu(hyps, [[r[0] for r in refs]]).score
+    )
+    low, high = corpus_bootstrap_ci([stats], metric.from_statistics, samples=30, seed=4)
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, len(hyps), size=(30, len(hyps)))
+    direct = [sacrebleu.corpus_bleu([hyps[i] for i in row], [[refs[i][0] for i in row]]).score for row in idx]
+    assert [low, high] == pytest.approx(np.percentile(direct, [2.5, 97.5]).tolist())

@@ -148,7 +148,7 @@ def test_report_ci_prints_half_the_bootstrap_interval_for_ours_only():
             "WordNet": {
                 "bleu": {"mean": 40.0, "std": 0.5, "ci95": [38.0, 43.0]},
                 "rougeL": {"mean": 41.0, "std": 0.2, "ci95": [40.5, 41.5]},
-                "sacrebleu": {"mean": 12.5, "std": 0.25},  # a corpus metric: no CI
+                "sacrebleu": {"mean": 12.5, "std": 0.25},  # a cell without a CI (a MAUVE-like corpus metric)
             }
         }
     }
