@@ -24,7 +24,7 @@ from dataset.records import Record, load_records
 from evaluation.api import build_metrics
 from evaluation.config import EvaluateConfig
 from evaluation.groups import GroupContext, group_rows
-from evaluation.metrics import Metric
+from evaluation.metrics import NEURAL_METRICS, Metric
 from evaluation.predictions import Prediction, Run, group_runs, read_predictions
 from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import LABELS, Table, mean_std, table2
@@ -32,6 +32,7 @@ from evaluation.scoring import SampleScores, score_samples, summarize
 from evaluation.signatures import signature
 from evaluation.significance import TESTS, bootstrap_ci, compare_many, corpus_bootstrap_ci
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
+from run_config.devices import resolve_device
 from run_config.errors import DataError
 from run_config.runtime import AtomicFileSet, inputs_fingerprint, is_finished, set_seed, write_manifest
 
@@ -235,6 +236,8 @@ def is_up_to_date(cfg: EvaluateConfig) -> bool:
 
 def evaluate(cfg: EvaluateConfig) -> dict:
     """Run the stage; return scores.json's content. Nothing is written when an input is bad."""
+    if any(name in NEURAL_METRICS for name in cfg.metrics):
+        resolve_device(cfg.device)  # a GPU this machine lacks is refused before any prediction is read
     set_seed(cfg.seed)
     records = load_references(cfg.references)
     by_id = {r.id: r for r in records}

@@ -88,6 +88,7 @@ METRICS: dict[str, str] = {
     "moverscore": "evaluation.metrics.moverscore:MoverScore",
     "mauve": "evaluation.metrics.mauve:Mauve",
 }
+NEURAL_METRICS = ("bertscore", "moverscore", "mauve")  # those with an encoder on `device`, in `dtype`
 ALIASES = {
     "rouge": "rougeL",
     "rouge-l": "rougeL",

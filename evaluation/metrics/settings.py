@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
 
 
@@ -101,7 +102,10 @@ class MetricSettings(StageConfig):
     )
     mauve_num_buckets: int | None = Field(None, ge=2, description="MAUVE k-means buckets; unset: MAUVE's auto (n/10)")
     max_length: int = Field(256, ge=8, description="MAUVE truncation length in tokens (special tokens included)")
-    device: str = Field("cpu", description="torch device of the neural metrics (cpu, cuda, cuda:1, ...)")
+    device: Device = Field("cpu", description="torch device of the neural metrics' encoders: " + DEVICE_HELP)
+    dtype: Dtype = Field(
+        "float32", description="weights dtype of the neural metrics' encoders (auto: bfloat16 on a GPU)"
+    )
     batch_size: int = Field(64, ge=1, description="encoder batch size")
     workers: int = Field(0, ge=0, description="worker processes for BLEU, ROUGE-L, METEOR, NIST (0: one per CPU core)")
     seed: int = Field(42, ge=0, description="seed of MAUVE's k-means and of the bootstrap")
