@@ -10,7 +10,8 @@ A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensor
 * `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained;
 * `projection_routers.safetensors`: a converted mergoo MoE's three routers per routed layer (policy mergoo),
   named `model.layers.L.mlp.{gate_proj,up_proj,down_proj}.gate.weight` as in the original layout, and listed
-  (file, layers, projections) under routing.json's `projection_routers`.
+  (file, layers, projections) under routing.json's `projection_routers`;
+* `merge_config.json` and `README.md` (a merge's resolved config and model card, written by training/moe/card.py).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ CLUSTER_SUBDIR = "clustering"
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
 # Ensemble/hybrid settings of a folder whose routing.json predates them (MergeConfig's defaults).
 ENSEMBLE_DEFAULTS = {"ensemble_k": 2, "ensemble_temperature": 0.1, "hybrid_tau": 0.05}
+MERGE_CONFIG_FILE = "merge_config.json"
+CARD_FILE = "README.md"
 
 
 def is_moe_folder(path: str | Path) -> bool:

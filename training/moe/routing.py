@@ -49,7 +49,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from dataset.predictions import Expert, expert_value
 from prompts.builder import build_prompt
-from run_config.devices import torch_dtype
+from run_config.devices import resolve_device, torch_dtype
 from run_config.errors import ConfigError, DataError
 from training.moe.checkpoint import (
     ENSEMBLE_DEFAULTS,
@@ -403,7 +403,7 @@ class RoutedMoE:
             folder = self.cluster_dir()
             from clustering.assign import load_assigner
 
-            self._assigner = load_assigner(folder)
+            self._assigner = load_assigner(folder, device=str(next(self.model.parameters()).device))  # the MoE's
         return self._assigner
 
     def domains_for(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
@@ -546,17 +546,18 @@ class RoutedMoE:
 def load_routed_moe(
     path: str | Path,
     policy: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str | torch.dtype | None = None,
     top_k: int | None = None,
     ensemble_k: int | None = None,
     ensemble_temperature: float | None = None,
     hybrid_tau: float | None = None,
 ) -> RoutedMoE:
-    """Load a merged MoE folder with the given policy (default: routing.json's) on `device`; the ensemble
-    settings default to routing.json's."""
+    """Load a merged MoE folder with the given policy (default: routing.json's) on `device` (auto: cuda when
+    torch sees a GPU), in `dtype` (None or auto: the stored one); the ensemble settings default to routing.json's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(device)
     path = Path(path)
     routing = read_routing(path)
     policy = policy or routing["policy"]
