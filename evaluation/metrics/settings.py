@@ -58,7 +58,11 @@ class MetricSettings(StageConfig):
     bleu_tokenize: Literal["none", "13a"] = Field(
         "none", description="BLEU tokens: split on spaces only (Moses) or sacrebleu 13a"
     )
-    bleu_smooth: Literal["moses", "exp"] = Field("moses", description="BLEU smoothing: Moses BLEU+1 or sacrebleu exp")
+    bleu_smooth: Literal["moses", "exp", "nltk-method2"] = Field(
+        "moses",
+        description="BLEU smoothing: Moses BLEU+1, sacrebleu exp, or NLTK sentence_bleu method 2 "
+        "(auto_reweigh, whitespace tokens; the giulianelli protocol's)",
+    )
     rouge_tokenizer: Literal["default", "word"] = Field(
         "default",
         description="ROUGE-L tokens: rouge_score default (lowercased, alphanumeric) or NLTK word tokens, case kept",
