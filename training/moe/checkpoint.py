@@ -1,6 +1,7 @@
 """The merged-MoE folder format, owned here alone.
 
-A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensors shards) plus:
+A merged MoE folder is a stock Mixtral, Qwen3-MoE or Qwen2-MoE checkpoint (config, tokenizer, safetensors
+shards) plus:
 
 * `routing.json`: default policy and top-k, the cluster -> expert map, the experts it was merged from,
   the dense config (for per-domain exports) and, once trained, the learned domain classifier's entry;
@@ -27,6 +28,12 @@ ROUTING_FILE = "routing.json"
 CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
+
+
+def config_num_experts(config: Any) -> int:
+    """Experts of a merged MoE's config: Mixtral's num_local_experts, Qwen-MoE's num_experts."""
+    value = getattr(config, "num_local_experts", None)
+    return int(value if value is not None else config.num_experts)
 
 
 def is_moe_folder(path: str | Path) -> bool:
