@@ -32,6 +32,7 @@ class Prediction:
     sample_idx: int
     line: int
     failed: bool = False
+    expert: int | None = None  # the top expert of a routed MoE's row (`expert`: an id or [[id, weight], ...])
 
 
 @dataclass
@@ -54,6 +55,17 @@ class Run:
         return [[p.prediction for p in ps] for ps in self.ordered()]
 
 
+def top_expert(value: object, path: str | Path, line: int) -> int | None:
+    """The expert that weighed most in a row's `expert` field: the id itself, or the first of [[id, weight], ...]
+    (heaviest first); None when the row names none."""
+    if value is None:
+        return None
+    top = value[0][0] if isinstance(value, list) and value and isinstance(value[0], list) and value[0] else value
+    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
+        raise DataError(str(path), line, "expert", f"expected an expert id or [[id, weight], ...], got {value!r:.40}")
+    return top
+
+
 def read_predictions(path: str | Path, default_model: str | None = None) -> list[Prediction]:
     """Parse every line of a predictions JSONL (dataset.predictions checks each; blank lines skipped)."""
     model_default = default_model or Path(path).stem
@@ -67,6 +79,7 @@ def read_predictions(path: str | Path, default_model: str | None = None) -> list
             sample_idx=row["sample_idx"],
             line=line,
             failed=row["prediction"] is None,
+            expert=top_expert(row.get("expert"), path, line),
         )
         for line, row in rows
     ]

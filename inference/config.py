@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from inference.backend import Sampling
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import SECRET_ERROR, StageConfig
 
 Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
@@ -146,8 +147,12 @@ class InferConfig(DecodingConfig):
     on_long_prompt: Literal["error", "skip"] = Field(
         "error", description="a longer prompt: stop, or write an error row and count it"
     )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    device: Device = Field(
+        "auto", description=DEVICE_HELP + "; vllm: the domain router's (auto: cpu), the engines take vLLM's GPUs"
+    )
+    dtype: Dtype = Field(
+        "auto", description="weights dtype of the generator, the MoE and the reward model (auto: bfloat16 on a GPU)"
+    )
     domain_exports: list[str] = Field(
         default_factory=list, description="vllm + routed MoE: per-domain dense export folders, index = domain"
     )

@@ -25,7 +25,7 @@ from inference.best_of_n import RewardFn, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
-from run_config.devices import resolve_device
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import read_json_config
 from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_manifest
@@ -33,6 +33,17 @@ from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_m
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
 INPUTS = "inputs.json"
+
+
+def vllm_router_device(device: str) -> str:
+    """Where vllm's domain router runs: as told, and on the CPU for auto (vLLM's engines hold the GPUs)."""
+    return "cpu" if device == "auto" else device
+
+
+def check_devices(cfg: InferConfig) -> None:
+    """Refuse a device this machine lacks, before any input is read, where a model of this run uses it."""
+    if cfg.backend not in API_BACKENDS or cfg.icl_mode == "retrieval" or cfg.selection == "orm":
+        resolve_device(vllm_router_device(cfg.device) if cfg.backend == "vllm" else cfg.device)
 
 
 def build_backend(cfg: InferConfig) -> Backend:
@@ -60,6 +71,7 @@ def build_backend(cfg: InferConfig) -> Backend:
             cfg.model,
             domain_exports=cfg.domain_exports,
             dtype=cfg.dtype,
+            device=vllm_router_device(cfg.device),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size,
             seed=cfg.seed,
@@ -206,7 +218,8 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
         return None
     from inference.reward.model import RewardScorer
 
-    scorer = RewardScorer.load(cfg.reward_model, device=resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    scorer = RewardScorer.load(cfg.reward_model, device=device, dtype=resolve_dtype(cfg.dtype, device))
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
 
 
@@ -219,6 +232,7 @@ def inputs_changed(cfg: InferConfig, out: Path) -> bool:
 
 def run(cfg: InferConfig) -> dict[str, Any]:
     """Run the stage; return the summary."""
+    check_devices(cfg)
     set_seed(cfg.seed)
     if cfg.selection == "orm" and not Path(cfg.reward_model).is_dir():  # checked before hours of sampling
         raise ConfigError(f"reward_model: {cfg.reward_model}: no such folder (a train-reward output)")

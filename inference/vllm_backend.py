@@ -30,7 +30,8 @@ def import_vllm() -> Any:
 
 
 class VllmBackend:
-    """Offline `vllm.LLM` generation from token ids (tokenised exactly as in training).
+    """Offline `vllm.LLM` generation from token ids (tokenised exactly as in training); `dtype` is the engines'
+    and the router's, `device` the domain router's (the engines take the GPUs vLLM is given).
 
     Each (item, sample) is its own request seeded by (seed, item id, sample index), so a sample does not
     depend on the batch or on which samples a resumed run still has; vLLM's prefix cache shares the prompt.
@@ -42,6 +43,7 @@ class VllmBackend:
         *,
         domain_exports: Sequence[str] = (),
         dtype: str = "auto",
+        device: str = "cpu",
         gpu_memory_utilization: float = 0.9,
         tensor_parallel_size: int = 1,
         seed: int = 42,
@@ -59,7 +61,7 @@ class VllmBackend:
         if domain_exports:
             from training.moe.routing import load_routed_moe
 
-            self.router = load_routed_moe(model_path, policy=None, device="cpu")
+            self.router = load_routed_moe(model_path, policy=None, device=device, dtype=dtype)
         self.paths = list(domain_exports) or [model_path]
         self.name = model_path
         self.tokenizer = AutoTokenizer.from_pretrained(self.paths[0])

@@ -10,7 +10,8 @@ shards) plus:
 * `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained;
 * `projection_routers.safetensors`: a converted mergoo MoE's three routers per routed layer (policy mergoo),
   named `model.layers.L.mlp.{gate_proj,up_proj,down_proj}.gate.weight` as in the original layout, and listed
-  (file, layers, projections) under routing.json's `projection_routers`.
+  (file, layers, projections) under routing.json's `projection_routers`;
+* `merge_config.json` and `README.md` (a merge's resolved config and model card, written by training/moe/card.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ ROUTING_FILE = "routing.json"
 CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
+MERGE_CONFIG_FILE = "merge_config.json"
+CARD_FILE = "README.md"
 
 
 def config_num_experts(config: Any) -> int:

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from run_config.devices import Dtype
 from run_config.loader import StageConfig
 
 # Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default, "mergoo" the
@@ -43,9 +44,7 @@ class MergeConfig(StageConfig):
         None, description="clustering output (centroids.npy + embedder.json) copied beside the MoE"
     )
     cluster_to_expert: list[int] | None = Field(None, description="expert id of cluster c (default: identity)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="output dtype (auto: the experts')"
-    )
+    dtype: Dtype = Field("auto", description="output dtype (auto: the experts')")
     max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
     router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
     dense_export_dir: str | None = Field(None, description="also write one dense checkpoint per expert here")

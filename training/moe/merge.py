@@ -31,6 +31,7 @@ from run_config.runtime import (
     staged_dir,
     write_manifest,
 )
+from training.moe.card import cluster_examples, write_card
 from training.moe.checkpoint import copy_clusters, new_routing, write_routing
 from training.moe.config import MergeConfig
 from training.moe.export import export_all_dense, exports_complete
@@ -156,6 +157,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         check_compatible(experts[0], base, "base_model")
     check_tokenizers([c.folder for c in experts])
     num_clusters = check_cluster_dir(cfg)
+    examples = cluster_examples(cfg.cluster_dir, num_clusters)
     plan = plan_merge(experts, cfg.dtype)
     routers = build_routers(cfg, experts[0])
     shared = {"average": experts, "base": [base], "expert": [experts[cfg.shared_expert]]}[cfg.shared_params]
@@ -179,6 +181,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         if num_clusters:
             copy_clusters(cfg.cluster_dir, tmp)
         write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
+        write_card(tmp, cfg, examples)
         summary = {
             "experts": len(experts),
             "tensors": len(plan),

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prompts.builder import build_prompt
-from run_config.devices import torch_dtype
+from run_config.devices import resolve_device, torch_dtype
 from run_config.errors import ConfigError, DataError
 from training.moe.checkpoint import (
     ROUTING_FILE,
@@ -309,7 +309,7 @@ class RoutedMoE:
             folder = self.cluster_dir()
             from clustering.assign import load_assigner
 
-            self._assigner = load_assigner(folder)
+            self._assigner = load_assigner(folder, device=str(next(self.model.parameters()).device))  # the MoE's
         to_expert = self.routing["cluster_to_expert"]
         return [to_expert[int(c)] for c in self._assigner.assign(list(pairs))]
 
@@ -355,13 +355,15 @@ class RoutedMoE:
 def load_routed_moe(
     path: str | Path,
     policy: str | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     dtype: str | torch.dtype | None = None,
     top_k: int | None = None,
 ) -> RoutedMoE:
-    """Load a merged MoE folder with the given policy (default: routing.json's) on `device`."""
+    """Load a merged MoE folder with the given policy (default: routing.json's) on `device` (auto: cuda when
+    torch sees a GPU), in `dtype` (None or auto: the stored one)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    device = resolve_device(device)
     path = Path(path)
     routing = read_routing(path)
     policy = policy or routing["policy"]
