@@ -181,7 +181,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         if num_clusters:
             copy_clusters(cfg.cluster_dir, tmp)
         write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
-        write_card(tmp, cfg, examples)
+        write_card(tmp, cfg, examples, experts[0].layout.architecture)
         summary = {
             "experts": len(experts),
             "tensors": len(plan),

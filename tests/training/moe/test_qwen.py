@@ -81,6 +81,7 @@ def test_identical_experts_give_the_dense_logits_under_every_policy(family, tmp_
     dense = _dense_logits(base)
     stock = _stock(out, FAMILIES[name])  # the stock class loads every tensor, nothing missing or left over
     assert type(stock).__name__ == FAMILIES[name] and stock.config.num_experts == 3
+    assert f'from_pretrained("moe")  # {FAMILIES[name]}' in (out / "README.md").read_text(encoding="utf-8")
     with torch.no_grad():
         torch.testing.assert_close(stock(_ids()).logits, dense, atol=1e-5, rtol=1e-5)
     moe = load_routed_moe(out)
