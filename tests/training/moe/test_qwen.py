@@ -130,3 +130,24 @@ def test_mixed_families_and_sliding_windows_are_refused(family, tmp_path):
     with pytest.raises(DataError, match="use_sliding_window: sliding-window Qwen experts are not supported"):
         merge(MergeConfig(experts=[str(windowed)] * 2, output_dir=str(tmp_path / "moe")))
     assert not (tmp_path / "moe").exists()
+
+
+def test_finetune_router_trains_only_the_qwen_routers(family, tmp_path, wordnet_lexicon):
+    """Token routing with the load-balancing loss: the routers change, every other tensor (Qwen2-MoE's shared
+    expert included) is saved as it was."""
+    import main as toolkit_main
+
+    name, _, experts = family
+    moe = tmp_path / "moe"
+    merge(MergeConfig(experts=[str(e) for e in experts], output_dir=str(moe)))
+    lines = (wordnet_lexicon / "train.jsonl").read_text().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:16]) + "\n")
+    out = tmp_path / "ft"
+    argv = ["finetune-router", "--moe-dir", str(moe), "--train-file", str(tmp_path / "train.jsonl")]
+    argv += ["--output-dir", str(out), "--policy", "token", "--learning-rate", "1e-2", "--batch-size", "4"]
+    assert toolkit_main.main(argv) == 0
+    before, after = CheckpointReader(moe), CheckpointReader(out)
+    assert before.info.keys() == after.info.keys()
+    changed = {k for k in before.info if not torch.equal(before.read(k), after.read(k))}
+    assert changed == {LAYOUTS[name].router_key(i) for i in range(LAYERS)}
+    _stock(out, FAMILIES[name])
