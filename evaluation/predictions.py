@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset.predictions import numbered_rows
+from dataset.predictions import numbered_rows, top_expert
 from dataset.records import Record
 from run_config.errors import DataError
 
@@ -55,17 +55,6 @@ class Run:
         return [[p.prediction for p in ps] for ps in self.ordered()]
 
 
-def top_expert(value: object, path: str | Path, line: int) -> int | None:
-    """The expert that weighed most in a row's `expert` field: the id itself, or the first of [[id, weight], ...]
-    (heaviest first); None when the row names none."""
-    if value is None:
-        return None
-    top = value[0][0] if isinstance(value, list) and value and isinstance(value[0], list) and value[0] else value
-    if not isinstance(top, int) or isinstance(top, bool) or top < 0:
-        raise DataError(str(path), line, "expert", f"expected an expert id or [[id, weight], ...], got {value!r:.40}")
-    return top
-
-
 def read_predictions(path: str | Path, default_model: str | None = None) -> list[Prediction]:
     """Parse every line of a predictions JSONL (dataset.predictions checks each; blank lines skipped)."""
     model_default = default_model or Path(path).stem
@@ -79,7 +68,7 @@ def read_predictions(path: str | Path, default_model: str | None = None) -> list
             sample_idx=row["sample_idx"],
             line=line,
             failed=row["prediction"] is None,
-            expert=top_expert(row.get("expert"), path, line),
+            expert=top_expert(row.get("expert")),  # checked by dataset.predictions
         )
         for line, row in rows
     ]

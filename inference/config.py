@@ -47,6 +47,8 @@ RESUME_NEUTRAL = (
     "api_key_env",
     "max_prompt_tokens",
     "icl_cache_dir",
+    "routing",
+    "oracle_metric",
 )
 
 
@@ -127,6 +129,12 @@ class InferConfig(DecodingConfig):
         "(max BLEU vs the references), orm (reward model)",
     )
     reward_model: str | None = Field(None, description="reward model folder (train-reward output) for orm")
+    routing: Literal["model", "oracle"] = Field(
+        "model",
+        description="routed MoE: model (the checkpoint's policy) or oracle (also run every expert on every input, "
+        "N x cost, and report oracle routing, router regret and the expert x cluster matrix)",
+    )
+    oracle_metric: Literal["bleu", "rougeL"] = Field("bleu", description="routing oracle: metric of the best expert")
     icl_mode: Literal["none", "random", "retrieval"] = Field(
         "none", description="few-shot demos: none, random-k, or retrieval-k (MiniLM neighbours)"
     )
@@ -230,6 +238,10 @@ class InferConfig(DecodingConfig):
                 raise ValueError("few-shot demos (icl_mode) are defined for word_interpretation only")
             if self.icl_k < 1 or not self.icl_examples:
                 raise ValueError(f"icl_mode {self.icl_mode} needs icl_k >= 1 and icl_examples")
+        if self.routing == "oracle" and (
+            self.backend != "local" or self.task != "word_interpretation" or self.n_samples != 1
+        ):
+            raise ValueError("routing oracle needs backend local, task word_interpretation and n_samples 1")
         if self.domain_exports and self.backend != "vllm":
             raise ValueError("domain_exports is for backend vllm (the local backend routes the MoE itself)")
         return self

@@ -21,6 +21,9 @@ POLICY_TEXT = {
     "token": "the Mixtral top-k router of each layer picks k experts per token",
     "soft-sequence": "the router logits mean-pooled over the prompt weight every expert for the whole sequence",
     "hard-sequence": "the router logits mean-pooled over the prompt pick one expert for the whole sequence",
+    "ensemble": "the k experts whose centroids are most similar to the prompt (`ensemble_k`) mix their next-token "
+    "distributions with weights softmax(similarity / `ensemble_temperature`)",
+    "hybrid": "one expert when the nearest centroid leads the next by >= `hybrid_tau`, else the ensemble",
 }
 
 

@@ -3,7 +3,8 @@
 A merged MoE folder is a stock Mixtral, Qwen3-MoE or Qwen2-MoE checkpoint (config, tokenizer, safetensors
 shards) plus:
 
-* `routing.json`: default policy and top-k, the cluster -> expert map, the experts it was merged from,
+* `routing.json`: default policy and top-k, the ensemble/hybrid settings (`ensemble_k`, `ensemble_temperature`,
+  `hybrid_tau`), the cluster -> expert map, the experts it was merged from,
   the dense config (for per-domain exports) and, once trained, the learned domain classifier's entry;
 * `clustering/`: a copy of the clustering artefacts (centroids, embedder description, TF-IDF vocabulary)
   that domain routing embeds prompts with;
@@ -29,6 +30,8 @@ ROUTING_FILE = "routing.json"
 CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
+# Ensemble/hybrid settings of a folder whose routing.json predates them (MergeConfig's defaults).
+ENSEMBLE_DEFAULTS = {"ensemble_k": 2, "ensemble_temperature": 0.1, "hybrid_tau": 0.05}
 MERGE_CONFIG_FILE = "merge_config.json"
 CARD_FILE = "README.md"
 
@@ -65,11 +68,14 @@ def new_routing(
     cluster_to_expert: list[int],
     with_clusters: bool,
     dense_config: dict[str, Any],
+    ensemble: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Contents of a fresh merge's routing.json (no learned domain classifier yet)."""
+    """Contents of a fresh merge's routing.json (no learned domain classifier yet); `ensemble` holds
+    ensemble_k, ensemble_temperature and hybrid_tau (ENSEMBLE_DEFAULTS when None)."""
     return {
         "policy": policy,
         "top_k": top_k,
+        **(ensemble or ENSEMBLE_DEFAULTS),
         "num_experts": len(experts),
         "router_init": router_init,
         "experts": [str(Path(e).resolve()) for e in experts],

@@ -11,9 +11,13 @@ from run_config.devices import Dtype
 from run_config.loader import StageConfig
 
 # Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default, "mergoo" the
-# original code's per-projection routers (only a converted folder has them).
-POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo")
-Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo"]
+# original code's per-projection routers (only a converted folder has them); "ensemble" and "hybrid" mix the
+# next-token distributions of the top-k experts by centroid similarity (c-BTM style).
+POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo", "ensemble", "hybrid")
+Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo", "ensemble", "hybrid"]
+# Policies that choose each input's experts before generating (from its (term, context)); the others route
+# inside the model, per token or per sequence.
+PRE_ROUTED = ("domain", "learned-domain", "ensemble", "hybrid")
 
 
 class MergeConfig(StageConfig):
@@ -31,6 +35,15 @@ class MergeConfig(StageConfig):
     shared_expert: int = Field(0, description="expert whose non-FFN tensors are kept when shared_params=expert")
     policy: Policy = Field("domain", description="default routing policy written to routing.json")
     top_k: int = Field(2, description="experts per token for the token policy (1 or 2 in the paper)")
+    ensemble_k: int = Field(
+        2, ge=1, description="ensemble/hybrid: experts mixed per input (top-k by centroid similarity)"
+    )
+    ensemble_temperature: float = Field(
+        0.1, gt=0, description="ensemble/hybrid: mixture weights softmax(similarity / T) of the k experts"
+    )
+    hybrid_tau: float = Field(
+        0.05, ge=0, description="hybrid: one expert when its centroid similarity leads the next by >= tau"
+    )
     router_init: Literal["random", "hidden", "centroids"] = Field(
         "random",
         description="router rows: N(0, initializer_range), mean hidden state of each expert's "
@@ -88,6 +101,10 @@ class MergeConfig(StageConfig):
             raise ValueError(f"cluster_to_expert must be a permutation of 0..{n - 1}, got {self.cluster_to_expert}")
         if self.policy == "mergoo":
             raise ValueError("policy mergoo needs per-projection routers, which only `convert --format mergoo` writes")
+        if self.policy in ("ensemble", "hybrid") and not self.cluster_dir:
+            raise ValueError(f"policy {self.policy} routes by centroid similarity: give cluster_dir")
+        if self.policy in ("ensemble", "hybrid") and self.ensemble_k > n:
+            raise ValueError(f"ensemble_k must be in [1, {n}] for {n} experts, got {self.ensemble_k}")
         if self.router_init == "hidden" and len(self.router_prompt_files) != n:
             raise ValueError(
                 f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "

@@ -143,6 +143,11 @@ def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_cluster
         cfg.cluster_to_expert or list(range(len(cfg.experts))),
         bool(num_clusters),
         dense_config,
+        {
+            "ensemble_k": cfg.ensemble_k,
+            "ensemble_temperature": cfg.ensemble_temperature,
+            "hybrid_tau": cfg.hybrid_tau,
+        },
     )
 
 
