@@ -65,8 +65,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
 
 
-def model_card(config: dict[str, Any], examples: list[list[str]] | None, folder_name: str) -> str:
-    """README.md of a merged MoE folder from its resolved merge config and the clusters' example terms."""
+def model_card(
+    config: dict[str, Any], examples: list[list[str]] | None, folder_name: str, architecture: str = "MixtralForCausalLM"
+) -> str:
+    """README.md of a merged MoE folder from its resolved merge config, the clusters' example terms and the
+    stock class it loads as (Mixtral, Qwen3-MoE, Qwen2-MoE)."""
+    family = architecture.removesuffix("ForCausalLM")
     experts, to_expert = config["experts"], config["cluster_to_expert"]
     has_clusters = config["cluster_dir"] is not None
     clusters_of = {e: [c for c, t in enumerate(to_expert) if t == e] for e in range(len(experts))}
@@ -74,14 +78,14 @@ def model_card(config: dict[str, Any], examples: list[list[str]] | None, folder_
         "---",
         "library_name: transformers",
         "pipeline_tag: text-generation",
-        "tags: [lm-lexicon, mixture-of-experts, mixtral, definition-modeling]",
+        f"tags: [lm-lexicon, mixture-of-experts, {family.lower()}, definition-modeling]",
         "---",
         "",
         f"# {folder_name}",
         "",
         f"A Mixture of Experts merged by the LM-Lexicon toolkit (`python main.py merge`) from {len(experts)} "
         "dense experts: per layer, expert *i*'s FFN (gate/up/down projections) is expert *i* of a stock "
-        "Mixtral checkpoint; the other tensors (attention, norms, embeddings, lm_head) are "
+        f"{family} checkpoint; the other tensors (attention, norms, embeddings, lm_head) are "
         + {
             "average": "the experts' mean.",
             "base": f"the base model's (`{config['base_model']}`).",
@@ -120,7 +124,7 @@ def model_card(config: dict[str, Any], examples: list[list[str]] | None, folder_
         "",
         f"Default policy `{policy}` (`routing.json`): {POLICY_TEXT[policy]}. Token top-k: k = {config['top_k']}; "
         f"router init `{config['router_init']}`; load-balancing coefficient {config['router_aux_loss_coef']}.",
-        "Stock transformers runs the Mixtral token router; the domain policies need this toolkit's loader.",
+        f"Stock transformers runs the {family} token router; the domain policies need this toolkit's loader.",
         "",
         "## Loading",
         "",
@@ -129,7 +133,7 @@ def model_card(config: dict[str, Any], examples: list[list[str]] | None, folder_
         "```python",
         "from transformers import AutoModelForCausalLM, AutoTokenizer",
         "",
-        f'model = AutoModelForCausalLM.from_pretrained("{folder_name}")  # MixtralForCausalLM',
+        f'model = AutoModelForCausalLM.from_pretrained("{folder_name}")  # {architecture}',
         f'tokenizer = AutoTokenizer.from_pretrained("{folder_name}")',
         "```",
         "",
@@ -161,9 +165,11 @@ def model_card(config: dict[str, Any], examples: list[list[str]] | None, folder_
     return "\n".join(lines)
 
 
-def write_card(folder: str | Path, cfg: MergeConfig, examples: list[list[str]] | None) -> None:
+def write_card(
+    folder: str | Path, cfg: MergeConfig, examples: list[list[str]] | None, architecture: str = "MixtralForCausalLM"
+) -> None:
     """Write merge_config.json and README.md into the MoE folder being written at `folder`."""
     config = resolved_merge_config(cfg)
     write_json(Path(folder) / MERGE_CONFIG_FILE, config)
     with atomic_open(Path(folder) / CARD_FILE) as f:
-        f.write(model_card(config, examples, Path(cfg.output_dir).name))
+        f.write(model_card(config, examples, Path(cfg.output_dir).name, architecture))

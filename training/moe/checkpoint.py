@@ -1,6 +1,7 @@
 """The merged-MoE folder format, owned here alone.
 
-A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensors shards) plus:
+A merged MoE folder is a stock Mixtral, Qwen3-MoE or Qwen2-MoE checkpoint (config, tokenizer, safetensors
+shards) plus:
 
 * `routing.json`: default policy and top-k, the ensemble/hybrid settings (`ensemble_k`, `ensemble_temperature`,
   `hybrid_tau`), the cluster -> expert map, the experts it was merged from,
@@ -33,6 +34,12 @@ PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
 ENSEMBLE_DEFAULTS = {"ensemble_k": 2, "ensemble_temperature": 0.1, "hybrid_tau": 0.05}
 MERGE_CONFIG_FILE = "merge_config.json"
 CARD_FILE = "README.md"
+
+
+def config_num_experts(config: Any) -> int:
+    """Experts of a merged MoE's config: Mixtral's num_local_experts, Qwen-MoE's num_experts."""
+    value = getattr(config, "num_local_experts", None)
+    return int(value if value is not None else config.num_experts)
 
 
 def is_moe_folder(path: str | Path) -> bool:

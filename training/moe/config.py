@@ -1,4 +1,4 @@
-"""Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint), convert (the original's MoE) and router
+"""Typed configs of the MoE stages: merge (experts -> stock MoE checkpoint), convert (the original's MoE) and router
 finetuning."""
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ PRE_ROUTED = ("domain", "learned-domain", "ensemble", "hybrid")
 
 
 class MergeConfig(StageConfig):
-    """N dense Llama experts -> one Mixtral checkpoint with one expert per input (paper Alg. 1/2)."""
+    """N dense experts -> one stock MoE checkpoint with one expert per input (paper Alg. 1/2): Llama -> Mixtral,
+    Qwen3 -> Qwen3-MoE, Qwen2 -> Qwen2-MoE."""
 
     INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("experts", "base_model")
 
@@ -59,7 +60,7 @@ class MergeConfig(StageConfig):
     dtype: Dtype = Field("auto", description="output dtype (auto: the experts')")
     max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
     router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
-    dense_export_dir: str | None = Field(None, description="also write one dense Llama checkpoint per expert here")
+    dense_export_dir: str | None = Field(None, description="also write one dense checkpoint per expert here")
     seed: int = Field(42, description="seed of the random router init")
     force: bool = Field(False, description="redo even when output_dir is up to date")
 

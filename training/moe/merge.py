@@ -1,4 +1,5 @@
-"""Merge stage: N dense Llama experts -> one Mixtral checkpoint (FFN i = expert i) + routing metadata.
+"""Merge stage: N dense experts -> one stock MoE checkpoint (FFN i = expert i) + routing metadata: Llama/Mistral ->
+Mixtral, Qwen3 -> Qwen3-MoE, Qwen2 -> Qwen2-MoE.
 
 Streams one tensor at a time (safe_open in, planned shards out); every check runs before anything is
 written, and the output folder appears complete (manifest last) or not at all.
@@ -39,7 +40,7 @@ from training.moe.plan import (
     PlannedTensor,
     check_compatible,
     check_tokenizers,
-    mixtral_config,
+    moe_config,
     open_dense,
     plan_merge,
 )
@@ -114,6 +115,8 @@ def _tensor(
     item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint], routers: torch.Tensor
 ) -> torch.Tensor:
     kind = item.source[0]
+    if kind == "zeros":
+        return torch.zeros(item.info.shape, dtype=item.info.dtype)
     if kind == "expert":
         _, e, key = item.source
         t = experts[e].reader.read(key)
@@ -173,9 +176,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
                 else:
                     writer.write(item.info.name, _tensor(item, experts, shared, routers))
             writer.finalize()
-        mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(
-            tmp
-        )
+        moe_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(tmp)
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(str(experts[0].folder)).save_pretrained(str(tmp))
@@ -185,7 +186,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         if num_clusters:
             copy_clusters(cfg.cluster_dir, tmp)
         write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
-        write_card(tmp, cfg, examples)
+        write_card(tmp, cfg, examples, experts[0].layout.architecture)
         summary = {
             "experts": len(experts),
             "tensors": len(plan),

@@ -1,6 +1,6 @@
 """One routed MoE model, policy chosen by config: token top-k, soft/hard sequence, domain, learned domain.
 
-`load_routed_moe(path)` loads the merged checkpoint with stock transformers (MixtralForCausalLM) and
+`load_routed_moe(path)` loads the merged checkpoint with stock transformers (Mixtral, Qwen3-MoE or Qwen2-MoE) and
 swaps every layer's sparse block for a `RoutedMoeBlock` that keeps the same parameters (so saving and
 reloading are unchanged) and routes by the active policy:
 
@@ -55,6 +55,7 @@ from training.moe.checkpoint import (
     ENSEMBLE_DEFAULTS,
     ROUTING_FILE,
     cluster_dir,
+    config_num_experts,
     load_classifier,
     load_projection_routers,
     read_routing,
@@ -124,6 +125,8 @@ class RoutedMoeBlock(nn.Module):
         self.layer_idx = layer_idx
         self.state = state
         self.routed_projections: tuple[str, ...] = ()
+        if hasattr(block, "shared_expert"):  # Qwen2-MoE's, added to every policy's output (merge writes it off)
+            self.shared_expert, self.shared_expert_gate = block.shared_expert, block.shared_expert_gate
 
     def attach_projection_routers(self, routers: dict[str, torch.Tensor]) -> None:
         """Give projections their own routers [experts, in_features] (policy mergoo); not saved with the model."""
@@ -211,6 +214,12 @@ class RoutedMoeBlock(nn.Module):
         return pooled
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        out = self._routed(hidden_states)
+        if hasattr(self, "shared_expert"):
+            out = out + torch.sigmoid(self.shared_expert_gate(hidden_states)) * self.shared_expert(hidden_states)
+        return out
+
+    def _routed(self, hidden_states: torch.Tensor) -> torch.Tensor:
         state = self.state
         if state.override is not None:
             return self._per_sequence(hidden_states, state.override.to(hidden_states.device))
@@ -303,7 +312,7 @@ class RoutedMoE:
 
     @property
     def num_experts(self) -> int:
-        return int(self.model.config.num_local_experts)
+        return config_num_experts(self.model.config)
 
     @property
     def top_k(self) -> int:
