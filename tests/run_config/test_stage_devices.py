@@ -19,7 +19,7 @@ from inference.reward.config import RewardConfig
 from run_config.devices import DTYPE_NAMES
 from run_config.errors import ConfigError
 from run_config.loader import load_config, section_problems
-from tests.helpers.pico import perturbed_copy, pico_llama
+from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
 from training.dskd.config import DSKDConfig
 from training.sft.config import TrainConfig
 
@@ -279,15 +279,25 @@ def test_routed_moe_defaults_to_the_gpu_when_there_is_one(tmp_path):
     assert moe.model.dtype == torch.bfloat16
 
 
-def test_vllm_takes_the_dtype_and_routes_on_the_device_it_is_told(tmp_path, monkeypatch):
+def test_vllm_takes_the_dtype_and_routes_on_the_device_it_is_told(tmp_path, monkeypatch, data_3dex, minilm_dir):
     from inference import infer, vllm_backend
+    from tests.helpers.train import urban_records
     from training.moe import routing
     from training.moe.config import MergeConfig
     from training.moe.export import export_all_dense
     from training.moe.merge import merge
 
     base = pico_llama(tmp_path / "base", seed=0)
-    merge(MergeConfig(experts=[str(base)] * 2, output_dir=str(tmp_path / "moe"), policy="token"))
+    pairs = [(r.term, r.context) for r in urban_records(data_3dex, 16)]
+    write_minilm_clusters(tmp_path / "clusters", pairs, 2, minilm_dir)
+    merge(
+        MergeConfig(
+            experts=[str(base)] * 2,
+            output_dir=str(tmp_path / "moe"),
+            cluster_dir=str(tmp_path / "clusters"),
+            policy="domain",
+        )
+    )
     exports = [str(p) for p in export_all_dense(tmp_path / "moe", tmp_path / "exports")]
     monkeypatch.setattr(vllm_backend, "import_vllm", lambda: "vllm")  # vllm is GPU-only: its engines never start here
     loads = spy(monkeypatch, routing, "load_routed_moe")
