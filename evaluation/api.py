@@ -16,16 +16,18 @@ from collections.abc import Sequence
 import numpy as np
 
 from dataset.records import Record
-from evaluation.metrics import Metric, get_metric, resolve_names
+from evaluation.metrics import Metric, get_metric, metric_class, resolve_names
 from evaluation.metrics.settings import MetricSettings
 from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.scoring import SampleScores, score_samples, summarize
+from evaluation.sense import sense_sets
 
 
 def build_metrics(names: Sequence[str], settings: MetricSettings, protocol: Protocol) -> list[Metric]:
-    """Instantiate the named metrics with the settings in force under `protocol`."""
+    """Instantiate the named metrics with the settings in force under `protocol` (sense, which ignores the
+    protocol, with `settings` as given)."""
     effective = protocol.settings(settings)
-    return [get_metric(n, effective) for n in resolve_names(names)]
+    return [get_metric(n, settings if metric_class(n).ranks_senses else effective) for n in resolve_names(names)]
 
 
 def _samples(predictions: Sequence[str | Sequence[str]]) -> list[list[str]]:
@@ -49,9 +51,11 @@ def score_records(
     samples = _samples(predictions)
     if any(not s for s in samples):
         raise ValueError("every prediction needs at least one sample")
-    refs = reference_lists(references, references if pool is None else pool, proto)
+    pool = references if pool is None else pool
+    refs = reference_lists(references, pool, proto)
     built = build_metrics(metrics, settings or MetricSettings(), proto)
-    return score_samples(samples, refs, built, proto, workers, [r.term for r in references])
+    senses = sense_sets(references, pool) if any(m.ranks_senses for m in built) else None
+    return score_samples(samples, refs, built, proto, workers, [r.term for r in references], senses)
 
 
 def score(

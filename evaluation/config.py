@@ -30,7 +30,8 @@ class EvaluateConfig(MetricSettings):
     )
     metrics: list[str] = Field(
         default_factory=lambda: ["bleu", "rouge"],
-        description="comma-separated metrics: " + "bleu, rouge, meteor, nist, bertscore, moverscore, mauve, sacrebleu",
+        description="comma-separated metrics: " + "bleu, rouge, meteor, nist, bertscore, moverscore, mauve, sacrebleu, "
+        "sense (own sense ranked among the term's: docs/metrics.md)",
     )
     dataset: str | None = Field(None, description="dataset name in the table; unset: the references' source")
     compare_to: str | None = Field(

@@ -29,6 +29,7 @@ from evaluation.predictions import Prediction, Run, group_runs, read_predictions
 from evaluation.protocols import Protocol, get_protocol, reference_lists
 from evaluation.report import LABELS, Table, mean_std, table2
 from evaluation.scoring import SampleScores, score_samples, summarize
+from evaluation.sense import sense_sets
 from evaluation.signatures import signature
 from evaluation.significance import TESTS, bootstrap_ci, compare_many, corpus_bootstrap_ci
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
@@ -87,12 +88,15 @@ def score_runs(
 ) -> list[tuple[Run, SampleScores]]:
     """Score every run (model, seed) of a predictions file."""
     by_id = {r.id: r for r in records}
+    ranks = any(m.ranks_senses for m in metrics)
     out = []
     for run in runs:
-        refs = reference_lists([by_id[i] for i in run.ids], records, protocol)
+        targets = [by_id[i] for i in run.ids]
+        refs = reference_lists(targets, records, protocol)
         log.info("scoring %s seed %s: %d ids", run.model, run.seed, len(run.ids))
-        terms = [by_id[i].term for i in run.ids]
-        out.append((run, score_samples(run.texts(), refs, metrics, protocol, workers, terms)))
+        terms = [r.term for r in targets]
+        senses = sense_sets(targets, records) if ranks else None
+        out.append((run, score_samples(run.texts(), refs, metrics, protocol, workers, terms, senses)))
     return out
 
 
@@ -113,12 +117,14 @@ def aggregate(scored: list[tuple[Run, SampleScores]], protocol: Protocol) -> dic
 
 
 def id_scores(scored: list[tuple[Run, SampleScores]]) -> dict[str, dict[str, float]]:
-    """metric -> id -> score averaged over the file's runs and samples (input of the significance tests)."""
+    """metric -> id -> score averaged over the file's runs and samples (input of the significance tests); a
+    metric that scores a subset of the examples (sense) has only those ids."""
     sums: dict[str, dict[str, list[float]]] = {}
     for run, scores in scored:
         for metric, values in scores.per_example("mean").items():
-            for i, v in zip(run.ids, values):
-                sums.setdefault(metric, {}).setdefault(i, []).append(float(v))
+            for i, v, keep in zip(run.ids, values, scores.kept(metric, len(values))):
+                if keep:
+                    sums.setdefault(metric, {}).setdefault(i, []).append(float(v))
     return {m: {i: float(np.mean(v)) for i, v in per.items()} for m, per in sums.items()}
 
 
@@ -213,8 +219,10 @@ def group_table(key: str, groups: dict[str, dict], metrics: list[str]) -> Table:
 
 
 def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, Record]):
-    """One JSON line per sample: ids, the prediction and its per-example scores."""
+    """One JSON line per sample: ids, the prediction and its per-example scores (null where a metric that scores
+    a subset, sense, leaves the example out)."""
     for run, scores in scored:
+        kept = {m: scores.kept(m, len(run.ids))[scores.example_of] for m in scores.per_sample}
         preds = [p for ps in run.ordered() for p in ps]
         for k, p in enumerate(preds):
             row = {
@@ -226,7 +234,7 @@ def per_example_rows(scored: list[tuple[Run, SampleScores]], records: dict[str, 
                 "prediction": p.prediction,
                 "empty": bool(scores.empty[k]),
             }
-            row.update({m: float(v[k]) for m, v in scores.per_sample.items()})
+            row.update({m: float(v[k]) if kept[m][k] else None for m, v in scores.per_sample.items()})
             yield json.dumps(row, ensure_ascii=False) + "\n"
 
 
@@ -291,7 +299,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         rows = [(path, preds) for path, preds, _, _ in per_file]
         result["groups"] = {key: score_groups(rows, key, context, metrics, protocol, cfg) for key in cfg.group_by}
     significance = significance_tests(cfg, by_file, records, metrics, protocol) if cfg.compare_to else None
-    per_metric = [m.name for m in metrics]
+    per_metric = [name for m in metrics for name in m.score_names]
     table = table2(
         {name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()}, [dataset], per_metric
     )

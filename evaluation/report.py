@@ -35,6 +35,12 @@ LABELS = {
     "moverscore": "MoverScore",
     "mauve": "MAUVE",
     "sacrebleu": "sacreBLEU",
+    "sense_bleu_acc": "Sense@1 BLEU",
+    "sense_bleu_mrr": "Sense MRR BLEU",
+    "sense_bleu_gap": "max−ctx BLEU",
+    "sense_embedding_acc": "Sense@1 emb.",
+    "sense_embedding_mrr": "Sense MRR emb.",
+    "sense_embedding_gap": "max−ctx emb.",
 }
 
 

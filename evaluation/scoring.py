@@ -9,6 +9,8 @@ Several samples per example (Best-of-N) give both the mean over samples and the 
 A protocol that combines references by their mean (`reduce="mean"`) is scored here: every metric scores each
 (sample, single reference) pair and the pair scores are averaged per sample. One that averages by term
 (`average="term"`) averages each term's examples first, then the terms (`units`: each example's term).
+The `sense` metric ranks each example's senses (evaluation.sense, given `senses`) instead of scoring against the
+protocol's references; its scores average over the examples it scores (`subset`), the others counted in `excluded`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 
 from evaluation.metrics import Metric, Reduce
 from evaluation.protocols import Protocol
+from evaluation.sense import Senses, score_senses
 
 MIN_PARALLEL = 2000  # below this many items, worker start-up costs more than it saves
 _JOB: tuple | None = None  # (metrics, hyps, refs, reduce), inherited by forked workers
@@ -104,6 +107,12 @@ class SampleScores:
     excluded: dict[str, int] = field(default_factory=dict)  # items a corpus metric left out, by count name
     units: list[str] | None = None  # example -> its term, for protocols that average by term
     corpus_stats: dict[str, np.ndarray] = field(default_factory=dict)  # corpus metric -> per-example statistics
+    subset: dict[str, np.ndarray] = field(default_factory=dict)  # score -> the examples it scores (others: 0)
+    scored: dict[str, int] = field(default_factory=dict)  # metric scoring a subset -> examples it scored
+
+    def kept(self, name: str, n: int) -> np.ndarray:
+        """Which of the `n` examples `name` scores (all, unless its metric scores a subset)."""
+        return self.subset[name] if name in self.subset else np.ones(n, dtype=bool)
 
     def per_example(self, how: str = "mean") -> dict[str, np.ndarray]:
         """Per-example scores: mean over the example's samples, or their max (the oracle)."""
@@ -140,13 +149,24 @@ def score_samples(
     protocol: Protocol,
     workers: int = 1,
     units: Sequence[str] | None = None,
+    senses: Sequence[Senses | str] | None = None,
 ) -> SampleScores:
     """Score each example's samples against its references (already chosen by the protocol); `units` (each
-    example's term) is needed by a protocol that averages by term."""
+    example's term) is needed by a protocol that averages by term, `senses` (evaluation.sense.sense_sets) by
+    the `sense` metric."""
     if protocol.average == "term" and units is None:
         raise ValueError(f"protocol {protocol.name} averages by term: give each example's term (units)")
+    ranking = [m for m in metrics if m.ranks_senses]
+    if ranking and senses is None:
+        raise ValueError("metric sense ranks each example's senses: give them (senses)")
     with gc_paused():
-        scores = _score_samples(samples, refs, metrics, protocol, workers)
+        scores = _score_samples(samples, refs, [m for m in metrics if not m.ranks_senses], protocol, workers)
+        for metric in ranking:
+            ranked = score_senses(metric, samples, senses)
+            scores.per_sample.update(ranked.per_sample)
+            scores.subset.update({name: ranked.scored for name in ranked.per_sample})
+            scores.scored[metric.name] = int(ranked.scored.sum())
+            scores.excluded.update({f"{metric.name}_{k}": v for k, v in ranked.left_out.items()})
     scores.units = None if units is None else list(units)
     return scores
 
@@ -210,7 +230,18 @@ def summarize(scores: SampleScores, protocol: Protocol) -> dict:
     """Scores of a run: mean over examples (each the mean of its samples; by term first under a protocol that
     averages by term) and, for Best-of-N, the oracle."""
     units = scores.units if protocol.average == "term" else None
-    mean = {k: protocol.finish(average(v, units)) for k, v in scores.per_example("mean").items()}
+
+    def averaged(per_example: dict[str, np.ndarray]) -> dict[str, float]:
+        """Each score's average; one on a subset (sense, which ignores the protocol) over its examples only."""
+        out = {}
+        for name, values in per_example.items():
+            if name in scores.subset:
+                out[name] = average(values[scores.subset[name]], None)
+            else:
+                out[name] = protocol.finish(average(values, units))
+        return out
+
+    mean = averaged(scores.per_example("mean"))
     out = {
         "scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
         "n_examples": int(len(np.unique(scores.example_of))),
@@ -219,6 +250,8 @@ def summarize(scores: SampleScores, protocol: Protocol) -> dict:
     }
     if scores.excluded:
         out["excluded"] = dict(scores.excluded)
+    if scores.scored:
+        out["scored"] = dict(scores.scored)
     if out["n_samples"] > out["n_examples"]:
-        out["oracle"] = {k: protocol.finish(average(v, units)) for k, v in scores.per_example("max").items()}
+        out["oracle"] = averaged(scores.per_example("max"))
     return out

@@ -2,6 +2,8 @@
 
     bleu|protocol:max|refs:term|combine:max|case:mixed|order:4|tokenize:none|smooth:moses|lm-lexicon:0.1.0
 
+The `sense` metric chooses its own references whatever the protocol: `refs:senses` and its ranking rules.
+
 Fields, in order: the metric, the protocol (`refs`: references by term or by (term, context); `combine`:
 how several references combine; `max_refs`, `average:term`, `periods:stripped` and `round:up` where the
 protocol has them), the metric's own settings (keys without the metric's prefix: `tokenize` is
@@ -21,6 +23,13 @@ FIXED = {  # settings a metric has no key for
     "sacrebleu": {"case": "mixed", "order": 4, "tokenize": "13a", "smooth": "exp", "nrefs": "all"},
     "meteor": {"tokenize": "nltk-word", "alpha": 0.9, "beta": 3, "gamma": 0.5},
     "nist": {"tokenize": "nltk-word"},
+    "sense": {
+        "candidates": "distinct-term-definitions",
+        "gold": "own-context",
+        "ties": "gold-last",
+        "rows": "polysemous",
+        "embedding": "mean-pooled-cosine",
+    },
 }
 
 
@@ -41,10 +50,8 @@ def _value(value: object) -> str:
     return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def signature(metric: Metric, protocol: Protocol) -> str:
-    """The one-line signature of `metric`'s scores under `protocol`."""
-    combine = protocol.reduce if metric.per_example else "corpus"
-    parts = [metric.name, f"protocol:{protocol.name}", f"refs:{protocol.by}", f"combine:{combine}"]
+def _protocol_parts(protocol: Protocol, combine: str) -> list[str]:
+    parts = [f"protocol:{protocol.name}", f"refs:{protocol.by}", f"combine:{combine}"]
     if protocol.max_refs is not None:
         parts.append(f"max_refs:{protocol.max_refs}")
     if protocol.average != "example":
@@ -53,6 +60,16 @@ def signature(metric: Metric, protocol: Protocol) -> str:
         parts.append("periods:stripped")
     if protocol.round_up:
         parts.append("round:up")
+    return parts
+
+
+def signature(metric: Metric, protocol: Protocol) -> str:
+    """The one-line signature of `metric`'s scores under `protocol` (sense: whatever the protocol)."""
+    parts = [metric.name]
+    if metric.ranks_senses:
+        parts.append("refs:senses")
+    else:
+        parts += _protocol_parts(protocol, protocol.reduce if metric.per_example else "corpus")
     settings = {_key(metric.name, k): getattr(metric.settings, k) for k in metric.settings_used}
     parts += [f"{key}:{_value(value)}" for key, value in {**FIXED.get(metric.name, {}), **settings}.items()]
     parts += [f"{package}:{version(package)}" for package in metric.packages]

@@ -7,7 +7,18 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LIBRARY = ("bleu", "references", "encoders", "metrics", "protocols", "scoring", "api", "predictions", "significance")
+LIBRARY = (
+    "bleu",
+    "references",
+    "encoders",
+    "metrics",
+    "protocols",
+    "sense",
+    "scoring",
+    "api",
+    "predictions",
+    "significance",
+)
 # Lowest first; a module is in the layer of its longest matching prefix.
 LAYERS: dict[str, tuple[str, ...]] = {
     "ground": ("run_config",),

@@ -31,11 +31,17 @@ class Metric:
     per_example: ClassVar[bool] = True
     cpu_bound: ClassVar[bool] = False  # no model: may run in a forked worker process
     chunked: ClassVar[bool] = False  # slow pure-Python work per example: split over workers
+    ranks_senses: ClassVar[bool] = False  # scored by evaluation.sense (the term's senses), not the protocol's refs
     packages: ClassVar[tuple[str, ...]] = ()
     settings_used: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, settings: MetricSettings | None = None):
         self.settings = settings or MetricSettings()
+
+    @property
+    def score_names(self) -> tuple[str, ...]:
+        """The keys of this metric's scores in scores.json (one, its name, but for `sense`)."""
+        return (self.name,)
 
     def after_fork(self) -> None:
         """Drop state a forked worker must not share with its parent (open files); no-op by default."""
@@ -87,8 +93,9 @@ METRICS: dict[str, str] = {
     "bertscore": "evaluation.metrics.bertscore:BertScore",
     "moverscore": "evaluation.metrics.moverscore:MoverScore",
     "mauve": "evaluation.metrics.mauve:Mauve",
+    "sense": "evaluation.metrics.sense:SenseRanking",
 }
-NEURAL_METRICS = ("bertscore", "moverscore", "mauve")  # those with an encoder on `device`, in `dtype`
+NEURAL_METRICS = ("bertscore", "moverscore", "mauve", "sense")  # those with an encoder on `device`, in `dtype`
 ALIASES = {
     "rouge": "rougeL",
     "rouge-l": "rougeL",
@@ -114,11 +121,16 @@ def resolve_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def get_metric(name: str, settings: MetricSettings | None = None) -> Metric:
-    """Instantiate the metric registered under `name` (or an alias)."""
+def metric_class(name: str) -> type[Metric]:
+    """The class registered under `name` (or an alias)."""
     (resolved,) = resolve_names([name])
     module, cls = METRICS[resolved].split(":")
-    return getattr(import_module(module), cls)(settings)
+    return getattr(import_module(module), cls)
+
+
+def get_metric(name: str, settings: MetricSettings | None = None) -> Metric:
+    """Instantiate the metric registered under `name` (or an alias)."""
+    return metric_class(name)(settings)
 
 
 def best_per_example(pair_scores: Sequence[float], sizes: Sequence[int]) -> np.ndarray:

@@ -101,6 +101,10 @@ class MetricSettings(StageConfig):
         "last", description="MAUVE features: last token (MAUVE's own) or mean"
     )
     mauve_num_buckets: int | None = Field(None, ge=2, description="MAUVE k-means buckets; unset: MAUVE's auto (n/10)")
+    sense_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="sense metric's embedding model (mean-pooled last layer, cosine): name or local folder",
+    )
     max_length: int = Field(256, ge=8, description="MAUVE truncation length in tokens (special tokens included)")
     device: Device = Field("cpu", description="torch device of the neural metrics' encoders: " + DEVICE_HELP)
     dtype: Dtype = Field(
