@@ -3,7 +3,8 @@
 Writes `scores.json` (one number per metric on 0-100, NIST in its own units; per system: mean and
 std over seeds, Best-of-N oracle, seeded bootstrap 95% CIs under `ci95`; each metric's one-line
 signature under `signatures`; counts of missing ids and empty predictions; with `--group-by KEY` the
-same per group under `groups[KEY][label]`, evaluation.groups), `per_example.jsonl` (one row per
+same per group under `groups[KEY][label]`, evaluation.groups; metric `sense`: its six scores over the
+polysemous rows, evaluation.sense, with the rows left out counted), `per_example.jsonl` (one row per
 sample), `table.{md,csv,tex}` (Table-2 layout), `table_KEY.{md,csv,tex}` per group key, `significance.json` with
 `--compare-to` (every predictions file against that baseline, Holm-corrected), and `manifest.json`
 last. A rerun with the same config and inputs skips the work.
@@ -200,20 +201,32 @@ def score_groups(
         out[label] = {
             "predictions": len(members),
             "ids": len({p.id for p in members}),
-            "systems": {name: {"mean": info["mean"], "std": info["std"]} for name, info in systems.items()},
+            "systems": {name: group_scores(info) for name, info in systems.items()},
             "ci95": confidence_intervals(scored, metrics, cfg.bootstrap_samples, cfg.seed),
         }
     return out
 
 
-def group_table(key: str, groups: dict[str, dict], metrics: list[str]) -> Table:
-    """One row per (group, system): rows scored, then each metric's mean (± std over seeds)."""
+def group_scores(info: dict) -> dict:
+    """A system's scores in a group: mean and std over seeds, and the rows a subset metric (sense) scored."""
+    out = {"mean": info["mean"], "std": info["std"]}
+    if "scored" in info["seeds"][0]:
+        out["scored"] = {k: sum(r["scored"][k] for r in info["seeds"]) for k in info["seeds"][0]["scored"]}
+    return out
+
+
+def group_table(key: str, groups: dict[str, dict], metrics: list[str], subsets: dict[str, str]) -> Table:
+    """One row per (group, system): rows scored, then each metric's mean (± std over seeds); "–" for a score of a
+    subset metric (`subsets`: score -> metric) that scored no row of the group."""
     header = [key, "Method", "n", *(LABELS.get(m, m) for m in metrics)]
     rows = []
     for label, info in groups.items():
         for system, scores in info["systems"].items():
-            mean, std = scores["mean"], scores["std"]
-            cells = [f"{mean[m]:.2f}" + (f"±{std[m]:.2f}" if std[m] else "") for m in metrics]
+            mean, std, scored = scores["mean"], scores["std"], scores.get("scored", {})
+            cells = [
+                "–" if scored.get(subsets.get(m)) == 0 else f"{mean[m]:.2f}" + (f"±{std[m]:.2f}" if std[m] else "")
+                for m in metrics
+            ]
             rows.append([label, system, str(info["predictions"]), *cells])
     return Table(header, rows)
 
@@ -303,7 +316,10 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     table = table2(
         {name: {dataset: [r["scores"] for r in info["seeds"]]} for name, info in systems.items()}, [dataset], per_metric
     )
-    group_tables = {key: group_table(key, groups, per_metric) for key, groups in result.get("groups", {}).items()}
+    subsets = {name: m.name for m in metrics if m.ranks_senses for name in m.score_names}
+    group_tables = {
+        key: group_table(key, groups, per_metric, subsets) for key, groups in result.get("groups", {}).items()
+    }
     out = Path(cfg.output_dir)
     with AtomicFileSet() as files:
         files.get(out / "scores.json").write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -149,3 +149,31 @@ def test_evaluate_reports_sense_beside_the_max_minus_per_context_gap(records, mi
     assert sum(line["sense_bleu_acc"] is None for line in lines) == 40  # left out, shown as null
     assert all((line["sense_bleu_acc"] is None) == (line["id"] not in poly) for line in lines)
     assert "Sense@1 BLEU" in capsys.readouterr().out
+
+
+def test_sense_ignores_the_protocol_and_averages_best_of_n_samples(records, settings):
+    poly = polysemous(records)
+    samples = [[r.definition, other_sense(records, r)] for r in poly]
+    by_max = score(samples, poly, ("sense",), "max", pool=records, settings=settings)
+    by_orig = score(samples, poly, ("sense",), "orig-compat", pool=records, settings=settings)
+    names = [f"sense_{s}_{k}" for s in ("bleu", "embedding") for k in ("acc", "mrr", "gap")]
+    assert {n: by_orig[n] for n in names} == pytest.approx({n: by_max[n] for n in names})
+    assert by_max["sense_bleu_acc"] == pytest.approx(50.0)  # one sample right, one wrong, per row
+    assert by_max["oracle"]["sense_bleu_acc"] == pytest.approx(100.0)
+
+
+def test_group_by_refs_scores_sense_on_the_polysemous_groups_only(records, minilm_dir, tmp_path):
+    refs = _write(tmp_path / "test.jsonl", [json.loads(r.to_json()) for r in records])
+    preds = _write(tmp_path / "p.jsonl", [{"id": r.id, "prediction": r.definition} for r in records])
+    args = ["--predictions", preds, "--references", refs, "--metrics", "sense", "--sense-model", minilm_dir]
+    assert main([str(a) for a in [*args, "--group-by", "refs", "--output-dir", tmp_path / "out"]]) == 0
+    groups = json.loads((tmp_path / "out" / "scores.json").read_text())["groups"]["refs"]
+    ((one,),) = [list(groups["1"]["systems"].values())]
+    assert one["scored"] == {"sense": 0} and one["mean"]["sense_bleu_acc"] == 0.0  # no polysemous row
+    for label in ("2-3", "4+"):
+        (system,) = groups[label]["systems"].values()
+        assert system["scored"]["sense"] > 0 and system["mean"]["sense_bleu_acc"] == pytest.approx(100.0)
+    table = (tmp_path / "out" / "table_refs.md").read_text().splitlines()
+    assert "Sense@1 BLEU" in table[0]
+    assert table[2].startswith("| 1 |") and table[2].endswith("| – | – | – | – | – | – |")
+    assert "100.00" in table[3]
