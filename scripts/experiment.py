@@ -79,7 +79,7 @@ class ExperimentConfig(StageConfig):
     )
     metric_encoder: str | None = Field(
         "asset:minilm",
-        description="one encoder for BERTScore/MoverScore/MAUVE (null: evaluate's defaults, the paper's)",
+        description="one encoder for BERTScore/MoverScore/MAUVE/sense (null: evaluate's defaults, the paper's)",
     )
     metric_encoder_layers: int = Field(6, ge=1, description="BERTScore layer of metric_encoder")
     launcher: Literal["none", "deepspeed"] = Field(
@@ -516,6 +516,7 @@ class Experiment:
                 moverscore_model=encoder,
                 mauve_model=encoder,
                 mauve_pooling="mean",
+                sense_model=encoder,
             )
         if compare_to:
             data["compare_to"] = str(self.w / "infer" / compare_to / dataset / "predictions.jsonl")
