@@ -102,7 +102,9 @@ def score_runs(
 
 
 def aggregate(scored: list[tuple[Run, SampleScores]], protocol: Protocol) -> dict:
-    """Per system: each seed's scores, their mean ± std, and the mean Best-of-N oracle."""
+    """Per system: each seed's scores, their mean ± std, and the mean Best-of-N oracle (the protocol's rounding
+    on every score but those of a metric that ignores the protocol, sense)."""
+    own = {name for _, scores in scored for name in scores.subset}
     systems: dict[str, dict] = {}
     for run, scores in scored:
         summary = summarize(scores, protocol)
@@ -110,7 +112,7 @@ def aggregate(scored: list[tuple[Run, SampleScores]], protocol: Protocol) -> dic
     for info in systems.values():
         runs = info["seeds"]
         stats = {k: mean_std([r["scores"][k] for r in runs]) for k in runs[0]["scores"]}
-        info["mean"] = {k: protocol.finish(m) for k, (m, _) in stats.items()}
+        info["mean"] = {k: m if k in own else protocol.finish(m) for k, (m, _) in stats.items()}
         info["std"] = {k: s for k, (_, s) in stats.items()}
         if "oracle" in runs[0]:
             info["oracle"] = {k: float(np.mean([r["oracle"][k] for r in runs])) for k in runs[0]["oracle"]}

@@ -104,7 +104,7 @@ class SampleScores:
     empty: np.ndarray  # sample -> prediction was empty
     per_sample: dict[str, np.ndarray]
     corpus: dict[str, float]
-    excluded: dict[str, int] = field(default_factory=dict)  # items a corpus metric left out, by count name
+    excluded: dict[str, int] = field(default_factory=dict)  # items a metric left out (MAUVE, sense), by count name
     units: list[str] | None = None  # example -> its term, for protocols that average by term
     corpus_stats: dict[str, np.ndarray] = field(default_factory=dict)  # corpus metric -> per-example statistics
     subset: dict[str, np.ndarray] = field(default_factory=dict)  # score -> the examples it scores (others: 0)

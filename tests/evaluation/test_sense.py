@@ -162,6 +162,21 @@ def test_sense_ignores_the_protocol_and_averages_best_of_n_samples(records, sett
     assert by_max["oracle"]["sense_bleu_acc"] == pytest.approx(100.0)
 
 
+def test_evaluate_gives_the_same_sense_scores_under_a_rounding_protocol(records, minilm_dir, tmp_path):
+    refs = _write(tmp_path / "test.jsonl", [json.loads(r.to_json()) for r in records])
+    rows = [{"id": r.id, "prediction": " ".join(r.definition.split()[:3])} for r in records]
+    preds = _write(tmp_path / "p.jsonl", rows)
+    args = ["--predictions", preds, "--references", refs, "--metrics", "bleu,sense", "--sense-model", minilm_dir]
+    got = {}
+    for protocol in ("max", "orig-compat"):
+        assert main([str(a) for a in [*args, "--protocol", protocol, "--output-dir", tmp_path / protocol]]) == 0
+        got[protocol] = json.loads((tmp_path / protocol / "scores.json").read_text())
+    names = [n for n in got["max"] if n.startswith("sense_")]
+    assert len(names) == 6 and {n: got["orig-compat"][n] for n in names} == {n: got["max"][n] for n in names}
+    assert got["max"]["sense_bleu_acc"] != round(got["max"]["sense_bleu_acc"], 2)  # not rounded up
+    assert got["orig-compat"]["bleu"] == round(got["orig-compat"]["bleu"], 2)  # the protocol rounds its own
+
+
 def test_group_by_refs_scores_sense_on_the_polysemous_groups_only(records, minilm_dir, tmp_path):
     refs = _write(tmp_path / "test.jsonl", [json.loads(r.to_json()) for r in records])
     preds = _write(tmp_path / "p.jsonl", [{"id": r.id, "prediction": r.definition} for r in records])
