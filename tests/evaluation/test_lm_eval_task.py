@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dataset.records import load_records
+from dataset.records import load_records, normalize_space
 from evaluation.api import score
 from evaluation.config import EvaluateConfig
 from evaluation.evaluate import evaluate
@@ -93,10 +93,12 @@ def test_the_data_folder_comes_from_the_environment_without_metadata(data_dir, m
 
 
 @pytest.mark.slow
-def test_simple_evaluate_with_smollm2_scores_what_the_evaluate_stage_scores(data_dir, smollm2_dir, tmp_path):
-    """Greedy SmolLM2-135M answers from lm-eval's HF backend, scored by the task, then the same answers as a
-    predictions file through `evaluate`: identical BLEU and ROUGE-L."""
+def test_simple_evaluate_with_smollm2_answers_as_infer_and_scores_as_evaluate(data_dir, smollm2_dir, tmp_path):
+    """Greedy SmolLM2-135M answers from lm-eval's HF backend are `infer`'s (cut at the stop line), and the task's
+    BLEU and ROUGE-L are those `evaluate` gives the same answers as a predictions file."""
     import torch
+
+    from inference.infer import main as infer
 
     torch.set_num_threads(2)
     out = lm_eval.simple_evaluate(
@@ -106,13 +108,22 @@ def test_simple_evaluate_with_smollm2_scores_what_the_evaluate_stage_scores(data
         task_manager=TaskManager(include_path=str(TASKS), include_defaults=False, metadata={"data_dir": str(data_dir)}),
         gen_kwargs={"max_gen_toks": 16},
         limit=3,
-        batch_size=3,
+        batch_size=1,
         device="cpu",
         log_samples=True,
         bootstrap_iters=0,
     )
     samples = out["samples"][TASK]
     assert len(samples) == 3 and all(s["filtered_resps"][0].strip() for s in samples)
+    inputs = tmp_path / "input.jsonl"
+    inputs.write_text("".join(r.to_json() + "\n" for r in load_records(data_dir / "test.jsonl")[:3]), encoding="utf-8")
+    args = ["--input", inputs, "--output-dir", tmp_path / "infer", "--model", smollm2_dir, "--greedy"]
+    assert infer([str(a) for a in [*args, "--max-new-tokens", 16, "--batch-size", 1, "--device", "cpu"]]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "infer" / "predictions.jsonl").read_text().splitlines()]
+    raw = {r["id"]: r["raw"] for r in rows}
+    assert [s["filtered_resps"][0] for s in samples] == [
+        normalize_space(raw[s["doc"]["id"]].split("\n\n")[0]) for s in samples
+    ]
     predictions = tmp_path / "predictions.jsonl"
     predictions.write_text(
         "".join(json.dumps({"id": s["doc"]["id"], "prediction": s["filtered_resps"][0]}) + "\n" for s in samples),
