@@ -22,6 +22,7 @@ from run_config.loader import load_config, section_problems
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
 from training.dskd.config import DSKDConfig
 from training.sft.config import TrainConfig
+from training.trainer_args import precision_flags
 
 # stage module -> its config: every stage that loads a model (finetune-router has its own device keys)
 STAGES = {
@@ -193,7 +194,8 @@ def test_train_loads_the_weights_in_the_dtype_and_trains_on_the_device(tiny_llam
     assert [c["dtype"] for c in loads] == [torch.bfloat16] and param(loads[0]["model"]).dtype == torch.bfloat16
     assert built[0]["result"].use_cpu is True
     cfg = load_config(None, TrainConfig, {"model_name_or_path": "m", "output_dir": "o", "precision": "bf16"})
-    assert trainer.precision_flags(cfg.model_copy(update={"device": "cpu"})) == {"bf16": False, "fp16": False}
+    on_gpu = trainer.on_gpu(cfg.model_copy(update={"device": "cpu"}))
+    assert precision_flags(cfg.precision, on_gpu) == {"bf16": False, "fp16": False}
 
 
 @pytest.mark.parametrize("via", ["distill", "train"])
