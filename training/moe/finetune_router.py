@@ -39,7 +39,7 @@ from training.moe.checkpoint import (
     write_routing,
 )
 from training.moe.config import FinetuneRouterConfig
-from training.moe.routing import DomainClassifier, RoutedMoE, RoutedMoeBlock, load_routed_moe
+from training.moe.routing import DomainClassifier, RoutedMoE, load_routed_moe
 from training.trainer_args import precision_flags
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,16 @@ def master_weights(params: list[torch.nn.Parameter], mixed: bool) -> torch.dtype
     return dtype
 
 
+def register_expert_weights(moe: RoutedMoE) -> None:
+    """ZeRO-3 gathers a module's own parameters when it runs; sequence policies read the experts' weights in
+    their MoE block's forward, so each block gathers its experts' weights too (external parameters)."""
+    from deepspeed.runtime.zero import register_external_parameter
+
+    for block in moe.blocks:
+        for p in block.experts.parameters():
+            register_external_parameter(block, p)
+
+
 def train_router(
     moe: RoutedMoE, cfg: FinetuneRouterConfig, train: list[dict], valid: list[dict], args: Any
 ) -> tuple[dict[str, Any], Any]:
@@ -174,9 +184,7 @@ def train_router(
     stage = zero_stage(args.deepspeed) if args.deepspeed else 0
     dtype = master_weights(params, args.bf16 or args.fp16) if not args.deepspeed else params[0].dtype
     if stage == 3:
-        from deepspeed.utils import set_z3_leaf_modules
-
-        set_z3_leaf_modules(moe.model, [RoutedMoeBlock])  # gather a whole block: sequence policies index experts
+        register_expert_weights(moe)
     trainer = _make_trainer_class(moe)(
         model=moe.model,
         args=args,

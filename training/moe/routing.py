@@ -198,9 +198,11 @@ class RoutedMoeBlock(nn.Module):
         return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
     def _record(self, probs: Any) -> None:
-        """Keep this layer's mean routing probabilities [B, E] of the prompt (the first forward after a reset)."""
+        """Keep this layer's mean routing probabilities [B, E] of the prompt (the first forward after a reset);
+        computed without autograd, so a gradient checkpoint's recomputation saves the same tensors."""
         if self.layer_idx not in self.state.recorded:
-            self.state.recorded[self.layer_idx] = probs().detach().float().cpu()
+            with torch.no_grad():
+                self.state.recorded[self.layer_idx] = probs().float().cpu()
 
     def _sequence_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Router logits mean-pooled over the prompt [B, E]; decoding steps reuse the prompt's."""

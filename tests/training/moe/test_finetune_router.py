@@ -10,6 +10,8 @@ import torch
 
 import main as toolkit_main
 from run_config.errors import ConfigError
+from tests.conftest import REPO_ROOT
+from tests.helpers.launcher import DEEPSPEED, run_launcher
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
 from training.moe.config import MergeConfig
 from training.moe.finetune_router import freeze_all_but_router
@@ -152,3 +154,30 @@ def test_learned_domain_cli_reports_agreement(setup, tmp_path, minilm_dir):
     assert _tensors(out).keys() == _tensors(moe_dir).keys()
     moe = load_routed_moe(out)
     assert moe.policy == "learned-domain" and len(moe.domains_for([(r.term, r.context) for r in records[:3]])) == 3
+
+
+@pytest.mark.skipif(not DEEPSPEED.is_file(), reason="deepspeed launcher not installed")
+@pytest.mark.parametrize(("policy", "checkpointing"), [("token", True), ("hard-sequence", False)])
+def test_zero3_through_the_launcher_trains_only_the_routers(setup, tmp_path, policy, checkpointing):
+    """`deepspeed --num_gpus 2 --module training.moe.finetune_router --deepspeed <ZeRO-3>`: the MoE partitioned over
+    2 CPU ranks, the trainable count taken from the partitions, the export consolidated."""
+    out = tmp_path / "ft"
+    ds = json.loads((REPO_ROOT / "run_config" / "ds_zero3.json").read_text())
+    # persistence 0: the routers too live as partitions (numel() 0 on every rank; the count reads ds_numel)
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    (tmp_path / "ds.json").write_text(json.dumps(ds))
+    argv = ["--module", "training.moe.finetune_router", "--moe-dir", str(setup["moe"])]
+    argv += ["--train-file", str(setup["root"] / "train.jsonl"), "--valid-file", str(setup["root"] / "valid.jsonl")]
+    argv += ["--output-dir", str(out), "--policy", policy, "--top-k", "2", "--learning-rate", "1e-2"]
+    argv += ["--batch-size", "4", "--aux-loss-coef", "0.5", "--deepspeed", str(tmp_path / "ds.json")]
+    proc = run_launcher([*argv, "--gradient-checkpointing" if checkpointing else "--no-gradient-checkpointing"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    before, after = _tensors(setup["moe"]), _tensors(out)
+    assert {k: v.shape for k, v in after.items()} == {k: v.shape for k, v in before.items()}  # whole tensors
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {f"model.layers.{i}.block_sparse_moe.gate.weight" for i in range(2)}
+    info = json.loads((out / "routing.json").read_text())["router_finetune"]
+    assert (info["world_size"], info["zero_stage"], info["steps"]) == (2, 3, 5)  # 40 rows / (4 x 2 ranks)
+    assert info["trainable_parameters"] == 2 * 3 * 32 and info["gradient_checkpointing"] is checkpointing
+    assert ("aux_loss_last" in info) is (policy == "token") and info["valid_loss_after"] is not None
+    assert not (tmp_path / ".ft.trainer").exists() and load_routed_moe(out).policy == policy
