@@ -98,7 +98,7 @@ def build_training_args(cfg: FinetuneRouterConfig, ds_config: dict[str, Any] | N
         eval_on_start=validate,
         save_strategy="no",
         prediction_loss_only=True,
-        logging_steps=1,
+        logging_steps=cfg.logging_steps,
         logging_first_step=True,
         disable_tqdm=None,
         report_to=[],
