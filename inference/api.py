@@ -14,6 +14,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +22,11 @@ from typing import Any
 import pydantic
 
 from inference.backend import Generation, Request, Sampling, derived_seed
+from inference.response_cache import ResponseCache, request_key
 from run_config.errors import ConfigError
 
+# The SDKs' own base-URL variables: the URL a request really goes to is part of its cache key.
+BASE_URL_ENV = {"openai": "OPENAI_BASE_URL", "anthropic": "ANTHROPIC_BASE_URL", "gemini": "GOOGLE_GEMINI_BASE_URL"}
 DEFAULT_KEY_ENV = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY", "gemini": "GEMINI_API_KEY"}
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
@@ -93,6 +97,42 @@ def _text(value: Any, vendor: str, what: str) -> str:
     return value
 
 
+def messages(prompt: str, system: str | None) -> list[dict[str, str]]:
+    """The message list of one request: the system instruction (if any), then the prompt."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+
+
+def sent_sampling(vendor: str, send: bool, sampling: Sampling) -> dict[str, Any]:
+    """The length limit and (with `send`) sampling parameters a vendor's request carries, by its names.
+
+    Anthropic's SDK no longer types sampling parameters and recent models reject them (and reject
+    temperature together with top_p): temperature and top-k are sent only when asked for.
+    """
+    greedy = sampling.greedy
+    if vendor == "openai":
+        out: dict[str, Any] = {"max_completion_tokens": sampling.max_new_tokens}
+        if send:
+            out["temperature"] = 0.0 if greedy else sampling.temperature
+            if not greedy and sampling.top_p is not None:
+                out["top_p"] = sampling.top_p
+        return out
+    if vendor == "anthropic":
+        out = {"max_tokens": sampling.max_new_tokens}
+        if send:
+            out["temperature"] = 0.0 if greedy else sampling.temperature
+            if not greedy and sampling.top_k is not None:
+                out["top_k"] = sampling.top_k
+        return out
+    out = {"max_output_tokens": sampling.max_new_tokens}
+    if send:
+        out |= {
+            "temperature": 0.0 if greedy else sampling.temperature,
+            "top_p": None if greedy else sampling.top_p,
+            "top_k": None if greedy else sampling.top_k,
+        }
+    return out
+
+
 class _OpenAIClient:
     vendor = "openai"
 
@@ -105,14 +145,12 @@ class _OpenAIClient:
         self.transient: tuple[type[BaseException], ...] = (openai.APITimeoutError, openai.APIConnectionError)
 
     async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-        extra: dict[str, Any] = {}
-        if self.send_sampling:
-            extra["temperature"] = 0.0 if sampling.greedy else sampling.temperature
-            if not sampling.greedy and sampling.top_p is not None:
-                extra["top_p"] = sampling.top_p
         response = await self.client.chat.completions.create(
-            model=model, messages=messages, max_completion_tokens=sampling.max_new_tokens, seed=seed, n=1, **extra
+            model=model,
+            messages=messages(prompt, system),
+            seed=seed,
+            n=1,
+            **sent_sampling(self.vendor, self.send_sampling, sampling),
         )
         choices = getattr(response, "choices", None)  # the SDK does not validate replies: check them here
         if not isinstance(choices, list) or not choices:
@@ -135,16 +173,10 @@ class _AnthropicClient:
         self.transient = (anthropic.APITimeoutError, anthropic.APIConnectionError)
 
     async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
-        # This SDK no longer types sampling parameters and recent models reject them (and reject
-        # temperature together with top_p): temperature and top-k go in the body only when asked for.
-        body: dict[str, Any] = {}
-        if self.send_sampling:
-            body["temperature"] = 0.0 if sampling.greedy else sampling.temperature
-            if not sampling.greedy and sampling.top_k is not None:
-                body["top_k"] = sampling.top_k
+        body = sent_sampling(self.vendor, self.send_sampling, sampling)
         message = await self.client.messages.create(
             model=model,
-            max_tokens=sampling.max_new_tokens,
+            max_tokens=body.pop("max_tokens"),
             messages=[{"role": "user", "content": prompt}],
             **({"system": system} if system else {}),
             extra_body=body or None,
@@ -181,16 +213,8 @@ class _GeminiClient:
         self.transient = (httpx2.TransportError,)
 
     async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
-        knobs: dict[str, Any] = {}
-        if self.send_sampling:
-            knobs = {
-                "temperature": 0.0 if sampling.greedy else sampling.temperature,
-                "top_p": None if sampling.greedy else sampling.top_p,
-                "top_k": None if sampling.greedy else sampling.top_k,
-            }
-        config = self.types.GenerateContentConfig(
-            system_instruction=system, max_output_tokens=sampling.max_new_tokens, seed=seed, **knobs
-        )
+        knobs = sent_sampling(self.vendor, self.send_sampling, sampling)
+        config = self.types.GenerateContentConfig(system_instruction=system, seed=seed, **knobs)
         response = await self.client.aio.models.generate_content(model=model, contents=prompt, config=config)
         # The SDK validates types; `text` is None without candidates or text parts.
         return _text(response.text, self.vendor, "the text of the first candidate")
@@ -225,8 +249,47 @@ async def _cancel(tasks: set[asyncio.Task]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+class AdaptiveConcurrency:
+    """How many requests may be in flight: halved on a 429 (with every start paused for its Retry-After),
+    grown back by one after `limit` successes in a row, never above `ceiling`."""
+
+    def __init__(self, ceiling: int) -> None:
+        self.ceiling = self.limit = self.lowest = ceiling
+        self._streak = 0
+        self._paused_until = 0.0
+
+    def rate_limited(self, retry_after: float | None) -> None:
+        self.limit = max(1, self.limit // 2)
+        self.lowest = min(self.lowest, self.limit)
+        self._streak = 0
+        if retry_after:
+            self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
+
+    def succeeded(self) -> None:
+        self._streak += 1
+        if self.limit < self.ceiling and self._streak >= self.limit:
+            self.limit, self._streak = self.limit + 1, 0
+
+    async def wait(self) -> None:
+        """Sleep out a pause that a Retry-After asked for."""
+        while (left := self._paused_until - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+
+
+# Token counts of a dry run without the vendor's tokenizer: about 4 characters per token for English.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(texts: Sequence[str]) -> int:
+    """Prompt tokens of `texts` at CHARS_PER_TOKEN characters a token (rounded up per text)."""
+    return sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
+
+
 class ApiBackend:
-    """Runs `concurrency` requests at a time on one event loop; yields each sample as it completes."""
+    """Runs up to `concurrency` requests at a time on one event loop (fewer after 429s); yields each sample
+    as it completes. Answers found in `cache` are not requested; `max_requests` caps what is sent, the
+    samples past it become `NotSent` error rows (a rerun sends them). `stats` counts cache hits, sent
+    requests (first attempts), retries, not-sent samples and the lowest concurrency reached."""
 
     bos_token = ""
 
@@ -243,30 +306,80 @@ class ApiBackend:
         retry: RetryPolicy = RetryPolicy(),
         timeout_s: float = 60.0,
         send_sampling: bool = True,
+        cache: ResponseCache | None = None,
+        max_requests: int | None = None,
     ) -> None:
         if vendor not in CLIENTS:
             raise ConfigError(f"unknown API backend {vendor!r}; choose from {sorted(CLIENTS)}")
         self.vendor, self.name, self.system_prompt = vendor, model, system_prompt
+        self.base_url = base_url or os.environ.get(BASE_URL_ENV[vendor]) or None
+        self.send_sampling = send_sampling
         self._client_args = (api_key, base_url, timeout_s, send_sampling)
         self.concurrency, self.retry, self.timeout_s = concurrency, retry, timeout_s
         self.requests_per_second = requests_per_second
+        self.cache, self.max_requests = cache, max_requests
+        self.stats: Counter[str] = Counter()
+
+    def seed(self, request: Request, sample_idx: int, sampling: Sampling) -> int:
+        return derived_seed(sampling.seed, request.item_id, sample_idx)
+
+    def cache_key(self, request: Request, sample_idx: int, sampling: Sampling) -> str:
+        return request_key(
+            self.vendor,
+            self.name,
+            self.base_url,
+            messages(request.prompt, self.system_prompt),
+            sent_sampling(self.vendor, self.send_sampling, sampling),
+            self.seed(request, sample_idx, sampling),
+            sample_idx,
+        )
+
+    def plan(self, requests: Sequence[Request], sampling: Sampling) -> dict[str, Any]:
+        """What a run would send, without a network call: samples, cache hits, requests, tokens."""
+        jobs = [(r, i) for r in requests for i in r.sample_indices]
+        hits = sum(
+            self.cache is not None and self.cache.get(self.cache_key(r, i, sampling)) is not None for r, i in jobs
+        )
+        to_send = [
+            (r, i) for r, i in jobs if self.cache is None or self.cache.get(self.cache_key(r, i, sampling)) is None
+        ]
+        sent = to_send[: self.max_requests] if self.max_requests is not None else to_send
+        texts = [(self.system_prompt or "") + r.prompt for r, _ in sent]
+        return {
+            "samples": len(jobs),
+            "cache_hits": hits,
+            "requests": len(sent),
+            "not_sent": len(to_send) - len(sent),
+            "prompt_tokens": estimate_tokens(texts),
+            "prompt_tokens_counted_with": f"estimate ({CHARS_PER_TOKEN} characters per token)",
+            "max_completion_tokens": len(sent) * sampling.max_new_tokens,
+        }
 
     async def _one(
-        self, client: Any, limiter: RateLimiter, request: Request, sample_idx: int, sampling: Sampling
+        self,
+        client: Any,
+        limiter: RateLimiter,
+        control: AdaptiveConcurrency,
+        request: Request,
+        sample_idx: int,
+        sampling: Sampling,
     ) -> Generation:
-        seed = derived_seed(sampling.seed, request.item_id, sample_idx)
+        seed = self.seed(request, sample_idx, sampling)
         rng = random.Random(seed)
         for attempt in range(self.retry.max_retries + 1):
+            await control.wait()
             await limiter.acquire()
+            self.stats["api_retries" if attempt else "api_requests_sent"] += 1
             start = time.monotonic()
             try:
                 text = await asyncio.wait_for(
                     client.complete(self.name, request.prompt, self.system_prompt, sampling, seed), self.timeout_s
                 )
             except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
-                transient = (
-                    isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError)) or _status(exc) in RETRY_STATUS
-                )
+                status = _status(exc)
+                if status == 429:
+                    control.rate_limited(_retry_after(exc))
+                transient = isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError)) or status in RETRY_STATUS
                 if transient and attempt < self.retry.max_retries:
                     await asyncio.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
                     continue
@@ -278,26 +391,54 @@ class ApiBackend:
                     time.monotonic() - start,
                     _reason(exc, self.timeout_s)[:500] + tries,
                 )
+            control.succeeded()
             return Generation(request.item_id, sample_idx, text, time.monotonic() - start)
         raise AssertionError("unreachable: the last attempt returns")
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
-        jobs = iter([(r, i) for r in requests for i in r.sample_indices])
+        for key in ("api_cache_hits", "api_requests_sent", "api_retries", "api_not_sent"):
+            self.stats.setdefault(key, 0)
+        jobs = []
+        for request in requests:
+            for idx in request.sample_indices:
+                key = self.cache_key(request, idx, sampling) if self.cache is not None else ""
+                text = self.cache.get(key) if self.cache is not None else None
+                if text is not None:
+                    self.stats["api_cache_hits"] += 1
+                    yield Generation(request.item_id, idx, text, 0.0)
+                else:
+                    jobs.append((request, idx, key))
+        if self.max_requests is not None and len(jobs) > self.max_requests:
+            reason = f"NotSent: max_requests {self.max_requests} reached (rerun to send it)"
+            for request, idx, _ in jobs[self.max_requests :]:
+                self.stats["api_not_sent"] += 1
+                yield Generation(request.item_id, idx, None, 0.0, reason)
+            jobs = jobs[: self.max_requests]
+        if jobs:
+            yield from self._send(iter(jobs), sampling)
+
+    def _send(self, jobs: Iterator[tuple[Request, int, str]], sampling: Sampling) -> Iterator[Generation]:
         with asyncio.Runner() as runner:
             loop = runner.get_loop()
             # A fresh SDK client per call: async clients belong to the event loop they first ran on.
             client = CLIENTS[self.vendor](*self._client_args)
             limiter = RateLimiter(self.requests_per_second)
-            pending: set[asyncio.Task] = set()
+            control = AdaptiveConcurrency(self.concurrency)
+            pending: dict[asyncio.Task, str] = {}
             try:
                 while True:
-                    while len(pending) < self.concurrency and (job := next(jobs, None)) is not None:
-                        pending.add(loop.create_task(self._one(client, limiter, job[0], job[1], sampling)))
+                    while len(pending) < control.limit and (job := next(jobs, None)) is not None:
+                        task = loop.create_task(self._one(client, limiter, control, job[0], job[1], sampling))
+                        pending[task] = job[2]
                     if not pending:
                         return
-                    finished, pending = runner.run(asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED))
+                    finished, _ = runner.run(asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED))
                     for task in finished:
-                        yield task.result()
+                        key, gen = pending.pop(task), task.result()
+                        if self.cache is not None and gen.error is None:
+                            self.cache.put(key, self.vendor, self.name, gen.text)
+                        yield gen
             finally:
-                runner.run(_cancel(pending))
+                self.stats["api_lowest_concurrency"] = control.lowest
+                runner.run(_cancel(set(pending)))
                 runner.run(client.close())

@@ -46,6 +46,10 @@ RESUME_NEUTRAL = (
     "api_key_env",
     "max_prompt_tokens",
     "icl_cache_dir",
+    "api_cache",
+    "api_cache_dir",
+    "dry_run",
+    "max_requests",
 )
 
 
@@ -172,6 +176,25 @@ class InferConfig(DecodingConfig):
     timeout_s: float = Field(
         60.0, gt=0, description="API: seconds for a whole request attempt, first to last byte (then retried)"
     )
+    api_cache: bool = Field(
+        True,
+        description="APIs: answer from the response cache and store new answers (--no-api-cache: ask again)",
+    )
+    api_cache_dir: str | None = Field(
+        None,
+        description="APIs: the response cache, shared by every output folder (default: <asset cache>/api-responses)",
+    )
+    max_requests: int | None = Field(
+        None,
+        ge=1,
+        description="APIs: send at most this many requests (cache hits are free, retries not counted); "
+        "the rest become NotSent error rows that a rerun sends",
+    )
+    dry_run: bool = Field(
+        False,
+        description="APIs: print the requests, cache hits, prompt tokens and max completion tokens a run "
+        "would send, then exit without a network call",
+    )
     parse_answer: Literal["auto", "always", "never"] = Field(
         "auto",
         description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
@@ -214,6 +237,10 @@ class InferConfig(DecodingConfig):
                     f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
                     "prompt tokens with (the vendor refuses over-long prompts itself)"
                 )
+        else:
+            for key in ("dry_run", "max_requests"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is for the API backends {', '.join(API_BACKENDS)}, not {self.backend}")
         if self.selection == "orm" and not self.reward_model:
             raise ValueError("selection orm needs reward_model (a train-reward output folder)")
         if self.selection != "first" and self.task not in ("word_interpretation",):

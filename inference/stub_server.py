@@ -1,9 +1,10 @@
 """Local stub servers on 127.0.0.1 speaking the OpenAI, Anthropic and Gemini wire formats (tests, benchmarks).
 
 Each answers with a chatty definition of the term found in the prompt (or with `answer(prompt)`), after
-`latency_s`. Faults are scripted: `statuses` is consumed one entry per request: an int HTTP status,
-"stall" (answer only after `stall_s`, so that the client's read times out), "trickle" (send the reply in
-small pieces spread over `trickle_s`, so that no single read times out) or a broken 200 reply:
+`latency_s`; a 429 carries `Retry-After: retry_after_s`. Faults are scripted: `statuses` is consumed one
+entry per request: an int HTTP status, "stall" (answer only after `stall_s`, so that the client's read
+times out), "trickle" (send the reply in small pieces spread over `trickle_s`, so that no single read
+times out) or a broken 200 reply:
 "bad_json" (a cut-off body), "html" (an HTML page, as proxies send), "empty" (no choices / content
 blocks / candidates), "no_text" (no text in the answer) or "wrong_type" (a number where the text
 belongs). `fail_on` gives every prompt containing that text the fault `fail_with` (HTTP 500 by default).
@@ -129,8 +130,8 @@ def _failure(vendor: str, status: int) -> dict[str, Any]:
 
 
 class StubServer:
-    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body and
-    `max_in_flight` the most requests it held at once."""
+    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body (with its
+    arrival time `t`, time.monotonic) and `max_in_flight` the most requests it held at once."""
 
     def __init__(
         self,
@@ -143,6 +144,7 @@ class StubServer:
         stall_s: float = 5.0,
         trickle_s: float = 3.0,
         answer: Callable[[str], str] = stub_answer,
+        retry_after_s: float = 0.0,
     ) -> None:
         if vendor not in ("openai", "anthropic", "gemini"):
             raise ValueError(f"unknown vendor {vendor!r}")
@@ -152,6 +154,7 @@ class StubServer:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS} or an HTTP status")
         self.vendor, self.latency_s, self.stall_s, self.trickle_s = vendor, latency_s, stall_s, trickle_s
         self.fail_on, self.fail_with, self.answer = fail_on, fail_with, answer
+        self.retry_after_s = retry_after_s
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
         self.in_flight = self.max_in_flight = 0
@@ -187,7 +190,9 @@ class StubServer:
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
                 with stub._lock:
-                    stub.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    stub.requests.append(
+                        {"path": self.path, "body": body, "headers": dict(self.headers), "t": time.monotonic()}
+                    )
                 prompt = _prompt_text(stub.vendor, body)
                 status = stub._next_status(prompt)
                 with stub._lock:
@@ -209,7 +214,7 @@ class StubServer:
                     self.send_header("Content-Type", "text/html" if status == "html" else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     if code == 429:
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", f"{stub.retry_after_s:g}")
                     self.end_headers()
                     if status == "trickle":
                         self._trickle(data)
