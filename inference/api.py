@@ -10,6 +10,7 @@ attempt as a whole (the SDKs' timeouts bound each read only, so a reply trickled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -250,30 +251,45 @@ async def _cancel(tasks: set[asyncio.Task]) -> None:
 
 
 class AdaptiveConcurrency:
-    """How many requests may be in flight: halved on a 429 (with every start paused for its Retry-After),
-    grown back by one after `limit` successes in a row, never above `ceiling`."""
+    """How many attempts may be in flight: halved on a 429 (and every start paused for its Retry-After),
+    grown back by one after `limit` successes in a row, never above `ceiling`. Retries queue here too."""
 
     def __init__(self, ceiling: int) -> None:
         self.ceiling = self.limit = self.lowest = ceiling
+        self.in_flight = 0
         self._streak = 0
         self._paused_until = 0.0
+        self._changed = asyncio.Condition()
 
-    def rate_limited(self, retry_after: float | None) -> None:
-        self.limit = max(1, self.limit // 2)
-        self.lowest = min(self.lowest, self.limit)
-        self._streak = 0
-        if retry_after:
-            self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
+    async def acquire(self) -> None:
+        """Wait for a free slot and for the end of a pause that a Retry-After asked for."""
+        async with self._changed:
+            while True:
+                left = self._paused_until - time.monotonic()
+                if left > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), left)
+                elif self.in_flight < self.limit:
+                    self.in_flight += 1
+                    return
+                else:
+                    await self._changed.wait()
 
-    def succeeded(self) -> None:
-        self._streak += 1
-        if self.limit < self.ceiling and self._streak >= self.limit:
-            self.limit, self._streak = self.limit + 1, 0
-
-    async def wait(self) -> None:
-        """Sleep out a pause that a Retry-After asked for."""
-        while (left := self._paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(left)
+    async def release(self, status: int | None, retry_after: float | None) -> None:
+        """Free the slot of an attempt that ended with HTTP `status` (None: a reply, or no HTTP status)."""
+        async with self._changed:
+            self.in_flight -= 1
+            if status == 429:
+                self.limit = max(1, self.limit // 2)
+                self.lowest = min(self.lowest, self.limit)
+                self._streak = 0
+                if retry_after:
+                    self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
+            elif status is None:
+                self._streak += 1
+                if self.limit < self.ceiling and self._streak >= self.limit:
+                    self.limit, self._streak = self.limit + 1, 0
+            self._changed.notify_all()
 
 
 # Token counts of a dry run without the vendor's tokenizer: about 4 characters per token for English.
@@ -367,7 +383,7 @@ class ApiBackend:
         seed = self.seed(request, sample_idx, sampling)
         rng = random.Random(seed)
         for attempt in range(self.retry.max_retries + 1):
-            await control.wait()
+            await control.acquire()
             await limiter.acquire()
             self.stats["api_retries" if attempt else "api_requests_sent"] += 1
             start = time.monotonic()
@@ -377,8 +393,7 @@ class ApiBackend:
                 )
             except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
                 status = _status(exc)
-                if status == 429:
-                    control.rate_limited(_retry_after(exc))
+                await control.release(status if status is not None else 0, _retry_after(exc))
                 transient = isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError)) or status in RETRY_STATUS
                 if transient and attempt < self.retry.max_retries:
                     await asyncio.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
@@ -391,7 +406,7 @@ class ApiBackend:
                     time.monotonic() - start,
                     _reason(exc, self.timeout_s)[:500] + tries,
                 )
-            control.succeeded()
+            await control.release(None, None)
             return Generation(request.item_id, sample_idx, text, time.monotonic() - start)
         raise AssertionError("unreachable: the last attempt returns")
 
@@ -427,7 +442,7 @@ class ApiBackend:
             pending: dict[asyncio.Task, str] = {}
             try:
                 while True:
-                    while len(pending) < control.limit and (job := next(jobs, None)) is not None:
+                    while len(pending) < control.ceiling and (job := next(jobs, None)) is not None:
                         task = loop.create_task(self._one(client, limiter, control, job[0], job[1], sampling))
                         pending[task] = job[2]
                     if not pending:

@@ -158,6 +158,7 @@ class StubServer:
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
         self.in_flight = self.max_in_flight = 0
+        self.in_flight_seen: list[int] = []  # requests in flight as each one arrived
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -198,6 +199,7 @@ class StubServer:
                 with stub._lock:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                    stub.in_flight_seen.append(stub.in_flight)
                 time.sleep(stub.stall_s if status == "stall" else stub.latency_s)
                 with stub._lock:
                     stub.in_flight -= 1
