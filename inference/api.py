@@ -301,6 +301,27 @@ def estimate_tokens(texts: Sequence[str]) -> int:
     return sum(-(-len(t) // CHARS_PER_TOKEN) for t in texts)
 
 
+def count_prompt_tokens(vendor: str, model: str, texts: Sequence[str]) -> tuple[int, str]:
+    """Prompt tokens of `texts` and how they were counted: OpenAI's tokenizer (tiktoken) where it is installed
+    and its vocabulary loads (tiktoken fetches it once, or reads it from TIKTOKEN_CACHE_DIR), else the estimate."""
+    estimate = f"estimate ({CHARS_PER_TOKEN} characters per token"
+    if vendor != "openai":
+        return estimate_tokens(texts), f"{estimate}; no local {vendor} tokenizer)"
+    try:
+        import tiktoken
+    except ImportError:
+        return estimate_tokens(texts), f"{estimate}; tiktoken is not installed)"
+    try:
+        try:
+            encoding = tiktoken.encoding_for_model(model)
+        except KeyError:  # a model tiktoken does not know: the current models' vocabulary
+            encoding = tiktoken.get_encoding("o200k_base")
+    except Exception as exc:  # noqa: BLE001 (offline: the vocabulary download fails in many ways)
+        reason = " ".join(str(exc).split())[:120]
+        return estimate_tokens(texts), f"{estimate}; tiktoken could not load its vocabulary: {reason})"
+    return sum(len(encoding.encode(t)) for t in texts), f"tiktoken {encoding.name}"
+
+
 class ApiBackend:
     """Runs up to `concurrency` requests at a time on one event loop (fewer after 429s); yields each sample
     as it completes. Answers found in `cache` are not requested; `max_requests` caps what is sent, the
@@ -360,14 +381,16 @@ class ApiBackend:
             (r, i) for r, i in jobs if self.cache is None or self.cache.get(self.cache_key(r, i, sampling)) is None
         ]
         sent = to_send[: self.max_requests] if self.max_requests is not None else to_send
-        texts = [(self.system_prompt or "") + r.prompt for r, _ in sent]
+        tokens, counted_with = count_prompt_tokens(
+            self.vendor, self.name, [(self.system_prompt or "") + r.prompt for r, _ in sent]
+        )
         return {
             "samples": len(jobs),
             "cache_hits": hits,
             "requests": len(sent),
             "not_sent": len(to_send) - len(sent),
-            "prompt_tokens": estimate_tokens(texts),
-            "prompt_tokens_counted_with": f"estimate ({CHARS_PER_TOKEN} characters per token)",
+            "prompt_tokens": tokens,
+            "prompt_tokens_counted_with": counted_with,
             "max_completion_tokens": len(sent) * sampling.max_new_tokens,
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -274,7 +275,11 @@ def test_dry_run_sends_nothing_and_counts(vendor, wordnet_rows, tmp_path, monkey
         assert stub.requests == [] and not out.exists()
         line = capsys.readouterr().out
         assert f"{2 * n} requests to send ({2 * n} samples to generate, 0 cache hits" in line
-        assert f"at most {2 * n * 40} completion tokens" in line and "estimate (4 characters per token)" in line
+        assert f"at most {2 * n * 40} completion tokens" in line and "estimate (4 characters per token; " in line
+        if vendor == "openai" and importlib.util.find_spec("tiktoken") is None:
+            assert "tiktoken is not installed" in line  # the line says why it is an estimate
+        elif vendor != "openai":
+            assert f"no local {vendor} tokenizer" in line
         tokens = int(line.split("); ")[1].split(" prompt tokens")[0])
         assert 2 * n * 20 < tokens < 2 * n * 1000
         monkeypatch.setenv("STUB_KEY", "k")
