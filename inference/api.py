@@ -92,6 +92,11 @@ def _retry_after(exc: BaseException) -> float | None:
         return None
 
 
+def _field(obj: Any, name: str) -> Any:
+    """A field of an SDK object or of its JSON (a batch result line)."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def _text(value: Any, vendor: str, what: str) -> str:
     if not isinstance(value, str):
         raise MalformedReply(f"{vendor} reply: {what} is {type(value).__name__}, not text")
@@ -145,18 +150,26 @@ class _OpenAIClient:
         self.errors: tuple[type[BaseException], ...] = (openai.OpenAIError,)
         self.transient: tuple[type[BaseException], ...] = (openai.APITimeoutError, openai.APIConnectionError)
 
-    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
-        response = await self.client.chat.completions.create(
-            model=model,
-            messages=messages(prompt, system),
-            seed=seed,
-            n=1,
+    def body(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> dict[str, Any]:
+        """The request body (also one line of a batch)."""
+        return {
+            "model": model,
+            "messages": messages(prompt, system),
+            "seed": seed,
+            "n": 1,
             **sent_sampling(self.vendor, self.send_sampling, sampling),
-        )
-        choices = getattr(response, "choices", None)  # the SDK does not validate replies: check them here
+        }
+
+    @staticmethod
+    def text(response: Any) -> str:
+        """The answer of a chat completion (an SDK object or its JSON); the SDK does not validate replies."""
+        choices = _field(response, "choices")
         if not isinstance(choices, list) or not choices:
             raise MalformedReply("openai reply: no choices")
-        return _text(getattr(getattr(choices[0], "message", None), "content", None), self.vendor, "message content")
+        return _text(_field(_field(choices[0], "message"), "content"), "openai", "message content")
+
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+        return self.text(await self.client.chat.completions.create(**self.body(model, prompt, system, sampling, seed)))
 
     async def close(self) -> None:
         await self.client.close()
@@ -173,24 +186,28 @@ class _AnthropicClient:
         self.errors = (anthropic.AnthropicError,)
         self.transient = (anthropic.APITimeoutError, anthropic.APIConnectionError)
 
-    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
-        body = sent_sampling(self.vendor, self.send_sampling, sampling)
-        message = await self.client.messages.create(
-            model=model,
-            max_tokens=body.pop("max_tokens"),
-            messages=[{"role": "user", "content": prompt}],
+    def body(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> dict[str, Any]:
+        """The request parameters (also the `params` of a batch request); Anthropic takes no seed."""
+        return {
+            "model": model,
+            "messages": [{"role": "user", "content": prompt}],
             **({"system": system} if system else {}),
-            extra_body=body or None,
-        )
-        blocks = getattr(message, "content", None)  # not validated by the SDK either
-        texts = (
-            [getattr(b, "text", None) for b in blocks if getattr(b, "type", "") == "text"]
-            if isinstance(blocks, list)
-            else []
-        )
+            **sent_sampling(self.vendor, self.send_sampling, sampling),
+        }
+
+    @staticmethod
+    def text(message: Any) -> str:
+        """The answer of a message (an SDK object or its JSON): its text blocks; not validated by the SDK."""
+        blocks = _field(message, "content")
+        texts = [_field(b, "text") for b in blocks if _field(b, "type") == "text"] if isinstance(blocks, list) else []
         if not texts:
             raise MalformedReply("anthropic reply: no text block")
-        return "".join(_text(t, self.vendor, "text block") for t in texts)
+        return "".join(_text(t, "anthropic", "text block") for t in texts)
+
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+        body = self.body(model, prompt, system, sampling, seed)
+        typed = {key: body.pop(key) for key in ("model", "max_tokens", "messages", "system") if key in body}
+        return self.text(await self.client.messages.create(**typed, extra_body=body or None))
 
     async def close(self) -> None:
         await self.client.close()
@@ -213,12 +230,22 @@ class _GeminiClient:
         self.errors = (errors.APIError, httpx2.TransportError)
         self.transient = (httpx2.TransportError,)
 
-    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+    def body(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> dict[str, Any]:
+        """The `generate_content` arguments but the model (also one inlined request of a batch)."""
         knobs = sent_sampling(self.vendor, self.send_sampling, sampling)
-        config = self.types.GenerateContentConfig(system_instruction=system, seed=seed, **knobs)
-        response = await self.client.aio.models.generate_content(model=model, contents=prompt, config=config)
-        # The SDK validates types; `text` is None without candidates or text parts.
-        return _text(response.text, self.vendor, "the text of the first candidate")
+        return {
+            "contents": prompt,
+            "config": self.types.GenerateContentConfig(system_instruction=system, seed=seed, **knobs),
+        }
+
+    @staticmethod
+    def text(response: Any) -> str:
+        """The answer of a GenerateContentResponse (the SDK validates types; `text` is None without text parts)."""
+        return _text(response.text, "gemini", "the text of the first candidate")
+
+    async def complete(self, model: str, prompt: str, system: str | None, sampling: Sampling, seed: int) -> str:
+        body = self.body(model, prompt, system, sampling, seed)
+        return self.text(await self.client.aio.models.generate_content(model=model, **body))
 
     async def close(self) -> None:
         await self.client.aio.aclose()
@@ -439,7 +466,7 @@ class ApiBackend:
         jobs = []
         for request in requests:
             for idx in request.sample_indices:
-                key = self.cache_key(request, idx, sampling) if self.cache is not None else ""
+                key = self.cache_key(request, idx, sampling)  # also a batch request's custom id
                 text = self.cache.get(key) if self.cache is not None else None
                 if text is not None:
                     self.stats["api_cache_hits"] += 1

@@ -51,6 +51,10 @@ RESUME_NEUTRAL = (
     "api_cache_dir",
     "dry_run",
     "max_requests",
+    "api_batch",
+    "api_batch_size",
+    "api_batch_poll_s",
+    "api_batch_retry",
     "routing",
     "oracle_metric",
 )
@@ -203,6 +207,16 @@ class InferConfig(DecodingConfig):
         description="APIs: send at most this many requests (cache hits are free, retries not counted); "
         "the rest become NotSent error rows that a rerun sends",
     )
+    api_batch: bool = Field(
+        False,
+        description="APIs: send through the vendor's batch API (OpenAI Batch, Anthropic Message Batches, Gemini "
+        "batch mode; half price, results within 24 h); resumable from output_dir/api_batches.jsonl",
+    )
+    api_batch_size: int = Field(10_000, ge=1, description="api_batch: requests per submitted batch")
+    api_batch_poll_s: float = Field(30.0, gt=0, description="api_batch: seconds between polls of open batches")
+    api_batch_retry: bool = Field(
+        False, description="api_batch: send the items a batch failed or expired again as ordinary requests"
+    )
     dry_run: bool = Field(
         False,
         description="APIs: print the requests, cache hits, prompt tokens and max completion tokens a run "
@@ -251,7 +265,7 @@ class InferConfig(DecodingConfig):
                     "prompt tokens with (the vendor refuses over-long prompts itself)"
                 )
         else:
-            for key in ("dry_run", "max_requests"):
+            for key in ("dry_run", "max_requests", "api_batch", "api_batch_retry"):
                 if getattr(self, key):
                     raise ValueError(f"{key} is for the API backends {', '.join(API_BACKENDS)}, not {self.backend}")
         if self.selection == "orm" and not self.reward_model:

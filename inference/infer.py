@@ -58,7 +58,20 @@ def build_backend(cfg: InferConfig) -> Backend:
         from prompts.builder import load_template
 
         cache = ResponseCache(cfg.api_cache_dir or default_cache_dir()) if cfg.api_cache else None
-        return ApiBackend(
+        backend_class, batch = ApiBackend, {}
+        if cfg.api_batch:
+            from inference.api_batch import BatchApiBackend
+
+            backend_class, batch = (
+                BatchApiBackend,
+                {
+                    "folder": cfg.output_dir,
+                    "batch_size": cfg.api_batch_size,
+                    "poll_s": cfg.api_batch_poll_s,
+                    "retry_failed": cfg.api_batch_retry,
+                },
+            )
+        return backend_class(
             cfg.backend,
             cfg.model,
             api_key="" if cfg.dry_run else api_key_from_env(cfg.backend, cfg.api_key_env),
@@ -71,6 +84,7 @@ def build_backend(cfg: InferConfig) -> Backend:
             send_sampling=cfg.send_sampling,
             cache=cache,
             max_requests=cfg.max_requests,
+            **batch,
         )
     if cfg.backend == "vllm":
         from inference.vllm_backend import VllmBackend
@@ -310,7 +324,9 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     if stale:
         log.warning("%s: the input, model or ICL examples changed since these samples were made: starting over", out)
     if (cfg.force or stale) and not cfg.dry_run:
-        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json"):
+        from inference.api_batch import LEDGER  # the ledger of submitted batches
+
+        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json", LEDGER):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / EXPERTS_DIR, ignore_errors=True)
     check_resumable(cfg, out)
