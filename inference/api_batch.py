@@ -24,6 +24,10 @@ from inference.backend import Generation, Request, Sampling
 from run_config.errors import DataError, LexiconError
 
 LEDGER = "api_batches.jsonl"
+# The most one batch may carry, with room to spare: OpenAI's input file 200 MB, Anthropic's batch 256 MB,
+# Gemini's inlined requests 20 MB (counted: the UTF-8 prompt and system text + ITEM_OVERHEAD bytes each).
+MAX_BATCH_BYTES = {"openai": 190_000_000, "anthropic": 240_000_000, "gemini": 18_000_000}
+ITEM_OVERHEAD = 1024
 # Results: custom id -> (answer, None) or (None, one-line reason).
 Results = dict[str, tuple[str | None, str | None]]
 
@@ -75,6 +79,20 @@ class BatchLedger:
 
     def collected(self, vendor: str, batch_id: str) -> None:
         self._append({"event": "collected", "vendor": vendor, "batch_id": batch_id})
+
+
+def split_batches(sizes: list[int], max_items: int, max_bytes: int) -> list[slice]:
+    """Consecutive runs of items with at most `max_items` items and `max_bytes` bytes each (an item larger
+    than `max_bytes` goes alone)."""
+    out, start, total = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start == max_items or total + size > max_bytes):
+            out.append(slice(start, i))
+            start, total = i, 0
+        total += size
+    if start < len(sizes):
+        out.append(slice(start, len(sizes)))
+    return out
 
 
 def _line(reason: str) -> str:
@@ -248,8 +266,10 @@ class BatchApiBackend(ApiBackend):
                 self.stats["api_batches_resumed"] += len(open_batches)
                 waiting = {k for keys in open_batches.values() for k in keys}
                 fresh = [key for key in by_key if key not in waiting]
-                for start in range(0, len(fresh), self.batch_size):
-                    keys = fresh[start : start + self.batch_size]
+                system = len((self.system_prompt or "").encode())
+                sizes = [len(by_key[k][0].prompt.encode()) + system + ITEM_OVERHEAD for k in fresh]
+                for part in split_batches(sizes, self.batch_size, MAX_BATCH_BYTES[self.vendor]):
+                    keys = fresh[part]
                     items = [
                         BatchItem(k, by_key[k][0].prompt, self.seed(by_key[k][0], by_key[k][1], sampling)) for k in keys
                     ]

@@ -212,7 +212,13 @@ class InferConfig(DecodingConfig):
         description="APIs: send through the vendor's batch API (OpenAI Batch, Anthropic Message Batches, Gemini "
         "batch mode; half price, results within 24 h); resumable from output_dir/api_batches.jsonl",
     )
-    api_batch_size: int = Field(10_000, ge=1, description="api_batch: requests per submitted batch")
+    api_batch_size: int = Field(
+        10_000,
+        ge=1,
+        le=50_000,
+        description="api_batch: requests per submitted batch, at most (OpenAI's cap: 50000; batches are "
+        "also kept under the vendors' size caps: 200 MB OpenAI, 256 MB Anthropic, 20 MB Gemini)",
+    )
     api_batch_poll_s: float = Field(30.0, gt=0, description="api_batch: seconds between polls of open batches")
     api_batch_retry: bool = Field(
         False, description="api_batch: send the items a batch failed or expired again as ordinary requests"

@@ -4,7 +4,9 @@ and Gemini batch mode (inlined requests), in each vendor's wire format.
 A batch ends `batch_s * n` seconds after it was created, n being its creation order (1, 2, ...), so the
 batches of one run end one after another. Each item is answered with `answer(prompt)`; an item whose
 prompt contains `fail_on` fails (HTTP 500 inside the batch) and one containing `expire_on` expires
-(OpenAI `batch_expired`, Anthropic `expired`, Gemini `DEADLINE_EXCEEDED`).
+(OpenAI `batch_expired`, Anthropic `expired`, Gemini `DEADLINE_EXCEEDED`). Batches created while
+`expire_batches` is set expire whole: OpenAI status `expired` with every item `batch_expired`, every
+Anthropic item `expired`, Gemini `BATCH_STATE_EXPIRED` without output.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class StubBatches:
         self.batches: dict[str, dict[str, Any]] = {}
         self.created: list[str] = []
         self.items = 0
+        self.expire_batches = False  # batches created while True expire whole (no item is answered)
         self._files: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
@@ -74,17 +77,17 @@ class StubBatches:
         with self._lock:
             batch_id = f"{prefix}{len(self.created) + 1:04d}"
             now = time.time()
-            batch = {"id": batch_id, "items": items, "model": model, "created": now}
+            batch = {"id": batch_id, "items": items, "model": model, "created": now, "expire": self.expire_batches}
             batch["ends"] = now + self.batch_s * (len(self.created) + 1)
             self.batches[batch_id] = batch
             self.created.append(batch_id)
             self.items += len(items)
         return batch
 
-    def _outcome(self, body: dict[str, Any]) -> str:
+    def _outcome(self, batch: dict[str, Any], body: dict[str, Any]) -> str:
         """'expired', 'failed' or the answer text of one item."""
         prompt = self._prompt_text(self.vendor, body)
-        if self.expire_on and self.expire_on in prompt:
+        if batch["expire"] or self.expire_on and self.expire_on in prompt:
             return "expired"
         if self.fail_on and self.fail_on in prompt:
             return "failed"
@@ -135,7 +138,7 @@ class StubBatches:
         if ended and "output_file_id" not in batch:
             out, errors = [], []
             for n, (custom_id, body) in enumerate(batch["items"]):
-                outcome = self._outcome(body)
+                outcome = self._outcome(batch, body)
                 row: dict[str, Any] = {"id": f"batch_req_{n}", "custom_id": custom_id, "error": None}
                 if outcome == "expired":
                     row["response"] = None
@@ -168,7 +171,7 @@ class StubBatches:
             "errors": None,
             "input_file_id": batch["input_file_id"],
             "completion_window": "24h",
-            "status": "completed" if ended else "in_progress",
+            "status": ("expired" if batch["expire"] else "completed") if ended else "in_progress",
             "output_file_id": batch.get("output_file_id"),
             "error_file_id": batch.get("error_file_id"),
             "created_at": int(batch["created"]),
@@ -196,7 +199,7 @@ class StubBatches:
             return _json({"type": "error", "error": {"type": "not_found_error", "message": "not ended"}}, 404)
         rows = []
         for custom_id, params in batch["items"]:
-            outcome = self._outcome(params)
+            outcome = self._outcome(batch, params)
             if outcome == "expired":
                 result: dict[str, Any] = {"type": "expired"}
             elif outcome == "failed":
@@ -208,7 +211,7 @@ class StubBatches:
 
     def _anthropic_batch(self, batch: dict[str, Any], headers: Any) -> dict[str, Any]:
         ended, n = self._ended(batch), len(batch["items"])
-        outcomes = [self._outcome(params) for _, params in batch["items"]] if ended else []
+        outcomes = [self._outcome(batch, params) for _, params in batch["items"]] if ended else []
         expired, failed = outcomes.count("expired"), outcomes.count("failed")
         return {
             "id": batch["id"],
@@ -246,14 +249,16 @@ class StubBatches:
             "model": f"models/{batch['model']}",
             "name": f"batches/{batch['id']}",
             "displayName": "lm-lexicon",
-            "state": "BATCH_STATE_SUCCEEDED" if ended else "BATCH_STATE_RUNNING",
+            "state": ("BATCH_STATE_EXPIRED" if batch["expire"] else "BATCH_STATE_SUCCEEDED")
+            if ended
+            else "BATCH_STATE_RUNNING",
             "createTime": _iso(batch["created"]),
             "updateTime": _iso(min(time.time(), batch["ends"])),
         }
-        if ended:
+        if ended and not batch["expire"]:  # an expired Gemini batch has no output
             responses = []
             for key, request in batch["items"]:
-                outcome = self._outcome(request)
+                outcome = self._outcome(batch, request)
                 row: dict[str, Any] = {"metadata": {"key": key}}
                 if outcome == "expired":
                     row["error"] = {"code": 4, "message": "Deadline expired before operation could complete."}

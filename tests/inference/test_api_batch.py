@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dataset.predictions import read_rows
-from inference.api_batch import LEDGER, BatchLedger
+from inference.api_batch import LEDGER, BatchLedger, split_batches
 from inference.infer import main
 from inference.stub_server import StubServer
 
@@ -131,3 +131,31 @@ def test_batch_kill_and_resume(vendor, wordnet_rows, tmp_path, monkeypatch):
 def test_batch_is_refused_for_local_models(wordnet_rows, tmp_path):
     base = ["--backend", "local", "--model", "m", "--input", str(wordnet_rows), "--output-dir", str(tmp_path)]
     assert main(base + ["--api-batch"]) == 2
+
+
+def test_batches_split_by_count_and_size():
+    assert split_batches([1] * 7, 3, 100) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert split_batches([40, 40, 40, 150, 10], 10, 100) == [slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 5)]
+    assert split_batches([], 3, 100) == []
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_expired_batch_is_error_rows_then_resubmitted(vendor, wordnet_rows, tmp_path, monkeypatch, capsys):
+    """A whole batch expires (no answer): every row is a counted error row and the run exits 1; the rerun
+    submits those requests again."""
+    monkeypatch.setenv("STUB_KEY", "k")
+    n = len(wordnet_rows.read_text().splitlines())
+    out = tmp_path / "out"
+    with StubServer(vendor, batch_s=0.1) as stub:
+        stub.batches.expire_batches = True
+        args = argv(vendor, wordnet_rows, out, stub.base_url, tmp_path / "cache")
+        assert main(args) == 1
+        assert "every one of the 24 inputs failed" in capsys.readouterr().err
+        rows = read_rows(out / "samples.jsonl")[0]
+        assert len(rows) == n and all(r["prediction"] is None and r["error"].startswith("BatchError") for r in rows)
+        if vendor == "gemini":  # the batch ended without output: the reason names its state
+            assert "ended JOB_STATE_EXPIRED without this request's result" in rows[0]["error"]
+        stub.batches.expire_batches = False
+        assert main(args) == 0
+        assert len(stub.batches.created) == 2 and stub.batches.items == 2 * n
+    assert all(r["error"] is None for r in read_rows(out / "predictions.jsonl")[0])
