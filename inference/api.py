@@ -73,7 +73,7 @@ class RateLimiter:
             await asyncio.sleep(start - now)
 
 
-def _status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     for attr in ("status_code", "code", "status"):
         value = getattr(exc, attr, None)
         if isinstance(value, int):
@@ -83,7 +83,7 @@ def _status(exc: BaseException) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _retry_after(exc: BaseException) -> float | None:
+def retry_after_s(exc: BaseException) -> float | None:
     headers = getattr(getattr(exc, "response", None), "headers", None)
     value = headers.get("retry-after") if headers is not None else None
     try:
@@ -263,7 +263,7 @@ def api_key_from_env(vendor: str, env_name: str | None = None) -> str:
     return key
 
 
-def _reason(exc: BaseException, timeout_s: float) -> str:
+def failure_reason(exc: BaseException, timeout_s: float) -> str:
     """One line saying why an attempt failed."""
     if isinstance(exc, TimeoutError):
         return f"TimeoutError: no complete reply within timeout_s {timeout_s:g}"
@@ -442,11 +442,11 @@ class ApiBackend:
                     client.complete(self.name, request.prompt, self.system_prompt, sampling, seed), self.timeout_s
                 )
             except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
-                status = _status(exc)
-                await control.release(status if status is not None else 0, _retry_after(exc))
+                status = http_status(exc)
+                await control.release(status if status is not None else 0, retry_after_s(exc))
                 transient = isinstance(exc, (*client.transient, *BROKEN_REPLY, TimeoutError)) or status in RETRY_STATUS
                 if transient and attempt < self.retry.max_retries:
-                    await asyncio.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
+                    await asyncio.sleep(self.retry.delay(attempt, retry_after_s(exc), rng))
                     continue
                 tries = f" (after {attempt + 1} attempts)" if attempt else ""
                 return Generation(
@@ -454,7 +454,7 @@ class ApiBackend:
                     sample_idx,
                     None,
                     time.monotonic() - start,
-                    _reason(exc, self.timeout_s)[:500] + tries,
+                    failure_reason(exc, self.timeout_s)[:500] + tries,
                 )
             await control.release(None, None)
             return Generation(request.item_id, sample_idx, text, time.monotonic() - start)

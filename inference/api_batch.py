@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.api import BROKEN_REPLY, CLIENTS, RETRY_STATUS, ApiBackend, _reason, _retry_after, _status
+from inference.api import BROKEN_REPLY, CLIENTS, RETRY_STATUS, ApiBackend, failure_reason, http_status, retry_after_s
 from inference.backend import Generation, Request, Sampling
 from run_config.errors import DataError, LexiconError
 
@@ -244,14 +244,31 @@ class BatchApiBackend(ApiBackend):
             try:
                 return runner.run(asyncio.wait_for(make(), self.timeout_s))
             except (*client.errors, *BROKEN_REPLY, TimeoutError) as exc:
-                transient = isinstance(exc, (*client.transient, TimeoutError)) or _status(exc) in RETRY_STATUS
+                transient = isinstance(exc, (*client.transient, TimeoutError)) or http_status(exc) in RETRY_STATUS
                 if not transient or attempt == self.retry.max_retries:
                     raise LexiconError(
-                        f"{self.vendor} batch API: {what} failed: {_reason(exc, self.timeout_s)[:300]} "
+                        f"{self.vendor} batch API: {what} failed: {failure_reason(exc, self.timeout_s)[:300]} "
                         f"(submitted batches are in {self.ledger.path}: rerun to pick them up)"
                     ) from exc
-                time.sleep(self.retry.delay(attempt, _retry_after(exc), rng))
+                time.sleep(self.retry.delay(attempt, retry_after_s(exc), rng))
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _submit(
+        self, runner: asyncio.Runner, client: Any, api: Any, jobs: dict[str, tuple[Request, int]], sampling: Sampling
+    ) -> dict[str, list[str]]:
+        """Submit `jobs` (by custom id) in batches, each recorded in the ledger once accepted; returns them."""
+        system = len((self.system_prompt or "").encode())
+        keys = list(jobs)
+        sizes = [len(jobs[k][0].prompt.encode()) + system + ITEM_OVERHEAD for k in keys]
+        submitted = {}
+        for part in split_batches(sizes, self.batch_size, MAX_BATCH_BYTES[self.vendor]):
+            items = [BatchItem(k, jobs[k][0].prompt, self.seed(*jobs[k], sampling)) for k in keys[part]]
+            batch_id = self._call(runner, client, "submitting a batch", lambda: api.submit(items))
+            self.ledger.submitted(self.vendor, batch_id, keys[part])
+            submitted[batch_id] = keys[part]
+            self.stats["api_batches_submitted"] += 1
+            self.stats["api_requests_sent"] += len(items)
+        return submitted
 
     def _send(self, jobs: Iterator[tuple[Request, int, str]], sampling: Sampling) -> Iterator[Generation]:
         by_key = {key: (request, idx) for request, idx, key in jobs}
@@ -262,22 +279,11 @@ class BatchApiBackend(ApiBackend):
             client = CLIENTS[self.vendor](*self._client_args)
             api = BATCH_APIS[self.vendor](client, self.name, self.system_prompt, sampling)
             try:
-                open_batches = self.ledger.open_batches(self.vendor)
+                open_batches = self.ledger.open_batches(self.vendor)  # a killed run's: picked up, not resent
                 self.stats["api_batches_resumed"] += len(open_batches)
                 waiting = {k for keys in open_batches.values() for k in keys}
-                fresh = [key for key in by_key if key not in waiting]
-                system = len((self.system_prompt or "").encode())
-                sizes = [len(by_key[k][0].prompt.encode()) + system + ITEM_OVERHEAD for k in fresh]
-                for part in split_batches(sizes, self.batch_size, MAX_BATCH_BYTES[self.vendor]):
-                    keys = fresh[part]
-                    items = [
-                        BatchItem(k, by_key[k][0].prompt, self.seed(by_key[k][0], by_key[k][1], sampling)) for k in keys
-                    ]
-                    batch_id = self._call(runner, client, "submitting a batch", lambda: api.submit(items))
-                    self.ledger.submitted(self.vendor, batch_id, keys)
-                    open_batches[batch_id] = keys
-                    self.stats["api_batches_submitted"] += 1
-                    self.stats["api_requests_sent"] += len(keys)
+                fresh = {k: job for k, job in by_key.items() if k not in waiting}
+                open_batches |= self._submit(runner, client, api, fresh, sampling)
                 began = time.monotonic()
                 while open_batches:
                     for batch_id in list(open_batches):
@@ -285,11 +291,9 @@ class BatchApiBackend(ApiBackend):
                         if not ended:
                             continue
                         results = self._call(runner, client, f"reading {batch_id}", lambda: api.results(batch_id))
+                        missing = None, f"BatchError: batch {batch_id} ended {status} without this request's result"
                         for key in open_batches.pop(batch_id):
-                            text, error = results.get(key) or (
-                                None,
-                                f"BatchError: batch {batch_id} ended {status} without this request's result",
-                            )
+                            text, error = results.get(key) or missing
                             if error is None and self.cache is not None:
                                 self.cache.put(key, self.vendor, self.name, text)
                             if key not in by_key:  # submitted by an earlier run, no longer wanted: cached only
