@@ -400,20 +400,18 @@ class ApiBackend:
 
     def plan(self, requests: Sequence[Request], sampling: Sampling) -> dict[str, Any]:
         """What a run would send, without a network call: samples, cache hits, requests, tokens."""
-        jobs = [(r, i) for r in requests for i in r.sample_indices]
-        hits = sum(
-            self.cache is not None and self.cache.get(self.cache_key(r, i, sampling)) is not None for r, i in jobs
-        )
-        to_send = [
-            (r, i) for r, i in jobs if self.cache is None or self.cache.get(self.cache_key(r, i, sampling)) is None
-        ]
+        jobs = [(r, i, self.cache_key(r, i, sampling)) for r in requests for i in r.sample_indices]
+        missing = [(r, i, k) for r, i, k in jobs if self.cache is None or self.cache.get(k) is None]
+        sent_before = self.already_sent()
+        to_send = [(r, i) for r, i, k in missing if k not in sent_before]
         sent = to_send[: self.max_requests] if self.max_requests is not None else to_send
         tokens, counted_with = count_prompt_tokens(
             self.vendor, self.name, [(self.system_prompt or "") + r.prompt for r, _ in sent]
         )
         return {
             "samples": len(jobs),
-            "cache_hits": hits,
+            "cache_hits": len(jobs) - len(missing),
+            "awaited": len(missing) - len(to_send),
             "requests": len(sent),
             "not_sent": len(to_send) - len(sent),
             "prompt_tokens": tokens,
@@ -463,7 +461,7 @@ class ApiBackend:
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
         for key in ("api_cache_hits", "api_requests_sent", "api_retries", "api_not_sent"):
             self.stats.setdefault(key, 0)
-        jobs = []
+        jobs, waiting, sent_before = [], [], self.already_sent()
         for request in requests:
             for idx in request.sample_indices:
                 key = self.cache_key(request, idx, sampling)  # also a batch request's custom id
@@ -472,15 +470,19 @@ class ApiBackend:
                     self.stats["api_cache_hits"] += 1
                     yield Generation(request.item_id, idx, text, 0.0)
                 else:
-                    jobs.append((request, idx, key))
+                    (waiting if key in sent_before else jobs).append((request, idx, key))
         if self.max_requests is not None and len(jobs) > self.max_requests:
             reason = f"NotSent: max_requests {self.max_requests} reached (rerun to send it)"
             for request, idx, _ in jobs[self.max_requests :]:
                 self.stats["api_not_sent"] += 1
                 yield Generation(request.item_id, idx, None, 0.0, reason)
             jobs = jobs[: self.max_requests]
-        if jobs:
-            yield from self._send(iter(jobs), sampling)
+        if jobs or waiting:
+            yield from self._send(iter(waiting + jobs), sampling)
+
+    def already_sent(self) -> set[str]:
+        """Keys of requests sent by an earlier run whose answers are still to come (batches): not resent."""
+        return set()
 
     def _send(self, jobs: Iterator[tuple[Request, int, str]], sampling: Sampling) -> Iterator[Generation]:
         with asyncio.Runner() as runner:

@@ -237,6 +237,9 @@ class BatchApiBackend(ApiBackend):
         self.ledger = BatchLedger(folder)
         self.batch_size, self.poll_s, self.retry_failed = batch_size, poll_s, retry_failed
 
+    def already_sent(self) -> set[str]:
+        return {k for keys in self.ledger.open_batches(self.vendor).values() for k in keys}
+
     def _call(self, runner: asyncio.Runner, client: Any, what: str, make: Any) -> Any:
         """Run one batch call (`make()` gives its coroutine), retrying transient failures like any request."""
         rng = random.Random(0)

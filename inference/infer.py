@@ -399,6 +399,7 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"infer: dry run, nothing sent: {summary['requests']} requests to send ({summary['samples']} samples "
             f"to generate, {summary['cache_hits']} cache hits, {summary['done_samples']} samples done, "
+            f"{summary['awaited']} awaited from open batches, "
             f"{summary['not_sent']} over max_requests); {summary['prompt_tokens']} prompt tokens "
             f"({summary['prompt_tokens_counted_with']}), at most {summary['max_completion_tokens']} completion tokens"
         )

@@ -91,7 +91,7 @@ def test_batch_answers_errors_retry_and_cache(vendor, wordnet_rows, tmp_path, mo
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
-def test_batch_kill_and_resume(vendor, wordnet_rows, tmp_path, monkeypatch):
+def test_batch_kill_and_resume(vendor, wordnet_rows, tmp_path, monkeypatch, capsys):
     """SIGKILL while batches run: the first batch's rows are already written; the rerun submits nothing new,
     picks up the open batch ids from the ledger and writes every row exactly once."""
     monkeypatch.setenv("STUB_KEY", "k")
@@ -115,7 +115,15 @@ def test_batch_kill_and_resume(vendor, wordnet_rows, tmp_path, monkeypatch):
         assert len(stub.batches.created) == 3
         written = len(read_rows(samples)[0])
         assert 8 <= written < n  # partial results: the first batch's rows, the others still running
-        assert len(BatchLedger(out).open_batches(vendor)) == 3 - written // 8
+        open_batches = BatchLedger(out).open_batches(vendor)
+        assert len(open_batches) == 3 - written // 8
+        # A dry run now: nothing to send, the open batches' requests awaited (not counted as new requests).
+        capsys.readouterr()
+        assert main(args + ["--dry-run"]) == 0 and len(stub.batches.created) == 3
+        awaited = sum(len(keys) for keys in open_batches.values())
+        line = capsys.readouterr().out
+        assert f"0 requests to send ({n - written} samples to generate, 0 cache hits, {written} samples done, " in line
+        assert f"{awaited} awaited from open batches" in line
         assert main(args) == 0
         assert len(stub.batches.created) == 3 and stub.requests == []  # nothing resubmitted
         summary = json.loads((out / "summary.json").read_text())
