@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import time
@@ -21,7 +22,9 @@ from typing import Any
 
 from inference.api import BROKEN_REPLY, CLIENTS, RETRY_STATUS, ApiBackend, failure_reason, http_status, retry_after_s
 from inference.backend import Generation, Request, Sampling
-from run_config.errors import DataError, LexiconError
+from run_config.errors import LexiconError
+
+log = logging.getLogger(__name__)
 
 LEDGER = "api_batches.jsonl"
 # The most one batch may carry, with room to spare: OpenAI's input file 200 MB, Anthropic's batch 256 MB,
@@ -55,10 +58,9 @@ class BatchLedger:
         for n, line in enumerate(lines, 1):
             try:
                 row = json.loads(line)
-            except ValueError:
-                if n == len(lines):
-                    continue  # a last line cut off by a kill
-                raise DataError(self.path, n, "batch_id", "not JSON; delete the file to forget its batches") from None
+            except ValueError:  # a line cut off by a kill (the next append started a new line)
+                log.warning("%s:%d: a cut-off line, skipped (its batch, if any, is not picked up)", self.path, n)
+                continue
             if row.get("vendor") != vendor:
                 continue
             if row["event"] == "submitted":
@@ -69,8 +71,10 @@ class BatchLedger:
 
     def _append(self, row: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        with open(self.path, "a+b") as f:
+            f.seek(0, os.SEEK_END)
+            cut = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"  # a line cut off by a kill
+            f.write((b"\n" if cut else b"") + json.dumps(row).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
 

@@ -167,3 +167,15 @@ def test_expired_batch_is_error_rows_then_resubmitted(vendor, wordnet_rows, tmp_
         assert main(args) == 0
         assert len(stub.batches.created) == 2 and stub.batches.items == 2 * n
     assert all(r["error"] is None for r in read_rows(out / "predictions.jsonl")[0])
+
+
+def test_ledger_survives_a_cut_off_line(tmp_path):
+    ledger = BatchLedger(tmp_path)
+    ledger.submitted("openai", "batch_1", ["a", "b"])
+    with open(ledger.path, "a", encoding="utf-8") as f:
+        f.write('{"event": "submitted", "vendor": "openai", "batch_id": "ba')  # killed mid-write
+    ledger.submitted("openai", "batch_2", ["c"])
+    ledger.submitted("anthropic", "msgbatch_1", ["d"])
+    ledger.collected("openai", "batch_1")
+    assert ledger.open_batches("openai") == {"batch_2": ["c"]}
+    assert ledger.open_batches("anthropic") == {"msgbatch_1": ["d"]}
