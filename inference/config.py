@@ -47,6 +47,14 @@ RESUME_NEUTRAL = (
     "api_key_env",
     "max_prompt_tokens",
     "icl_cache_dir",
+    "api_cache",
+    "api_cache_dir",
+    "dry_run",
+    "max_requests",
+    "api_batch",
+    "api_batch_size",
+    "api_batch_poll_s",
+    "api_batch_retry",
     "routing",
     "oracle_metric",
 )
@@ -185,6 +193,41 @@ class InferConfig(DecodingConfig):
     timeout_s: float = Field(
         60.0, gt=0, description="API: seconds for a whole request attempt, first to last byte (then retried)"
     )
+    api_cache: bool = Field(
+        True,
+        description="APIs: answer from the response cache and store new answers (--no-api-cache: ask again)",
+    )
+    api_cache_dir: str | None = Field(
+        None,
+        description="APIs: the response cache, shared by every output folder (default: <asset cache>/api-responses)",
+    )
+    max_requests: int | None = Field(
+        None,
+        ge=1,
+        description="APIs: send at most this many requests (cache hits are free, retries not counted); "
+        "the rest become NotSent error rows that a rerun sends",
+    )
+    api_batch: bool = Field(
+        False,
+        description="APIs: send through the vendor's batch API (OpenAI Batch, Anthropic Message Batches, Gemini "
+        "batch mode; half price, results within 24 h); resumable from output_dir/api_batches.jsonl",
+    )
+    api_batch_size: int = Field(
+        10_000,
+        ge=1,
+        le=50_000,
+        description="api_batch: requests per submitted batch, at most (OpenAI's cap: 50000; batches are "
+        "also kept under the vendors' size caps: 200 MB OpenAI, 256 MB Anthropic, 20 MB Gemini)",
+    )
+    api_batch_poll_s: float = Field(30.0, gt=0, description="api_batch: seconds between polls of open batches")
+    api_batch_retry: bool = Field(
+        False, description="api_batch: send the items a batch failed or expired again as ordinary requests"
+    )
+    dry_run: bool = Field(
+        False,
+        description="APIs: print the requests, cache hits, prompt tokens and max completion tokens a run "
+        "would send, then exit without a network call",
+    )
     parse_answer: Literal["auto", "always", "never"] = Field(
         "auto",
         description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
@@ -227,6 +270,10 @@ class InferConfig(DecodingConfig):
                     f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
                     "prompt tokens with (the vendor refuses over-long prompts itself)"
                 )
+        else:
+            for key in ("dry_run", "max_requests", "api_batch", "api_batch_retry"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is for the API backends {', '.join(API_BACKENDS)}, not {self.backend}")
         if self.selection == "orm" and not self.reward_model:
             raise ValueError("selection orm needs reward_model (a train-reward output folder)")
         if self.selection != "first" and self.task not in ("word_interpretation",):
