@@ -22,6 +22,7 @@ from clustering.embed import EmbedderSpec, SentenceEncoder, TextEncoder, TfidfEn
 from clustering.kmeans import normalize_rows, similarities
 from dataset.records import read_records
 from run_config.cli import config_from_args, existing_file, run_main, stage_parser
+from run_config.devices import resolve_device
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open
 
@@ -42,13 +43,14 @@ class DomainAssigner:
         encoder: TextEncoder | None = None,
         device: str = "auto",
         batch_size: int = 64,
+        dtype: str = "auto",
     ) -> None:
         self.spec, self.centroids = spec, centroids
-        self._encoder, self._device, self._batch_size = encoder, device, batch_size
+        self._encoder, self._device, self._batch_size, self._dtype = encoder, device, batch_size, dtype
 
     def with_centroids(self, spec: EmbedderSpec, centroids: np.ndarray) -> DomainAssigner:
         """Return an assigner for new centroids that shares this one's (loaded) encoder."""
-        return DomainAssigner(spec, centroids, self._encoder, self._device, self._batch_size)
+        return DomainAssigner(spec, centroids, self._encoder, self._device, self._batch_size, self._dtype)
 
     @property
     def num_clusters(self) -> int:
@@ -62,7 +64,7 @@ class DomainAssigner:
     def encode(self, texts: Sequence[str]):
         """Embed texts exactly as the training rows were (unit-norm rows)."""
         if self._encoder is None:
-            self._encoder = SentenceEncoder(self.spec, self._device, self._batch_size)
+            self._encoder = SentenceEncoder(self.spec, self._device, self._batch_size, self._dtype)
         out = self._encoder.encode(texts)
         return out if self.spec.kind == "tfidf" else normalize_rows(out)
 
@@ -83,7 +85,9 @@ class DomainAssigner:
         return np.argmax(self.scores(pairs), axis=1).astype(np.int64)
 
 
-def load_assigner(cluster_dir: str | Path, device: str = "auto", batch_size: int = 64) -> DomainAssigner:
+def load_assigner(
+    cluster_dir: str | Path, device: str = "auto", batch_size: int = 64, dtype: str = "auto"
+) -> DomainAssigner:
     """Load the assigner saved by the cluster stage in `cluster_dir`."""
     d = Path(cluster_dir)
     for missing in missing_assigner_files(d):
@@ -94,7 +98,7 @@ def load_assigner(cluster_dir: str | Path, device: str = "auto", batch_size: int
     if spec.kind == "tfidf":
         data = json.loads((d / TFIDF_FILE).read_text(encoding="utf-8"))
         encoder = TfidfEncoder(data["vocabulary"], data["idf"])
-    return DomainAssigner(spec, centroids, encoder, device, batch_size)
+    return DomainAssigner(spec, centroids, encoder, device, batch_size, dtype)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, AssignConfig)
+    resolve_device(cfg.device)
     records = list(read_records(existing_file(cfg.input)))
-    assigner = load_assigner(cfg.cluster_dir, cfg.device, cfg.batch_size)
+    assigner = load_assigner(cfg.cluster_dir, cfg.device, cfg.batch_size, cfg.dtype)
     labels = assigner.assign([(r.term, r.context) for r in records])
     with atomic_open(cfg.output) as f:
         for r, c in zip(records, labels.tolist()):

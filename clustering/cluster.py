@@ -32,6 +32,7 @@ from clustering.kmeans import Matrix, spherical_kmeans
 from clustering.report import cluster_quality, example_terms, plot_scatter, silhouette
 from dataset.records import SPLITS, Record, read_records
 from run_config.cli import config_from_args, existing_file, run_main, skip_finished, stage_parser
+from run_config.devices import resolve_device
 from run_config.errors import DataError
 from run_config.runtime import (
     AtomicFileSet,
@@ -108,10 +109,12 @@ def build_partition(cfg: ClusterConfig, train: list[Record]) -> Partition:
         labels, centroids, info = _kmeans(cfg, x)
         return Partition(labels, centroids, spec, DomainAssigner(spec, centroids, tfidf), x, tfidf, info)
     spec = make_spec(cfg.embedder, cfg.text_field, cfg.template, cfg.embed_prompt, cfg.max_length)
-    assigner = DomainAssigner(spec, np.zeros((k, 0), dtype=np.float32), device=cfg.device, batch_size=cfg.batch_size)
+    assigner = DomainAssigner(
+        spec, np.zeros((k, 0), dtype=np.float32), device=cfg.device, batch_size=cfg.batch_size, dtype=cfg.dtype
+    )
     cache = Path(cfg.cache_dir) if cfg.cache_dir else Path(cfg.output_dir) / "embeddings"
     # The assigner loads the model on first use, so a cache hit never loads it.
-    x = embed_cached(_texts(train, cfg.text_field, cfg.template), spec, cache, encoder=assigner)
+    x = embed_cached(_texts(train, cfg.text_field, cfg.template), spec, cache, encoder=assigner, dtype=cfg.dtype)
     spec = spec.model_copy(update={"dim": int(x.shape[1])})
     labels, centroids, info = _kmeans(cfg, x)
     return Partition(labels, centroids, spec, assigner.with_centroids(spec, centroids), x, kmeans=info)
@@ -212,6 +215,8 @@ def is_up_to_date(cfg: ClusterConfig) -> bool:
 
 def cluster(cfg: ClusterConfig) -> dict:
     """Run the stage and return the report."""
+    if cfg.partition == "semantic":
+        resolve_device(cfg.device)  # a GPU this machine lacks is refused before any row is read
     set_seed(cfg.seed)
     splits = read_splits(existing_file(cfg.input))
     train = splits["train"]

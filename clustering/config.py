@@ -7,7 +7,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from clustering.embed import TextField
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
+
+EMBEDDER_DTYPE_HELP = "embedder weights (auto: float16 for a remote-code embedder, NV-Embed-v2, on a GPU; else float32)"
 
 
 class ClusterConfig(StageConfig):
@@ -41,7 +44,8 @@ class ClusterConfig(StageConfig):
     embed_prompt: str | None = Field(None, description="instruction prefix (default: the preset's)")
     max_length: int | None = Field(None, ge=8, description="embedder max tokens (default: the preset's)")
     batch_size: int = Field(64, ge=1, description="embedding batch size")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
+    device: Device = Field("auto", description=DEVICE_HELP)
+    dtype: Dtype = Field("auto", description=EMBEDDER_DTYPE_HELP)
     cache_dir: str | None = Field(None, description="embedding cache (default: <output_dir>/embeddings)")
     seed: int = Field(42, ge=0, description="k-means++ / random split seed")
     max_iter: int = Field(1000, ge=1, description="k-means iterations at most")
@@ -65,5 +69,6 @@ class AssignConfig(StageConfig):
     cluster_dir: str = Field(description="output folder of the cluster stage")
     input: str = Field(description="JSONL records to route")
     output: str = Field(description="JSONL of {id, cluster}")
-    device: str = Field("auto", description="auto, cpu, cuda, ...")
+    device: Device = Field("auto", description=DEVICE_HELP)
+    dtype: Dtype = Field("auto", description=EMBEDDER_DTYPE_HELP)
     batch_size: int = Field(64, ge=1, description="embedding batch size")

@@ -11,14 +11,14 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from clustering.kmeans import normalize_rows
 from prompts.builder import render_question
-from run_config.devices import resolve_device
+from run_config.devices import resolve_device, torch_dtype
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open, write_json
 
@@ -110,15 +110,22 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def embedder_dtype(spec: EmbedderSpec, device: str, dtype: str) -> Any:
+    """The torch dtype of the embedder's weights; `auto`: float16 for a remote-code embedder (NV-Embed-v2) on a
+    GPU, float32 otherwise (the embeddings k-means sees)."""
+    if dtype == "auto":
+        return torch_dtype("float16" if device.startswith("cuda") and spec.trust_remote_code else "float32")
+    return torch_dtype(dtype)
+
+
 class SentenceEncoder:
     """A sentence-transformers model applied with the spec's prompt, EOS, length and normalisation."""
 
-    def __init__(self, spec: EmbedderSpec, device: str = "auto", batch_size: int = 64) -> None:
-        import torch
+    def __init__(self, spec: EmbedderSpec, device: str = "auto", batch_size: int = 64, dtype: str = "auto") -> None:
         from sentence_transformers import SentenceTransformer
 
         device = resolve_device(device)
-        kwargs = {"dtype": torch.float16} if device.startswith("cuda") and spec.trust_remote_code else {}
+        kwargs = {"dtype": embedder_dtype(spec, device, dtype)}
         try:
             self.model = SentenceTransformer(
                 spec.model, device=device, trust_remote_code=spec.trust_remote_code, model_kwargs=kwargs
@@ -187,13 +194,16 @@ def embed_cached(
     batch_size: int = 64,
     chunk: int = 4096,
     encoder: TextEncoder | None = None,
+    dtype: str = "auto",
 ) -> np.ndarray:
-    """Embed `texts`, reusing `cache_dir/emb-<key>.npy` when its manifest matches (model, recipe, rows, hash)."""
+    """Embed `texts`, reusing `cache_dir/emb-<key>.npy` when its manifest matches (model, weights dtype, recipe,
+    rows, hash)."""
     from tqdm import tqdm
 
     recipe = spec.model_dump(exclude={"dim", "query_text_field"})
     manifest = {
         "model": spec.model,
+        "dtype": dtype,
         "text_field": spec.text_field,
         "rows": len(texts),
         "texts_sha256": texts_digest(texts),
@@ -206,7 +216,7 @@ def embed_cached(
         if emb.shape[0] == len(texts):
             log.info("reusing cached embeddings %s (%d rows)", npy, len(texts))
             return emb
-    encoder = encoder or SentenceEncoder(spec, device, batch_size)
+    encoder = encoder or SentenceEncoder(spec, device, batch_size, dtype)
     parts = []
     for start in tqdm(range(0, len(texts), chunk), desc="embedding", unit=" chunks", disable=None):
         parts.append(encoder.encode(texts[start : start + chunk]))

@@ -3,7 +3,10 @@
 One JSON object per line, fields in ROW_FIELDS order. `prediction` is the scored text and `raw` the model's
 text as it came; a failed generation has `"prediction": null` and the reason in `error`, never both. A file
 written by other tools needs only `id` and `prediction`; `model`, `seed` and `sample_idx` (0 when absent)
-tell runs and Best-of-N samples apart. A bad line is a DataError naming the file, the line and the field.
+tell runs and Best-of-N samples apart. A routed MoE's rows say which expert answered: `expert` is one expert id,
+or the experts that were mixed as `[[id, weight], ...]` heaviest first, and `router_margin` how sure the router
+was (training/moe/routing.py defines it per policy). A bad line is a DataError naming the file, the line and the
+field.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ ROW_FIELDS = (
     "latency_s",
     "error",
     "logprob",
+    "expert",
+    "router_margin",
 )
 # The type of each field when it is not null (an int is a number too; a bool is neither).
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -43,7 +48,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "latency_s": (int, float),
     "error": str,
     "logprob": (int, float),
+    "router_margin": (int, float),
 }
+Expert = int | list[list[int | float]]
 
 
 def make_row(
@@ -59,6 +66,8 @@ def make_row(
     error: str | None,
     logprob: float | None = None,
     raw: str | None = None,
+    expert: Expert | None = None,
+    router_margin: float | None = None,
 ) -> dict[str, Any]:
     """Build one output row; a failed request has `prediction` null and the reason in `error`. `raw` is the
     model's text as it came (null when there was none), `prediction` the scored text parsed from it."""
@@ -76,7 +85,45 @@ def make_row(
         "latency_s": round(latency_s, 4),
         "error": error,
         "logprob": logprob,
+        "expert": expert,
+        "router_margin": None if router_margin is None else round(router_margin, 6),
     }
+
+
+def expert_value(experts: list[int], weights: list[float]) -> Expert:
+    """The `expert` field: the id when one expert answered, else `[[id, weight], ...]` heaviest first."""
+    if len(experts) == 1:
+        return int(experts[0])
+    pairs = sorted(zip(experts, weights), key=lambda p: (-p[1], p[0]))
+    return [[int(e), round(float(w), 6)] for e, w in pairs]
+
+
+def top_expert(value: Expert | None) -> int | None:
+    """The expert that weighed most in a row's `expert` field (None when the row names none)."""
+    if value is None or isinstance(value, int):
+        return value
+    return int(value[0][0])
+
+
+def _expert_error(value: Any) -> str | None:
+    """Why `value` is not an `expert` field, or None when it is one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if value >= 0 else f"expected an expert id >= 0, got {value}"
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(p, list)
+            and len(p) == 2
+            and isinstance(p[0], int)
+            and not isinstance(p[0], bool)
+            and p[0] >= 0
+            and isinstance(p[1], (int, float))
+            and not isinstance(p[1], bool)
+            for p in value
+        )
+    )
+    return None if ok else f"expected an expert id or [[id, weight], ...], got {json.dumps(value)[:40]}"
 
 
 def check_row(obj: Any, path: str | Path, line: int) -> dict[str, Any]:
@@ -88,6 +135,8 @@ def check_row(obj: Any, path: str | Path, line: int) -> dict[str, Any]:
         if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
             name = kind.__name__ if isinstance(kind, type) else "number"
             raise DataError(str(path), line, key, f"expected {name}, got {json.dumps(value)[:40]}")
+    if obj.get("expert") is not None and (why := _expert_error(obj["expert"])):
+        raise DataError(str(path), line, "expert", why)
     if not obj.get("id"):
         raise DataError(str(path), line, "id", "missing" if obj.get("id") is None else "empty")
     if obj.get("prediction") is None and not obj.get("error"):

@@ -126,7 +126,7 @@ def _input_items(cfg: PreprocessConfig) -> Iterator[tuple[str, Iterator[tuple[in
 
 def preprocess(cfg: PreprocessConfig) -> dict:
     """Run the stage; return the summary. Nothing is written if a malformed row stops the run."""
-    set_seed(cfg.seed)
+    set_seed(cfg.seed, frameworks=False)  # pure Python: no torch or NumPy import (flat, small RSS)
     for p in cfg.input:
         if not Path(p).is_file():
             raise DataError(p, None, None, "no such file")

@@ -50,7 +50,8 @@ def score_records(
     if any(not s for s in samples):
         raise ValueError("every prediction needs at least one sample")
     refs = reference_lists(references, references if pool is None else pool, proto)
-    return score_samples(samples, refs, build_metrics(metrics, settings or MetricSettings(), proto), proto, workers)
+    built = build_metrics(metrics, settings or MetricSettings(), proto)
+    return score_samples(samples, refs, built, proto, workers, [r.term for r in references])
 
 
 def score(

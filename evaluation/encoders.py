@@ -17,16 +17,19 @@ import numpy as np
 class Encoder:
     """A tokenizer + model pair giving hidden states of one layer, batched, without gradients."""
 
-    def __init__(self, name: str, device: str = "cpu"):
+    def __init__(self, name: str, device: str = "cpu", dtype: str = "float32"):
         import torch
         from transformers import AutoModel, AutoTokenizer
+
+        from run_config.devices import resolve_device, resolve_dtype
 
         self.torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(name)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"  # positions count from each text's first token
-        self.model = AutoModel.from_pretrained(name).to(device).eval()
+        device = resolve_device(device)
+        self.model = AutoModel.from_pretrained(name, dtype=resolve_dtype(dtype, device)).to(device).eval()
         self.device = device
         self.dim = int(self.model.config.hidden_size)
 
@@ -87,6 +90,6 @@ class Encoder:
 
 
 @lru_cache(maxsize=4)
-def load_encoder(name: str, device: str = "cpu") -> Encoder:
-    """Load (once per process) the encoder `name` (hub name or local folder) on `device`."""
-    return Encoder(name, device)
+def load_encoder(name: str, device: str = "cpu", dtype: str = "float32") -> Encoder:
+    """Load (once per process) the encoder `name` (hub name or local folder) on `device` in `dtype`."""
+    return Encoder(name, device, dtype)

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset.predictions import numbered_rows
+from dataset.predictions import numbered_rows, top_expert
 from dataset.records import Record
 from run_config.errors import DataError
 
@@ -32,6 +32,7 @@ class Prediction:
     sample_idx: int
     line: int
     failed: bool = False
+    expert: int | None = None  # the top expert of a routed MoE's row (`expert`: an id or [[id, weight], ...])
 
 
 @dataclass
@@ -67,6 +68,7 @@ def read_predictions(path: str | Path, default_model: str | None = None) -> list
             sample_idx=row["sample_idx"],
             line=line,
             failed=row["prediction"] is None,
+            expert=top_expert(row.get("expert")),  # checked by dataset.predictions
         )
         for line, row in rows
     ]

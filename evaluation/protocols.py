@@ -8,6 +8,11 @@
   periods removed from predictions and references, BLEU = max(multi-reference, max single-reference),
   ROUGE-L on NLTK word tokens with case kept, NIST 0 for a hypothesis shorter than its n-gram order,
   averages rounded up to two decimals.
+- `ishiwatari` (Ishiwatari et al. 2019's scorer, after Noraset et al. 2017): the first 10 definitions of the
+  term in file order (sense ids ignored: every definition of the word), BLEU as one multi-reference Moses
+  score, averaged over each term's predictions and then over terms.
+- `giulianelli` (Giulianelli et al. 2023's scorer): periods removed, BLEU from NLTK (smoothing method 2,
+  auto_reweigh, whitespace tokens), each metric averaged over the term's references (their default `mean`).
 References are never deduplicated; the first reference of each example is its own gold definition.
 """
 
@@ -36,6 +41,8 @@ class Protocol:
     strip_periods: bool = False
     round_up: bool = False
     settings_update: dict = field(default_factory=dict)
+    max_refs: int | None = None  # at most this many references, the term's first ones in file order
+    average: str = "example"  # "example": mean over examples; "term": mean over terms of their examples' mean
 
     def settings(self, base: MetricSettings) -> MetricSettings:
         """Metric settings under this protocol (orig-compat forces the original ROUGE tokens and NIST rule)."""
@@ -62,6 +69,10 @@ PROTOCOLS: dict[str, Protocol] = {
         round_up=True,
         settings_update={"rouge_tokenizer": "word", "rouge_stemmer": False, "nist_short": "zero"},
     ),
+    "ishiwatari": Protocol("ishiwatari", "term", "multi", max_refs=10, average="term"),
+    "giulianelli": Protocol(
+        "giulianelli", "term", "mean", strip_periods=True, settings_update={"bleu_smooth": "nltk-method2"}
+    ),
 }
 
 
@@ -74,8 +85,9 @@ def get_protocol(name: str) -> Protocol:
 def reference_lists(targets: Sequence[Record], pool: Sequence[Record], protocol: Protocol) -> list[list[str]]:
     """References of each target record under `protocol`, drawn from `pool` (the evaluation split).
 
-    The target's own definition comes first (one occurrence moved to the front, none removed).
-    Lists may be shared between targets: treat them as read-only.
+    The target's own definition comes first (one occurrence moved to the front, none removed), except under
+    `max_refs`: then the term's first `max_refs` definitions in file order, as Ishiwatari et al.'s scorer reads
+    them. Lists may be shared between targets: treat them as read-only.
     """
     if protocol.by == "term":
         by_key, key = term_references(pool), (lambda r: r.term)
@@ -84,7 +96,9 @@ def reference_lists(targets: Sequence[Record], pool: Sequence[Record], protocol:
     out = []
     for record in targets:
         refs = by_key.get(key(record), [])
-        if not refs or refs[0] != record.definition:
+        if protocol.max_refs is not None and refs:
+            refs = refs[: protocol.max_refs]
+        elif not refs or refs[0] != record.definition:
             rest = list(refs)
             if record.definition in rest:
                 rest.remove(record.definition)

@@ -2,8 +2,9 @@
 table has more than one dataset).
 
 `table2(results)` takes {system: {dataset: [scores of each seed]}} and returns a `Table` that renders
-as Markdown, CSV or LaTeX. `python -m evaluation.report --runs DIR ... --output-dir OUT` builds it
-from the scores.json of several evaluate runs (one dataset each).
+as Markdown, CSV or LaTeX; with `ci` ({system: {dataset: {metric: [low, high]}}}) a cell's ± is half the
+width of its bootstrap 95% CI instead of the std over seeds. `python -m evaluation.report --runs DIR ...
+--output-dir OUT [--report-ci]` builds it from the scores.json of several evaluate runs (one dataset each).
 """
 
 from __future__ import annotations
@@ -99,11 +100,20 @@ class Table:
         return paths
 
 
+Intervals = Mapping[str, Mapping[str, Mapping[str, Sequence[float]]]]  # system -> dataset -> metric -> [lo, hi]
+
+
+def half_width(interval: Sequence[float]) -> float:
+    """Half the width of a [low, high] interval: the ± printed for a CI."""
+    return (interval[1] - interval[0]) / 2
+
+
 def table2(
     results: Mapping[str, Mapping[str, Sequence[Mapping[str, float]]]],
     datasets: Sequence[str] | None = None,
     metrics: Sequence[str] = ("bleu", "rougeL"),
     digits: int = 2,
+    ci: Intervals | None = None,
 ) -> Table:
     """Table 2: one row per system, `dataset metric` columns (mean ± std over seeds), then Avg. per metric
     when there are two datasets or more (with one, Avg. would repeat its columns).
@@ -111,6 +121,8 @@ def table2(
     Args:
         results: system -> dataset -> one score dict per seed (metric -> value on 0-100).
         datasets: column order (default: first-seen order); a missing cell is "–" and left out of Avg.
+        ci: bootstrap 95% CIs; given, a cell is mean ± half the CI width (no ± where the cell has no CI:
+            MAUVE).
     """
     if datasets is None:
         datasets = list(dict.fromkeys(d for per in results.values() for d in per))
@@ -128,15 +140,19 @@ def table2(
                     continue
                 mean, std = mean_std(values)
                 means[m].append(mean)
-                cells.append(f"{mean:.{digits}f}" + (f"±{std:.{digits}f}" if len(values) > 1 else ""))
+                if ci is not None:
+                    interval = ci.get(system, {}).get(d, {}).get(m)
+                    cells.append(f"{mean:.{digits}f}" + (f"±{half_width(interval):.{digits}f}" if interval else ""))
+                else:
+                    cells.append(f"{mean:.{digits}f}" + (f"±{std:.{digits}f}" if len(values) > 1 else ""))
         cells += [f"{np.mean(means[m]):.{digits}f}" if means[m] else "–" for m in averaged]
         rows.append(cells)
     return Table(header, rows)
 
 
-def results_from_scores(paths: Sequence[str | Path]) -> dict[str, dict[str, list[dict[str, float]]]]:
-    """Collect {system: {dataset: [per-seed scores]}} from evaluate outputs (folders or scores.json files)."""
-    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+def read_scores(paths: Sequence[str | Path]) -> list[tuple[Path, dict]]:
+    """(path, content) of each evaluate output (folder or scores.json file)."""
+    out = []
     for p in paths:
         path = Path(p) / "scores.json" if Path(p).is_dir() else Path(p)
         if not path.is_file():
@@ -144,11 +160,38 @@ def results_from_scores(paths: Sequence[str | Path]) -> dict[str, dict[str, list
         data = json.loads(path.read_text(encoding="utf-8"))
         if "systems" not in data or "dataset" not in data:
             raise DataError(str(path), None, "systems", "missing: not a scores.json written by evaluate")
+        out.append((path, data))
+    return out
+
+
+def results_from_scores(paths: Sequence[str | Path]) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Collect {system: {dataset: [per-seed scores]}} from evaluate outputs (folders or scores.json files)."""
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for _, data in read_scores(paths):
         for system, info in data["systems"].items():
             results.setdefault(system, {}).setdefault(data["dataset"], []).extend(
                 run["scores"] for run in info["seeds"]
             )
     return results
+
+
+def intervals_from_scores(paths: Sequence[str | Path]) -> dict[str, dict[str, dict[str, list[float]]]]:
+    """Collect {system: {dataset: {metric: [low, high]}}} (scores.json `ci95`); an output without one is an error."""
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for path, data in read_scores(paths):
+        if "ci95" not in data:
+            raise DataError(str(path), None, "ci95", "missing (written by an older evaluate: rerun it)")
+        for system, per_metric in data["ci95"]["systems"].items():
+            if data["dataset"] in out.get(system, {}):
+                raise DataError(
+                    str(path),
+                    None,
+                    "ci95",
+                    f"{system} on {data['dataset']} is in another run too: a CI covers one "
+                    "evaluate run (score every seed of a system in one predictions file)",
+                )
+            out.setdefault(system, {})[data["dataset"]] = dict(per_metric)
+    return out
 
 
 class ReportConfig(StageConfig):
@@ -162,6 +205,9 @@ class ReportConfig(StageConfig):
         False,
         description="add standard corpus sacreBLEU after the paper's BLEU "
         "(the runs must be evaluated with metric sacrebleu)",
+    )
+    report_ci: bool = Field(
+        False, description="print ± half the width of each cell's bootstrap 95% CI (scores.json ci95), not the std"
     )
     digits: int = Field(2, ge=0, description="decimals")
 
@@ -186,7 +232,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"report_sacrebleu: no sacrebleu score for {', '.join(missing[:3])} (evaluate with "
                 "metrics including sacrebleu)"
             )
-    table = table2(results, cfg.datasets or None, shown_metrics(cfg.metrics, cfg.report_sacrebleu), cfg.digits)
+    ci = intervals_from_scores(cfg.runs) if cfg.report_ci else None
+    table = table2(results, cfg.datasets or None, shown_metrics(cfg.metrics, cfg.report_sacrebleu), cfg.digits, ci)
     with AtomicFileSet() as files:
         paths = table.write(cfg.output_dir, "table2", files)
     print(table.markdown(), end="")

@@ -6,6 +6,9 @@ it counts in `excluded`.
 The CPU metrics run side by side in forked worker processes (BLEU and ROUGE-L one task each; METEOR
 and NIST, slow per example in pure Python, in contiguous chunks of examples); neural ones in-process.
 Several samples per example (Best-of-N) give both the mean over samples and the oracle max.
+A protocol that combines references by their mean (`reduce="mean"`) is scored here: every metric scores each
+(sample, single reference) pair and the pair scores are averaged per sample. One that averages by term
+(`average="term"`) averages each term's examples first, then the terms (`units`: each example's term).
 """
 
 from __future__ import annotations
@@ -99,6 +102,8 @@ class SampleScores:
     per_sample: dict[str, np.ndarray]
     corpus: dict[str, float]
     excluded: dict[str, int] = field(default_factory=dict)  # items a corpus metric left out, by count name
+    units: list[str] | None = None  # example -> its term, for protocols that average by term
+    corpus_stats: dict[str, np.ndarray] = field(default_factory=dict)  # corpus metric -> per-example statistics
 
     def per_example(self, how: str = "mean") -> dict[str, np.ndarray]:
         """Per-example scores: mean over the example's samples, or their max (the oracle)."""
@@ -134,10 +139,16 @@ def score_samples(
     metrics: Sequence[Metric],
     protocol: Protocol,
     workers: int = 1,
+    units: Sequence[str] | None = None,
 ) -> SampleScores:
-    """Score each example's samples against its references (already chosen by the protocol)."""
+    """Score each example's samples against its references (already chosen by the protocol); `units` (each
+    example's term) is needed by a protocol that averages by term."""
+    if protocol.average == "term" and units is None:
+        raise ValueError(f"protocol {protocol.name} averages by term: give each example's term (units)")
     with gc_paused():
-        return _score_samples(samples, refs, metrics, protocol, workers)
+        scores = _score_samples(samples, refs, metrics, protocol, workers)
+    scores.units = None if units is None else list(units)
+    return scores
 
 
 def _score_samples(
@@ -157,23 +168,49 @@ def _score_samples(
     per_sample = {m.name: np.zeros(len(flat)) for m in per_example}
     if len(keep) and per_example:
         kept_refs = [refs[e] for e in example_of[keep].tolist()]
-        scores = sentence_scores(per_example, [flat[i] for i in keep.tolist()], kept_refs, protocol.reduce, workers)
+        kept = [flat[i] for i in keep.tolist()]
+        if protocol.reduce == "mean":
+            sizes = np.fromiter(map(len, kept_refs), dtype=np.int64, count=len(kept_refs))
+            pair_h = [h for h, rs in zip(kept, kept_refs) for _ in rs]
+            pair_r = [[r] for rs in kept_refs for r in rs]
+            owner = np.repeat(np.arange(len(kept)), sizes)
+            pairs = sentence_scores(per_example, pair_h, pair_r, "max", workers)
+            scores = {k: np.bincount(owner, weights=v, minlength=len(kept)) / sizes for k, v in pairs.items()}
+        else:
+            scores = sentence_scores(per_example, kept, kept_refs, protocol.reduce, workers)
         for name, values in scores.items():
             per_sample[name][keep] = values
     corpus: dict[str, float] = {}
     excluded: dict[str, int] = {}
+    stats_of: dict[str, np.ndarray] = {}
     first = [flat[i] for i in np.unique(example_of, return_index=True)[1]]
     for metric in metrics:
         if not metric.per_example:
             values, left_out = metric.corpus_scores(first, list(refs), protocol.reduce)
             corpus.update(values)
             excluded.update(left_out)
-    return SampleScores(example_of, empty, per_sample, corpus, excluded)
+            stats = metric.corpus_statistics(first, list(refs))
+            if stats is not None:
+                stats_of[metric.name] = stats
+    return SampleScores(example_of, empty, per_sample, corpus, excluded, corpus_stats=stats_of)
+
+
+def average(values: np.ndarray, units: Sequence[str] | None) -> float:
+    """Mean over examples, or (with `units`) over units of the mean of their examples."""
+    if not len(values):
+        return 0.0
+    if units is None:
+        return float(values.mean())
+    index = {u: i for i, u in enumerate(dict.fromkeys(units))}
+    owner = np.fromiter(map(index.__getitem__, units), dtype=np.int64, count=len(units))
+    return float((np.bincount(owner, weights=values) / np.bincount(owner)).mean())
 
 
 def summarize(scores: SampleScores, protocol: Protocol) -> dict:
-    """Scores of a run: mean over examples (each the mean of its samples) and, for Best-of-N, the oracle."""
-    mean = {k: protocol.finish(float(v.mean())) if len(v) else 0.0 for k, v in scores.per_example("mean").items()}
+    """Scores of a run: mean over examples (each the mean of its samples; by term first under a protocol that
+    averages by term) and, for Best-of-N, the oracle."""
+    units = scores.units if protocol.average == "term" else None
+    mean = {k: protocol.finish(average(v, units)) for k, v in scores.per_example("mean").items()}
     out = {
         "scores": {**mean, **{k: protocol.finish(v) for k, v in scores.corpus.items()}},
         "n_examples": int(len(np.unique(scores.example_of))),
@@ -183,5 +220,5 @@ def summarize(scores: SampleScores, protocol: Protocol) -> dict:
     if scores.excluded:
         out["excluded"] = dict(scores.excluded)
     if out["n_samples"] > out["n_examples"]:
-        out["oracle"] = {k: protocol.finish(float(v.mean())) for k, v in scores.per_example("max").items()}
+        out["oracle"] = {k: protocol.finish(average(v, units)) for k, v in scores.per_example("max").items()}
     return out

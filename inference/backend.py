@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,8 @@ class Generation:
     latency_s: float
     error: str | None = None
     logprob: float | None = None
+    expert: Any = None  # a routed MoE's `expert` and `router_margin` row fields (dataset.predictions)
+    router_margin: float | None = None
 
 
 class Backend(Protocol):
@@ -57,11 +59,11 @@ class Backend(Protocol):
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]: ...
 
 
-def group_by_domain(router: object, requests: Sequence[Request]) -> dict[int, list[Request]]:
-    """Requests per domain, ascending, as `router.domains_for((term, context) pairs)` assigns them."""
+def group_by_domain(routes: dict[str, Any], requests: Sequence[Request]) -> dict[int, list[Request]]:
+    """Requests per domain, ascending, by the one expert of each request's route (`routes[item_id].experts`)."""
     groups: dict[int, list[Request]] = {}
-    for request, domain in zip(requests, router.domains_for([(r.term, r.context) for r in requests])):
-        groups.setdefault(int(domain), []).append(request)
+    for request in requests:
+        groups.setdefault(int(routes[request.item_id].experts[0]), []).append(request)
     return dict(sorted(groups.items()))
 
 

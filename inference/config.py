@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from inference.backend import Sampling
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import SECRET_ERROR, StageConfig
 
 Task = Literal["word_interpretation", "context_synthesis", "definition_synthesis", "wsd"]
@@ -47,6 +48,8 @@ RESUME_NEUTRAL = (
     "api_key_env",
     "max_prompt_tokens",
     "icl_cache_dir",
+    "routing",
+    "oracle_metric",
 )
 
 
@@ -141,6 +144,12 @@ class InferConfig(DecodingConfig):
         False, description="the term may not appear in its definition (Giulianelli et al.; local, vllm)"
     )
     reward_model: str | None = Field(None, description="reward model folder (train-reward output) for orm")
+    routing: Literal["model", "oracle"] = Field(
+        "model",
+        description="routed MoE: model (the checkpoint's policy) or oracle (also run every expert on every input, "
+        "N x cost, and report oracle routing, router regret and the expert x cluster matrix)",
+    )
+    oracle_metric: Literal["bleu", "rougeL"] = Field("bleu", description="routing oracle: metric of the best expert")
     icl_mode: Literal["none", "random", "retrieval"] = Field(
         "none", description="few-shot demos: none, random-k, or retrieval-k (MiniLM neighbours)"
     )
@@ -161,8 +170,12 @@ class InferConfig(DecodingConfig):
     on_long_prompt: Literal["error", "skip"] = Field(
         "error", description="a longer prompt: stop, or write an error row and count it"
     )
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights dtype")
+    device: Device = Field(
+        "auto", description=DEVICE_HELP + "; vllm: the domain router's (auto: cpu), the engines take vLLM's GPUs"
+    )
+    dtype: Dtype = Field(
+        "auto", description="weights dtype of the generator, the MoE and the reward model (auto: bfloat16 on a GPU)"
+    )
     domain_exports: list[str] = Field(
         default_factory=list, description="vllm + routed MoE: per-domain dense export folders, index = domain"
     )
@@ -285,6 +298,10 @@ class InferConfig(DecodingConfig):
                 raise ValueError("few-shot demos (icl_mode) are defined for word_interpretation only")
             if self.icl_k < 1 or not self.icl_examples:
                 raise ValueError(f"icl_mode {self.icl_mode} needs icl_k >= 1 and icl_examples")
+        if self.routing == "oracle" and (
+            self.backend != "local" or self.task != "word_interpretation" or self.n_samples != 1
+        ):
+            raise ValueError("routing oracle needs backend local, task word_interpretation and n_samples 1")
         if self.domain_exports and self.backend != "vllm":
             raise ValueError("domain_exports is for backend vllm (the local backend routes the MoE itself)")
         return self

@@ -3,7 +3,8 @@
 Writes into `output_dir`: `config.json` (resolved config, first), `samples.jsonl` (every sample,
 appended and flushed as it arrives; a rerun skips finished (id, sample_idx) pairs and retries failed
 ones), `predictions.jsonl` (one selected row per input: the file `evaluate` reads), `summary.json`,
-then `manifest.json`.
+then `manifest.json`. With `routing: oracle` every expert of a routed MoE also answers every input and
+the oracle-routing report is written beside them (inference.oracle_routing).
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections import Counter, defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dataset.predictions import ResumableJsonl, make_row, read_rows, write_rows
+from dataset.predictions import ResumableJsonl, make_row, read_rows, top_expert, write_rows
 from evaluation.references import term_references
 from inference.backend import Backend, Request
 from inference.best_of_n import RewardFn, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
+from inference.oracle_routing import EXPERTS_DIR, oracle_report
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
-from run_config.devices import resolve_device
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import ConfigError, DataError, LexiconError
 from run_config.loader import read_json_config
 from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_manifest
@@ -33,6 +37,17 @@ from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_m
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
 INPUTS = "inputs.json"
+
+
+def vllm_router_device(device: str) -> str:
+    """Where vllm's domain router runs: as told, and on the CPU for auto (vLLM's engines hold the GPUs)."""
+    return "cpu" if device == "auto" else device
+
+
+def check_devices(cfg: InferConfig) -> None:
+    """Refuse a device this machine lacks, before any input is read, where a model of this run uses it."""
+    if cfg.backend not in API_BACKENDS or cfg.icl_mode == "retrieval" or cfg.selection == "orm":
+        resolve_device(vllm_router_device(cfg.device) if cfg.backend == "vllm" else cfg.device)
 
 
 def build_backend(cfg: InferConfig) -> Backend:
@@ -60,6 +75,7 @@ def build_backend(cfg: InferConfig) -> Backend:
             cfg.model,
             domain_exports=cfg.domain_exports,
             dtype=cfg.dtype,
+            device=vllm_router_device(cfg.device),
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             tensor_parallel_size=cfg.tensor_parallel_size,
             seed=cfg.seed,
@@ -154,6 +170,30 @@ def build_requests(
     return requests, skipped
 
 
+def generation_row(cfg: InferConfig, item: Item, gen: Any, model: str | None = None) -> dict[str, Any]:
+    """The row of one generation: the parsed answer, or an error row when there is none."""
+    prediction, error = None, gen.error
+    if error is None:
+        prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
+        if not prediction:
+            prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
+    return make_row(
+        item.id,
+        item.term,
+        item.context,
+        prediction=prediction,
+        model=model or cfg.model,
+        seed=cfg.seed,
+        sample_idx=gen.sample_idx,
+        latency_s=gen.latency_s,
+        error=error,
+        logprob=gen.logprob,
+        raw=gen.text,
+        expert=gen.expert,
+        router_margin=gen.router_margin,
+    )
+
+
 def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl) -> dict[str, int]:
     """Generate every (item, sample) not yet in `store`; rows are appended as they arrive."""
     pending = [
@@ -177,28 +217,44 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
         disable=None,
     ):
         item = by_id[gen.item_id]
-        prediction, error = None, gen.error
-        if error is None:
-            prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
-            if not prediction:
-                prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
-        store.append(
-            make_row(
-                item.id,
-                item.term,
-                item.context,
-                prediction=prediction,
-                model=cfg.model,
-                seed=cfg.seed,
-                sample_idx=gen.sample_idx,
-                latency_s=gen.latency_s,
-                error=error,
-                logprob=gen.logprob,
-                raw=gen.text,
-            )
-        )
-        counts["generated" if error is None else "failed"] += 1
+        row = generation_row(cfg, item, gen)
+        store.append(row)
+        counts["generated" if row["error"] is None else "failed"] += 1
     return dict(counts)
+
+
+def routing_counts(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How a routed MoE's rows were routed: inputs per top expert, the share that mixed several experts (hybrid's
+    inputs that needed k) and the mean number of experts per input; None when no row names an expert."""
+    routed = [r["expert"] for r in rows if r.get("expert") is not None]
+    if not routed:
+        return None
+    sizes = [1 if isinstance(e, int) else len(e) for e in routed]
+    return {
+        "inputs": len(routed),
+        "per_expert": dict(sorted(Counter(top_expert(e) for e in routed).items())),
+        "mixed_share": sum(s > 1 for s in sizes) / len(sizes),
+        "mean_experts": sum(sizes) / len(sizes),
+    }
+
+
+def run_expert(
+    cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]], store: ResumableJsonl, expert: int
+) -> None:
+    """Generate the pending items on MoE expert `expert` alone into `store` (oracle routing)."""
+    requests, _ = build_requests(cfg, backend, pending, store)
+    by_id = {item.id: item for item, _ in pending}
+    for gen in backend.generate_with_expert(requests, cfg.sampling(cfg.seed, cfg.greedy), expert):
+        store.append(generation_row(cfg, by_id[gen.item_id], gen, model=f"{cfg.model} [expert {expert}]"))
+
+
+def check_oracle(cfg: InferConfig) -> None:
+    """Oracle routing needs a merged MoE folder with centroids (the clusters of the report), before any work."""
+    from training.moe.checkpoint import cluster_dir, is_moe_folder, read_routing
+
+    if not is_moe_folder(cfg.model):
+        raise ConfigError(f"routing oracle: {cfg.model} is not a merged MoE folder (no routing.json)")
+    cluster_dir(cfg.model, read_routing(cfg.model))
 
 
 def load_reward(cfg: InferConfig) -> RewardFn | None:
@@ -206,7 +262,8 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
         return None
     from inference.reward.model import RewardScorer
 
-    scorer = RewardScorer.load(cfg.reward_model, device=resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    scorer = RewardScorer.load(cfg.reward_model, device=device, dtype=resolve_dtype(cfg.dtype, device))
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
 
 
@@ -219,9 +276,12 @@ def inputs_changed(cfg: InferConfig, out: Path) -> bool:
 
 def run(cfg: InferConfig) -> dict[str, Any]:
     """Run the stage; return the summary."""
+    check_devices(cfg)
     set_seed(cfg.seed)
     if cfg.selection == "orm" and not Path(cfg.reward_model).is_dir():  # checked before hours of sampling
         raise ConfigError(f"reward_model: {cfg.reward_model}: no such folder (a train-reward output)")
+    if cfg.routing == "oracle":
+        check_oracle(cfg)
     out = Path(cfg.output_dir)
     stale = has_samples(out) and inputs_changed(cfg, out)
     if stale:
@@ -229,6 +289,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     if cfg.force or stale:
         for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json"):
             (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / EXPERTS_DIR, ignore_errors=True)
     check_resumable(cfg, out)
     records, lines = load_inputs(cfg.input)
     items = subset_items(build_items(cfg.task, records, lines, cfg.seed), cfg.max_items, cfg.seed)
@@ -267,6 +328,11 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         "parser_changed": changed,
         "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10)),
     }
+    if (routing := routing_counts(list(selected.values()))) is not None:
+        summary["routing"] = routing
+    if cfg.routing == "oracle":
+        report = oracle_report(cfg, items, records, selected, out, lambda: build_backend(cfg), partial(run_expert, cfg))
+        summary["oracle"] = {k: report[k] for k in ("oracle", "routed", "regret", "non_best_share")}
     if cfg.task == "wsd":
         gold = {item.id: item.definition for item in items}
         summary["wsd_accuracy"] = sum(

@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
+from inference.backend import Generation, Request, Sampling, derived_seed
 from run_config.devices import resolve_device, resolve_dtype
 from training.moe.checkpoint import is_moe_folder
+from training.moe.config import PRE_ROUTED
 
 log = logging.getLogger(__name__)
-DOMAIN_POLICIES = ("domain", "learned-domain")  # one expert per input, chosen before generating
 
 
 def load_causal_lm(path: str, device: str, dtype: str) -> tuple[Any, Any]:
@@ -60,6 +60,15 @@ def sample_logprobs(
     return means, length.tolist()
 
 
+def group_by_route(requests: Sequence[Request], routes: dict[str, Any]) -> dict[tuple[int, ...], list[Request]]:
+    """Requests by the expert they run on alone, ascending (key `(e,)`), then the mixed ones (key `()`)."""
+    groups: dict[tuple[int, ...], list[Request]] = {}
+    for request in requests:
+        experts = routes[request.item_id].experts
+        groups.setdefault(experts if len(experts) == 1 else (), []).append(request)
+    return dict(sorted(groups.items(), key=lambda kv: (not kv[0], kv[0])))
+
+
 def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
     for i, tok in enumerate(ids):
         if tok in eos_ids:
@@ -68,8 +77,10 @@ def _cut_at_eos(ids: list[int], eos_ids: set[int]) -> list[int]:
 
 
 class LocalBackend:
-    """HF `generate` over sorted, left-padded batches. A routed MoE with a domain policy runs each domain's
-    group on its expert; with a token or sequence policy its own routers pick experts per token / sequence."""
+    """HF `generate` over sorted, left-padded batches. A routed MoE with a pre-routed policy (domain, learned-domain,
+    ensemble, hybrid) runs the inputs of each single expert together on that expert and the mixed ones together;
+    with a token or sequence policy its own routers pick experts per token / sequence. Every MoE row carries
+    the route (`expert`, `router_margin`)."""
 
     def __init__(self, model: Any, tokenizer: Any, *, name: str, batch_size: int = 16, moe: Any = None) -> None:
         self.model, self.tokenizer, self.moe = model, prepare_tokenizer(tokenizer), moe
@@ -101,16 +112,29 @@ class LocalBackend:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
     def generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
-        if self.moe is None or self.moe.policy not in DOMAIN_POLICIES:
+        if self.moe is None or self.moe.policy not in PRE_ROUTED:
             yield from self._generate(requests, sampling)
             return
-        for domain, group in group_by_domain(self.moe, requests).items():
-            log.info("domain %d: %d inputs", domain, len(group))
-            with self.moe.only_expert(domain):
-                yield from self._generate(group, sampling)
+        routes = dict(zip((r.item_id for r in requests), self.moe.routes([(r.term, r.context) for r in requests])))
+        for experts, group in group_by_route(requests, routes).items():
+            log.info("experts %s: %d inputs", "+".join(map(str, experts)) if experts else "mixed", len(group))
+            yield from self._generate(group, sampling, routes)
 
-    def _generate(self, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
-        """One row per (request, pending sample); sampled rows draw with their own seed (inference.seeded_sampling)."""
+    def generate_with_expert(
+        self, requests: Sequence[Request], sampling: Sampling, expert: int
+    ) -> Iterator[Generation]:
+        """Every request on MoE expert `expert` alone, whatever the policy (oracle routing)."""
+        from training.moe.routing import Route
+
+        route = Route((expert,), (1.0,), None)
+        with self.moe.only_expert(expert):
+            yield from self._generate(requests, sampling, {r.item_id: route for r in requests})
+
+    def _generate(
+        self, requests: Sequence[Request], sampling: Sampling, routes: dict[str, Any] | None = None
+    ) -> Iterator[Generation]:
+        """One row per (request, pending sample); sampled rows draw with their own seed (inference.seeded_sampling).
+        A routed MoE runs request x on `routes[x]` (pre-routed policies) or records its own routers' choice."""
         from transformers import GenerationConfig
 
         from inference.seeded_sampling import seeded_processors
@@ -139,13 +163,16 @@ class LocalBackend:
                 [r.prompt for r, _ in rows], add_special_tokens=False, padding=True, return_tensors="pt"
             ).to(self.device)
             began = time.monotonic()
+            routed = {} if routes is None else {"routes": [routes[r.item_id] for r, _ in rows]}
             with torch.inference_mode():
-                out = run(**enc, generation_config=config, logits_processor=processors)
+                out = run(**enc, generation_config=config, logits_processor=processors, **routed)
+            picked = routed.get("routes") or (self.moe.recorded_routes() if self.moe is not None else None)
             new = out.sequences[:, enc["input_ids"].shape[1] :].cpu()
             means, _ = sample_logprobs(out.logits, new, self.eos_ids)
             texts = self.tokenizer.batch_decode(
                 [_cut_at_eos(row.tolist(), self.eos_ids) for row in new], skip_special_tokens=True
             )
             latency = (time.monotonic() - began) / len(batch)
-            for (request, idx), text, mean in zip(rows, texts, means):
-                yield Generation(request.item_id, idx, text, latency, logprob=round(mean, 6))
+            for b, ((request, idx), text, mean) in enumerate(zip(rows, texts, means)):
+                route = {} if picked is None else {"expert": picked[b].field, "router_margin": picked[b].margin}
+                yield Generation(request.item_id, idx, text, latency, logprob=round(mean, 6), **route)

@@ -43,7 +43,7 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig], 
         flag = "--" + name.replace("_", "-")
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         help_text = (field.description or "") + ("" if field.is_required() else f" (default: {default!r})")
-        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text.strip()}
+        kwargs: dict[str, Any] = {"dest": name, "default": None, "help": help_text.strip().replace("%", "%%")}
         if inner is bool and not is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:

@@ -1,12 +1,33 @@
-"""Device and dtype names of the run configs, turned into what torch takes (torch imported only when asked)."""
+"""Device and dtype names of the run configs, turned into what torch takes (torch imported only when asked).
+
+The one owner of those names: every stage that loads a model types its `device` key as `Device` and its
+`dtype` key as `Dtype`, and turns them into torch's with `resolve_device` / `resolve_dtype` before any work.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator
 
 from run_config.errors import ConfigError
 
-DTYPE_NAMES = ("float32", "bfloat16", "float16")
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+DTYPE_NAMES: tuple[str, ...] = get_args(Dtype)[1:]
+DEVICE_HELP = "auto (cuda when torch sees a GPU, else cpu), cpu, cuda, cuda:N, mps"
+_DEVICE_NAME = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device_name(value: str) -> str:
+    if not _DEVICE_NAME.fullmatch(value):
+        raise ValueError(f"unknown device {value!r} (choose {DEVICE_HELP})")
+    return value
+
+
+# A device name, checked for its spelling when the config is read; whether this machine has it is checked by
+# `resolve_device` when the stage starts.
+Device = Annotated[str, AfterValidator(_device_name)]
 
 
 def torch_dtype(name: str) -> Any:
@@ -32,6 +53,8 @@ def resolve_device(name: str) -> str:
         raise ConfigError(f"device: {name} asked for, but torch sees no CUDA GPU (use auto or cpu)")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ConfigError(f"device: {name} asked for, but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device: {name} asked for, but torch sees no Apple GPU (use auto or cpu)")
     return name
 
 

@@ -21,11 +21,16 @@ MANIFEST = "manifest.json"
 log = logging.getLogger(__name__)
 
 
-def set_seed(seed: int) -> int:
-    """Seed Python, NumPy and torch (when installed) with one value; return it."""
+def set_seed(seed: int, *, frameworks: bool = True) -> int:
+    """Seed Python, NumPy and torch (when installed) with one value; return it.
+
+    `frameworks=False` seeds Python alone, for pure-Python stages that must not pay for importing torch.
+    """
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be in [0, 2**32), got {seed}")
     random.seed(seed)
+    if not frameworks:
+        return seed
     import numpy as np
 
     np.random.seed(seed)

@@ -85,7 +85,11 @@ class ExperimentConfig(StageConfig):
     launcher: Literal["none", "deepspeed"] = Field(
         "none", description="train in this process, or through `deepspeed --num_gpus`"
     )
-    num_gpus: int = Field(8, ge=1, description="GPUs per training run with launcher deepspeed")
+    num_gpus: int = Field(8, ge=1, description="GPUs per training run (per node) with launcher deepspeed")
+    hostfile: str | None = Field(
+        None, description="DeepSpeed hostfile (`HOST slots=N` lines) for multi-node runs with launcher deepspeed"
+    )
+    num_nodes: int = Field(1, ge=1, description="nodes of hostfile per training run (multi-node ZeRO-3)")
     cluster: dict[str, Any] = Field(default_factory=dict, description="extra cluster keys")
     train: dict[str, Any] = Field(default_factory=dict, description="extra train keys (experts and dense)")
     merge: dict[str, Any] = Field(default_factory=dict, description="extra merge keys")
@@ -106,6 +110,10 @@ class ExperimentConfig(StageConfig):
     def _one_data_source(self) -> ExperimentConfig:
         if bool(self.input) == bool(self.builtin):
             raise ValueError("give either input files or builtin, not both or neither")
+        if (self.hostfile or self.num_nodes > 1) and self.launcher != "deepspeed":
+            raise ValueError("hostfile and num_nodes need launcher deepspeed")
+        if self.num_nodes > 1 and not self.hostfile:
+            raise ValueError(f"num_nodes {self.num_nodes} needs a hostfile (the hosts to run on)")
         return self
 
 
@@ -290,6 +298,10 @@ class Experiment:
 
     def __init__(self, cfg: ExperimentConfig, source: str):
         check_sections(cfg, source)
+        if cfg.hostfile:
+            from training.hostfile import check_hostfile
+
+            check_hostfile(cfg.hostfile, cfg.num_nodes, cfg.num_gpus)
         self.cfg, self.source, self.w = cfg, source, Path(cfg.work_dir)
         self.done: dict[tuple, Path] = {}
 
@@ -359,12 +371,13 @@ class Experiment:
             return
         from training.sft.experts import deepspeed_argv, launcher_commands
 
+        nodes = (self.cfg.num_gpus, self.cfg.hostfile, self.cfg.num_nodes)
         if experts_from is None:
-            _launch(step, [*deepspeed_argv(self.cfg.num_gpus), "--config", str(path)])
+            _launch(step, [*deepspeed_argv(*nodes), "--config", str(path)])
             return
         from training.sft.config import TrainConfig
 
-        for command in launcher_commands(load_config(path, TrainConfig), experts_from, str(path), self.cfg.num_gpus):
+        for command in launcher_commands(load_config(path, TrainConfig), experts_from, str(path), *nodes):
             _launch(step, shlex.split(command))
 
     def _train_base(self, output_dir: Path, seed: int) -> dict[str, Any]:

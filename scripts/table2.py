@@ -105,6 +105,11 @@ class Table2Settings(StageConfig):
         description="add a standard corpus sacreBLEU column after the paper's "
         "BLEU (needs sacrebleu in the experiment's metrics)",
     )
+    report_ci: bool = Field(
+        False,
+        description="ours: ± half the width of the bootstrap 95% CI over test inputs (scores.json ci95) "
+        "instead of the std over seeds (also --report-ci)",
+    )
 
 
 def check_api_keys(settings: Table2Settings, source: str) -> None:
@@ -192,19 +197,23 @@ def run_rows(exp: Experiment, settings: Table2Settings) -> dict[str, dict[str, d
 
 
 def summarise(rows: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{row: {dataset: {metric: {mean, std, seeds}}}} from the scores.json of each row."""
+    """{row: {dataset: {metric: {mean, std, seeds, ci95}}}} from the scores.json of each row (ci95: the bootstrap
+    95% CI over test inputs; none for MAUVE)."""
     from evaluation.report import mean_std
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for label, per_dataset in rows.items():
         for dataset, scores in per_dataset.items():
             per_seed = seed_scores(scores, SUMMARISED)
+            intervals = next(iter(scores.get("ci95", {}).get("systems", {}).values()), {})
             cell = out.setdefault(label, {}).setdefault(dataset, {})
             for metric in SUMMARISED:
                 values = [s[metric] for s in per_seed if metric in s]
                 if values:
                     mean, std = mean_std(values)
                     cell[metric] = {"mean": mean, "std": std, "seeds": values}
+                    if metric in intervals:
+                        cell[metric]["ci95"] = intervals[metric]
     return out
 
 
@@ -222,11 +231,13 @@ def build_table(
     datasets: Sequence[str],
     prior_work: bool,
     report_sacrebleu: bool = False,
+    report_ci: bool = False,
 ) -> Any:
     """One `ours` and one `paper` line per row (BLEU / ROUGE-L per dataset, then, with two datasets or more,
     their mean over the datasets shown; with `report_sacrebleu`, standard sacreBLEU after BLEU, which the paper
-    never reports), prior-work rows as `paper` lines only."""
-    from evaluation.report import LABELS, Table, shown_metrics
+    never reports; with `report_ci`, ours ± half the bootstrap 95% CI width instead of the std over seeds, none
+    where a metric has no CI), prior-work rows as `paper` lines only."""
+    from evaluation.report import LABELS, Table, half_width, shown_metrics
 
     shown = shown_metrics(SHOWN, report_sacrebleu)
     averaged = shown if len(datasets) > 1 else []
@@ -244,7 +255,11 @@ def build_table(
 
         def mine(d: str, m: str, per: Mapping[str, Any] = per_dataset) -> tuple[float | None, float | None]:
             value = per.get(d, {}).get(m)
-            return (value["mean"], value["std"]) if value else (None, None)
+            if not value:
+                return None, None
+            if report_ci:
+                return value["mean"], half_width(value["ci95"]) if "ci95" in value else None
+            return value["mean"], value["std"]
 
         table_rows.append(line(label, "ours", mine))
         table_rows.append(line(label, "paper", lambda d, m, lb=label: paper_cell(lb, d, m)))
@@ -290,12 +305,19 @@ def title(cfg: ExperimentConfig, datasets: Sequence[str], settings: Table2Settin
             if settings.report_sacrebleu
             else ""
         )
+        + (
+            " Ours ±: half the width of the bootstrap 95% CI over test inputs (not the std over seeds)."
+            if settings.report_ci
+            else ""
+        )
     )
 
 
 def _run(args: argparse.Namespace) -> int:
     cfg, source = table_config(args)
     settings = table_settings(cfg, "table2", Table2Settings, source)
+    if args.report_ci:
+        settings = settings.model_copy(update={"report_ci": True})
     check_api_keys(settings, source)
     check_sacrebleu(cfg, settings, source)
     exp = Experiment(cfg, source)
@@ -310,7 +332,7 @@ def _run(args: argparse.Namespace) -> int:
         for label in [*(PRIOR_WORK if settings.prior_work else []), *ours]
     }
     write_table(
-        build_table(ours, datasets, settings.prior_work, settings.report_sacrebleu),
+        build_table(ours, datasets, settings.prior_work, settings.report_sacrebleu, settings.report_ci),
         out,
         "table2",
         {
@@ -326,7 +348,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return table_parser("table2", __doc__)
+    parser = table_parser("table2", __doc__)
+    parser.add_argument("--report-ci", action="store_true", help="set tables.table2.report_ci (± bootstrap 95%% CI)")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

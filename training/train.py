@@ -17,6 +17,7 @@ from pathlib import Path
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
 from run_config.errors import ConfigError
 from run_config.loader import ignored_legacy_keys, read_json_config
+from training.hostfile import check_hostfile
 from training.sft.config import TrainConfig
 
 log = logging.getLogger("training.train")
@@ -42,8 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --experts: print the multi-GPU deepspeed command of each expert and exit",
     )
-    parser.add_argument("--num-gpus", type=int, default=8, help="GPUs per expert in --print-commands (default: 8)")
+    parser.add_argument(
+        "--num-gpus", type=int, default=8, help="GPUs per expert (per node) in --print-commands and --launcher slurm"
+    )
+    parser.add_argument(
+        "--hostfile", help="with --print-commands: DeepSpeed hostfile (`HOST slots=N` lines) of a multi-node run"
+    )
+    parser.add_argument("--num-nodes", type=int, default=1, help="with --hostfile: nodes per expert (default: 1)")
+    parser.add_argument(
+        "--launcher",
+        choices=["none", "slurm"],
+        default="none",
+        help="with --experts: slurm writes OUTPUT_DIR/slurm/train_experts.sbatch, one expert per array task",
+    )
+    parser.add_argument(
+        "--sbatch-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --launcher slurm: an `#SBATCH --KEY=VALUE` line (partition=gpu, time=48:00:00; repeatable)",
+    )
     return parser
+
+
+def check_launch_flags(args: argparse.Namespace) -> None:
+    """Refuse launcher flags that would be ignored, and a hostfile that cannot work, before any work."""
+    if not args.experts and (args.print_commands or args.launcher != "none"):
+        raise ConfigError(f"{'--print-commands' if args.print_commands else '--launcher'} needs --experts DIR")
+    if args.print_commands and args.launcher != "none":
+        raise ConfigError("--print-commands prints deepspeed commands: drop --launcher")
+    if (args.hostfile or args.num_nodes != 1) and not args.print_commands:
+        raise ConfigError("--hostfile/--num-nodes go with --print-commands (multi-node deepspeed commands)")
+    if args.num_nodes < 1 or args.num_gpus < 1:
+        raise ConfigError("--num-nodes and --num-gpus must be at least 1")
+    if args.num_nodes > 1 and not args.hostfile:
+        raise ConfigError(f"--num-nodes {args.num_nodes} needs --hostfile (the hosts to run on)")
+    if args.hostfile:
+        check_hostfile(args.hostfile, args.num_nodes, args.num_gpus)
 
 
 def requested_objective(argv: list[str]) -> str:
@@ -81,6 +117,7 @@ def run_dskd(argv: list[str]) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_launch_flags(args)
     cfg = config_from_args(args, TrainConfig)
     if args.config:
         ignored = ignored_legacy_keys(args.config, TrainConfig)
@@ -92,7 +129,16 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.experts:
         if args.print_commands:
-            print("\n".join(experts.launcher_commands(cfg, args.experts, args.config, args.num_gpus)))
+            cmds = experts.launcher_commands(
+                cfg, args.experts, args.config, args.num_gpus, args.hostfile, args.num_nodes
+            )
+            print("\n".join(cmds))
+            return 0
+        if args.launcher == "slurm":
+            from training.sft.slurm import write_array_script
+
+            script = write_array_script(cfg, args.experts, args.num_gpus, args.sbatch_option)
+            print(f"train: sbatch array script of {len(experts.discover_clusters(args.experts))} experts -> {script}")
             return 0
         finished = lambda sub: not sub.force and trainer.is_finished(sub)
         rows = list(experts.train_experts(cfg, args.experts, trainer.train, finished))
@@ -101,8 +147,6 @@ def _run(args: argparse.Namespace) -> int:
         done = Counter(row["status"] for row in rows)
         print(f"train: {len(rows)} experts ({', '.join(f'{n} {s}' for s, n in done.items())}) -> {cfg.output_dir}")
         return 0
-    if args.print_commands:
-        raise ConfigError("--print-commands needs --experts DIR")
     if skip_finished("train", cfg, trainer.is_finished):
         return 0
     summary = trainer.train(cfg)

@@ -4,7 +4,8 @@ Every metric declares `name` (its key in scores.json), `higher_is_better`, wheth
 examples (`per_example`) or only a corpus, and `compute(hyps, refs) -> dict[str, float]` on the
 0-100 scale (NIST in its own units). Per-example metrics also give `sentence_scores`, whose
 `reduce` is how several references combine: "max" (max over single references), "multi" (one
-multi-reference score) or "best" (the larger of the two, the original code's BLEU).
+multi-reference score) or "best" (the larger of the two, the original code's BLEU); "mean" (the mean over
+single references) is done by evaluation.scoring, which hands metrics single references under "max".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 
 from evaluation.metrics.settings import MetricSettings
 
-Reduce = Literal["max", "multi", "best"]
+Reduce = Literal["max", "multi", "best", "mean"]
 
 
 class Metric:
@@ -54,6 +55,15 @@ class Metric:
         """`compute`'s scores and the counts of items the metric left out (MAUVE's empty texts; none here)."""
         return self.compute(hyps, refs, reduce), {}
 
+    def corpus_statistics(self, hyps: Sequence[str], refs: Sequence[Sequence[str]]) -> np.ndarray | None:
+        """Per-example sufficient statistics (n, k) whose column sums give the corpus score via
+        `from_statistics` (bootstrap CIs without recomputing); None for a corpus metric that has none."""
+        return None
+
+    def from_statistics(self, sums: np.ndarray) -> float:
+        """The corpus score of summed `corpus_statistics` rows."""
+        raise NotImplementedError(f"{self.name} has no sufficient statistics")
+
     def signature(self) -> dict[str, object]:
         """Settings and package versions that determine this metric's numbers."""
         return {**{k: getattr(self.settings, k) for k in self.settings_used}, **{p: version(p) for p in self.packages}}
@@ -78,6 +88,7 @@ METRICS: dict[str, str] = {
     "moverscore": "evaluation.metrics.moverscore:MoverScore",
     "mauve": "evaluation.metrics.mauve:Mauve",
 }
+NEURAL_METRICS = ("bertscore", "moverscore", "mauve")  # those with an encoder on `device`, in `dtype`
 ALIASES = {
     "rouge": "rougeL",
     "rouge-l": "rougeL",

@@ -15,6 +15,7 @@ import numpy as np
 
 from evaluation.metrics import Metric, Reduce, best_per_example, flatten_pairs
 from evaluation.metrics.settings import MetricSettings
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import ConfigError
 
 IDF_DOCUMENTS = "each reference once per prediction scored against it (bert-score's count)"
@@ -31,6 +32,7 @@ class BertScore(Metric):
         "bertscore_idf",
         "bertscore_rescale",
         "bertscore_baseline_file",
+        "dtype",
     )
 
     def __init__(self, settings: MetricSettings | None = None):
@@ -57,6 +59,7 @@ class BertScore(Metric):
 
         s = self.settings
         if self._scorer is None:
+            device = resolve_device(s.device)
             self._scorer = BERTScorer(
                 model_type=s.bertscore_model,
                 num_layers=s.bertscore_num_layers,
@@ -64,9 +67,10 @@ class BertScore(Metric):
                 rescale_with_baseline=s.bertscore_rescale,
                 lang="en",
                 baseline_path=s.bertscore_baseline_file,
-                device=s.device,
+                device=device,
                 batch_size=s.batch_size,
             )
+            self._scorer._model.to(resolve_dtype(s.dtype, device))  # bert-score loads float32 only
         if s.bertscore_idf:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message="Overwriting the previous importance weights")

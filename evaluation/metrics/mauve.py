@@ -27,7 +27,7 @@ class Mauve(Metric):
     name = "mauve"
     per_example = False
     packages = ("mauve-text", "faiss-cpu", "transformers")
-    settings_used = ("mauve_model", "mauve_pooling", "mauve_num_buckets", "max_length", "seed")
+    settings_used = ("mauve_model", "mauve_pooling", "mauve_num_buckets", "max_length", "seed", "dtype")
 
     def _features(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """Features of the non-empty texts that have tokens, and how many texts were left out."""
@@ -35,7 +35,7 @@ class Mauve(Metric):
 
         s = self.settings
         live = [t for t in texts if t.strip()]
-        feats, kept = load_encoder(s.mauve_model, s.device).features(
+        feats, kept = load_encoder(s.mauve_model, s.device, s.dtype).features(
             live, s.mauve_pooling, batch_size=s.batch_size, max_length=s.max_length
         )
         return feats, len(texts) - len(kept)

@@ -33,7 +33,7 @@ class MoverScore(Metric):
 
     name = "moverscore"
     packages = ("POT", "transformers")
-    settings_used = ("moverscore_model", "moverscore_layer", "moverscore_max_length")
+    settings_used = ("moverscore_model", "moverscore_layer", "moverscore_max_length", "dtype")
 
     def embed(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Unit-normalised embeddings of the kept tokens of each distinct text ((0, dim) when none is kept)."""
@@ -41,7 +41,7 @@ class MoverScore(Metric):
 
         s = self.settings
         unique = sorted(set(texts))
-        enc = load_encoder(s.moverscore_model, s.device)
+        enc = load_encoder(s.moverscore_model, s.device, s.dtype)
         max_length = s.moverscore_max_length + enc.tokenizer.num_special_tokens_to_add(pair=False)
         out = {}
         for text, (tokens, states) in zip(

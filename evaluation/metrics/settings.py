@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
 
 
@@ -57,7 +58,11 @@ class MetricSettings(StageConfig):
     bleu_tokenize: Literal["none", "13a"] = Field(
         "none", description="BLEU tokens: split on spaces only (Moses) or sacrebleu 13a"
     )
-    bleu_smooth: Literal["moses", "exp"] = Field("moses", description="BLEU smoothing: Moses BLEU+1 or sacrebleu exp")
+    bleu_smooth: Literal["moses", "exp", "nltk-method2"] = Field(
+        "moses",
+        description="BLEU smoothing: Moses BLEU+1, sacrebleu exp, or NLTK sentence_bleu method 2 "
+        "(auto_reweigh, whitespace tokens; the giulianelli protocol's)",
+    )
     rouge_tokenizer: Literal["default", "word"] = Field(
         "default",
         description="ROUGE-L tokens: rouge_score default (lowercased, alphanumeric) or NLTK word tokens, case kept",
@@ -97,7 +102,10 @@ class MetricSettings(StageConfig):
     )
     mauve_num_buckets: int | None = Field(None, ge=2, description="MAUVE k-means buckets; unset: MAUVE's auto (n/10)")
     max_length: int = Field(256, ge=8, description="MAUVE truncation length in tokens (special tokens included)")
-    device: str = Field("cpu", description="torch device of the neural metrics (cpu, cuda, cuda:1, ...)")
+    device: Device = Field("cpu", description="torch device of the neural metrics' encoders: " + DEVICE_HELP)
+    dtype: Dtype = Field(
+        "float32", description="weights dtype of the neural metrics' encoders (auto: bfloat16 on a GPU)"
+    )
     batch_size: int = Field(64, ge=1, description="encoder batch size")
     workers: int = Field(0, ge=0, description="worker processes for BLEU, ROUGE-L, METEOR, NIST (0: one per CPU core)")
     seed: int = Field(42, ge=0, description="seed of MAUVE's k-means and of the bootstrap")

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from inference.config import DecodingConfig
+from run_config.devices import DEVICE_HELP, Device, Dtype
 
 
 class RewardConfig(DecodingConfig):
@@ -34,7 +35,12 @@ class RewardConfig(DecodingConfig):
         description="train only the scalar head, final norm and this many top decoder layers (null: the whole model)",
     )
     batch_size: int = Field(8, ge=1, description="pairs per optimizer step")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
+    device: Device = Field("auto", description=DEVICE_HELP)
+    dtype: Dtype = Field(
+        "float32",
+        description="weights dtype of the policy that samples negatives and of the reward model trained (auto: "
+        "bfloat16 on a GPU)",
+    )
     seed: int = Field(42, ge=0, description="seed of subsets, sampling, shuffling and the new head")
     force: bool = Field(False, description="redo even when the outputs are up to date")
 

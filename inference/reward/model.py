@@ -44,15 +44,16 @@ def reward_text(tokenizer: Any, term: str, context: str, definition: str) -> str
     return prompt + target
 
 
-def load_reward_model(path: str | Path, device: str) -> tuple[Any, Any]:
-    """A sequence-classification model with one output (a new head when `path` is a plain causal LM)."""
+def load_reward_model(path: str | Path, device: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """A sequence-classification model with one output (a new head when `path` is a plain causal LM), in `dtype`
+    on `device`."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(str(path), num_labels=1, dtype=dtype)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
 
@@ -90,8 +91,8 @@ class RewardScorer:
         self.model, self.tokenizer, self.batch_size = model.eval(), tokenizer, batch_size
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> RewardScorer:
-        return cls(*load_reward_model(path, device))
+    def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> RewardScorer:
+        return cls(*load_reward_model(path, device, dtype))
 
     def score(self, triples: Sequence[Triple]) -> list[float]:
         out: list[float] = []

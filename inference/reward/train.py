@@ -35,7 +35,7 @@ from inference.reward.model import (
     pairwise_accuracy,
 )
 from run_config.cli import config_from_args, run_main, skip_finished, stage_parser
-from run_config.devices import resolve_device
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import DataError
 from run_config.runtime import (
     clear_manifest,
@@ -52,6 +52,7 @@ MINING_KEYS = (
     "train",
     "valid",
     "policy_model",
+    "dtype",
     "samples_per_prompt",
     "negatives_per_prompt",
     "max_train_prompts",
@@ -80,7 +81,9 @@ def mine_pairs(cfg: RewardConfig, out: Path) -> tuple[list[Pair], list[Pair]]:
         return read_pairs(paths[0]), read_pairs(paths[1])
     from inference.local import LocalBackend
 
-    backend = LocalBackend.from_path(cfg.policy_model, device=cfg.device, batch_size=cfg.generate_batch_size)
+    backend = LocalBackend.from_path(
+        cfg.policy_model, device=cfg.device, dtype=cfg.dtype, batch_size=cfg.generate_batch_size
+    )
     sampling = cfg.sampling(cfg.seed)
     result = []
     for split, path, limit in (
@@ -107,7 +110,7 @@ def read_pairs(path: Path) -> list[Pair]:
 
 def train_reward_model(cfg: RewardConfig, train: list[Pair], valid: list[Pair], device: str) -> tuple[Any, Any, dict]:
     """Bradley-Terry training; returns (model, tokenizer, metrics)."""
-    model, tokenizer = load_reward_model(cfg.base_model or cfg.policy_model, device)
+    model, tokenizer = load_reward_model(cfg.base_model or cfg.policy_model, device, resolve_dtype(cfg.dtype, device))
     trainable = sum(p.numel() for p in model.parameters())
     if cfg.trainable_top_layers is not None:
         trainable = freeze_below_top_layers(model, cfg.trainable_top_layers)

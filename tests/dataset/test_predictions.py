@@ -98,3 +98,20 @@ def test_resume_keeps_done_rows_and_redoes_errors_and_the_cut_tail(tmp_path):
         store.append(_row(sample_idx=1))
     assert read_rows(path) == ([_row(), _row(sample_idx=1)], False)
     assert read_rows(tmp_path / "none.jsonl") == ([], False)
+
+
+def test_routed_rows_carry_the_expert_and_margin(tmp_path):
+    from dataset.predictions import expert_value, top_expert
+
+    one = _row(expert=expert_value([2], [1.0]), router_margin=0.1234567)
+    mixed = _row(expert=expert_value([0, 3], [0.25, 0.75]), router_margin=0.5)
+    assert (one["expert"], one["router_margin"]) == (2, 0.123457)
+    assert mixed["expert"] == [[3, 0.75], [0, 0.25]] and top_expert(mixed["expert"]) == 3
+    assert top_expert(one["expert"]) == 2 and top_expert(None) is None
+    path = tmp_path / "p.jsonl"
+    write_rows(path, [one, mixed, _row()])
+    assert [r["expert"] for r in read_rows(path)[0]] == [2, [[3, 0.75], [0, 0.25]], None]
+    for bad in ('"expert": "2"', '"expert": -1', '"expert": [[1, "a"]]', '"expert": []', '"router_margin": "x"'):
+        _write(path, '{"id": "u:1", "prediction": "a", ' + bad + "}\n")
+        with pytest.raises(DataError, match=r"p.jsonl:1: (expert|router_margin): expected"):
+            numbered_rows(path)

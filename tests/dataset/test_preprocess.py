@@ -336,3 +336,17 @@ def test_csv_without_a_header_row_is_refused_by_the_reader(tmp_path):
     src.write_text("\ufeff", encoding="utf-8")  # only a byte-order mark: not 0 bytes, still no header
     with pytest.raises(DataError, match=f"{src}: empty file: no header row"):
         list(iter_3dex_csv(src))
+
+
+def test_preprocess_imports_neither_torch_nor_numpy(data_3dex, tmp_path):
+    """Preprocessing is pure Python: a 1.3M-row run stays small because no framework is loaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from dataset.preprocess import main; "
+        f"rc = main(['--input', {str(data_3dex / 'Urban_test.csv')!r}, '--output-dir', {str(tmp_path / 'out')!r}]); "
+        "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules)); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

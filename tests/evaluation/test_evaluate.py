@@ -254,3 +254,69 @@ def test_rescaling_without_a_baseline_is_refused_before_any_work(refs, tmp_path,
     assert not out.exists()
     assert run(*args, "--bertscore-baseline-file", tmp_path / "missing.tsv") == 2
     assert "missing.tsv: no such file" in capsys.readouterr().err
+
+
+def test_scores_carry_signatures_and_seeded_bootstrap_cis(urban, refs, tmp_path):
+    records = urban[:N]
+    half = [
+        {"id": r.id, "prediction": r.definition if i % 2 else "zzz", "model": "half"} for i, r in enumerate(records)
+    ]
+    preds = write_jsonl(tmp_path / "p.jsonl", half)
+    args = ["--predictions", preds, "--references", refs, "--metrics", "bleu,rouge,sacrebleu"]
+    args += ["--bootstrap-samples", 300]
+    assert run(*args, "--output-dir", tmp_path / "a") == 0
+    scores = json.loads((tmp_path / "a" / "scores.json").read_text())
+    assert set(scores["signatures"]) == {"bleu", "rougeL", "sacrebleu"}
+    assert scores["signatures"]["bleu"].startswith("bleu|protocol:max|refs:term|combine:max|case:mixed|order:4|")
+    assert "|tokenize:none|smooth:moses|lm-lexicon:" in scores["signatures"]["bleu"]
+    assert "|rouge_score:" in scores["signatures"]["rougeL"] and "|sacrebleu:" in scores["signatures"]["sacrebleu"]
+    ci = scores["ci95"]
+    assert ci["bootstrap_samples"] == 300 and ci["seed"] == 42
+    low, high = ci["systems"]["half"]["bleu"]
+    assert low < scores["bleu"] < high and high - low > 10  # half the rows are perfect, half nearly 0
+    s_low, s_high = ci["systems"]["half"]["sacrebleu"]  # a corpus metric: from sufficient statistics
+    assert s_low < scores["sacrebleu"] < s_high
+    assert run(*args, "--output-dir", tmp_path / "b", "--seed", 7) == 0
+    other = json.loads((tmp_path / "b" / "scores.json").read_text())["ci95"]["systems"]["half"]["bleu"]
+    assert other != [low, high]
+    assert run(*args, "--output-dir", tmp_path / "c") == 0
+    assert json.loads((tmp_path / "c" / "scores.json").read_text())["ci95"] == ci  # seeded: identical
+    assert run(*args, "--output-dir", tmp_path / "d", "--protocol", "orig-compat") == 0
+    orig = json.loads((tmp_path / "d" / "scores.json").read_text())
+    assert "|protocol:orig-compat|refs:term|combine:best|periods:stripped|round:up|" in orig["signatures"]["bleu"]
+    assert "|tokenizer:word|stemmer:false|" in orig["signatures"]["rougeL"]
+
+
+def test_many_systems_against_one_baseline_with_holm(urban, refs, tmp_path, capsys):
+    """Three prediction files against one baseline: each tested, p-values Holm-corrected over the three."""
+    records = urban[:N]
+    base = write_jsonl(tmp_path / "base.jsonl", [{"id": r.id, "prediction": "a word"} for r in records])
+    files = []
+    for name, good in (("strong", N), ("weak", N // 4), ("tie", 0)):
+        rows = [{"id": r.id, "prediction": r.definition if i < good else "a word"} for i, r in enumerate(records)]
+        files.append(write_jsonl(tmp_path / f"{name}.jsonl", rows))
+    out = tmp_path / "out"
+    assert run("--predictions", *files, "--references", refs, "--compare-to", base, "--output-dir", out) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert list(scores["systems"]) == ["strong", "weak", "tie"] and scores["counts"]["files"] == 3
+    assert set(scores["ci95"]["systems"]) == {"strong", "weak", "tie"}
+    sig = json.loads((out / "significance.json").read_text())
+    assert sig["holm_family"] == 3 and "metrics" not in sig
+    comp = {Path(p).stem: c["metrics"]["bleu"] for p, c in sig["comparisons"].items()}
+    assert comp["strong"]["randomization"]["p_value"] < 0.01 and comp["strong"]["bootstrap"]["delta"] > 50
+    assert comp["tie"]["randomization"]["p_value"] == 1.0 and comp["tie"]["bootstrap"]["delta"] == 0.0
+    from evaluation.significance import holm
+
+    for test in ("bootstrap", "randomization", "ttest"):
+        raw = [comp[n][test]["p_value"] for n in ("strong", "weak", "tie")]
+        assert [comp[n][test]["p_holm"] for n in ("strong", "weak", "tie")] == pytest.approx(holm(raw))
+    printed = capsys.readouterr().out
+    assert "weak.jsonl bleu: delta" in printed and "randomization p=" in printed and "(Holm " in printed
+
+
+def test_a_system_in_two_prediction_files_is_refused(urban, refs, tmp_path, capsys):
+    rows = [{"id": r.id, "prediction": r.definition, "model": "m"} for r in urban[:N]]
+    a, b = write_jsonl(tmp_path / "a.jsonl", rows), write_jsonl(tmp_path / "b.jsonl", rows)
+    assert run("--predictions", a, b, "--references", refs, "--output-dir", tmp_path / "out") == 1
+    assert "b.jsonl: model: system 'm' is also in" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -135,3 +135,36 @@ def test_report_sacrebleu_column_beside_the_papers_bleu(urban, tmp_path, capsys)
     assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(bare)]) == 0
     assert main(["--runs", str(bare), "--output-dir", str(out), "--report-sacrebleu"]) == 2
     assert "report_sacrebleu: no sacrebleu score for prefix on Urban" in capsys.readouterr().err
+
+
+def test_report_ci_prints_half_the_bootstrap_interval(urban, tmp_path, capsys):
+    """Real Urban rows, three seeds in one file: --report-ci prints mean ± half the CI width of scores.json."""
+    from evaluation.evaluate import main as evaluate_main
+
+    records = urban[:50]
+    refs, preds = tmp_path / "test.jsonl", tmp_path / "p.jsonl"
+    refs.write_text("".join(r.to_json() + "\n" for r in records))
+    rows = [
+        {"id": r.id, "prediction": " ".join(r.definition.split()[: 2 + (i + seed) % 5]), "model": "M", "seed": seed}
+        for seed in (21, 42, 84)
+        for i, r in enumerate(records)
+    ]
+    preds.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run = tmp_path / "eval"
+    assert evaluate_main(["--predictions", str(preds), "--references", str(refs), "--output-dir", str(run)]) == 0
+    scores = json.loads((run / "scores.json").read_text())
+    (low, high), (rlow, rhigh) = (scores["ci95"]["systems"]["M"][m] for m in ("bleu", "rougeL"))
+    out = tmp_path / "tables"
+    assert main(["--runs", str(run), "--output-dir", str(out), "--report-ci"]) == 0
+    cell = f"| M | {scores['bleu']:.2f}±{(high - low) / 2:.2f} | {scores['rougeL']:.2f}±{(rhigh - rlow) / 2:.2f} |"
+    assert cell in (out / "table2.md").read_text()
+    assert main(["--runs", str(run), "--output-dir", str(out)]) == 0  # without: ± std over the seeds
+    assert f"| M | {scores['bleu']:.2f}±{scores['std']['bleu']:.2f} |" in (out / "table2.md").read_text()
+    old = tmp_path / "old" / "scores.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({k: v for k, v in scores.items() if k != "ci95"}))
+    capsys.readouterr()
+    assert main(["--runs", str(old), "--output-dir", str(out), "--report-ci"]) == 1
+    assert "old/scores.json: ci95: missing (written by an older evaluate: rerun it)" in capsys.readouterr().err
+    assert main(["--runs", str(run), str(run), "--output-dir", str(out), "--report-ci"]) == 1
+    assert "M on Urban is in another run too" in capsys.readouterr().err

@@ -94,3 +94,12 @@ def tiny_args(model: Path, train: Path, valid: Path, out: Path, *extra: str) -> 
         "1",
         *extra,
     ]
+
+
+def experts_args(model: Path, clusters: Path, out: Path, *extra: str) -> list[str]:
+    """`tiny_args` of a run with `--experts clusters` (each expert's train/valid files come from its cluster)."""
+    args = tiny_args(model, clusters, clusters, out, *extra)
+    for flag in ("--train-file", "--valid-file"):
+        i = args.index(flag)
+        del args[i : i + 2]
+    return [*args, "--experts", str(clusters)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import inspect
 import math
@@ -105,23 +104,25 @@ def test_sample_logprobs_stop_at_eos_and_skip_pads():
 
 
 class DomainRouter:
-    """A routed-MoE stand-in with the `training.moe.routing.RoutedMoE` interface over one real model."""
+    """A routed-MoE stand-in with the `training.moe.routing.RoutedMoE` interface over one real model: the expert
+    of a term is its length's parity; `entered` lists the experts of each generate call."""
 
     policy = "domain"
 
     def __init__(self, model, tokenizer):
         self.model, self.tokenizer, self.entered = model, tokenizer, []
 
-    def generate(self, pairs=None, **kwargs):
+    def generate(self, pairs=None, routes=None, **kwargs):
+        experts = sorted({r.experts for r in routes})
+        assert len(experts) == 1, f"a batch mixes experts {experts}"
+        if experts[0][0] not in self.entered:
+            self.entered.append(experts[0][0])
         return self.model.generate(**kwargs)
 
-    def domains_for(self, pairs):
-        return [len(term) % 2 for term, _ in pairs]
+    def routes(self, pairs):
+        from training.moe.routing import Route
 
-    @contextlib.contextmanager
-    def only_expert(self, e):
-        self.entered.append(e)
-        yield
+        return [Route((len(term) % 2,), (1.0,), 0.5) for term, _ in pairs]
 
 
 def test_moe_inputs_are_grouped_by_domain(smol_backend, urban_records):
@@ -133,6 +134,8 @@ def test_moe_inputs_are_grouped_by_domain(smol_backend, urban_records):
     out = list(backend.generate(requests, Sampling(greedy=True, max_new_tokens=4)))
     expected = sorted({len(r.term) % 2 for r in requests})
     assert router.entered == expected and len(out) == 4
+    terms = {r.item_id: r.term for r in requests}
+    assert all(g.expert == len(terms[g.item_id]) % 2 and g.router_margin == 0.5 for g in out)
     by_domain = [len(next(r.term for r in requests if r.item_id == g.item_id)) % 2 for g in out]
     assert by_domain == sorted(by_domain)
 

@@ -316,7 +316,7 @@ def test_the_work_function_seeds_before_any_work(stage, tmp_path, monkeypatch):
     }
     cfg = model.model_validate({**values, "output_dir": str(tmp_path / "out"), "seed": 7})
 
-    def seeded(seed):
+    def seeded(seed, **_):
         raise _Seeded(seed)
 
     monkeypatch.setattr(module, "set_seed", seeded)

@@ -205,3 +205,32 @@ def test_section_values_are_type_checked_without_the_keys_each_step_adds():
         'x.json: cluster.num_clusters: input should be a valid integer, got "4"',
         "x.json: infer.max_new_tokens: input should be greater than or equal to 1, got 0",
     ]
+
+
+def test_multi_node_hostfile_is_checked_up_front_and_reaches_the_launcher(tmp_path, monkeypatch):
+    """`launcher: deepspeed` with `hostfile` / `num_nodes`: a malformed hostfile is refused when the experiment
+    is built (file and line), and each train step's command is DeepSpeed's multi-node launch."""
+    import scripts.experiment as experiment
+
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("node-a slots=8\nnode-b slots=8\n", encoding="utf-8")
+    nodes = {"work_dir": str(tmp_path / "w"), "launcher": "deepspeed", "hostfile": str(hostfile), "num_nodes": 2}
+    with pytest.raises(ConfigError, match="num_nodes 2 needs a hostfile"):
+        load_config(TOY_CONFIG, ExperimentConfig, {**nodes, "hostfile": None})
+    with pytest.raises(ConfigError, match="hostfile and num_nodes need launcher deepspeed"):
+        load_config(TOY_CONFIG, ExperimentConfig, {**nodes, "launcher": "none"})
+    launched = []
+    monkeypatch.setattr(experiment, "_launch", lambda step, argv: launched.append(argv))
+    exp = Experiment(load_config(TOY_CONFIG, ExperimentConfig, nodes), "test")
+    exp._train("train_dense_seed42", {"model_name_or_path": "m", "output_dir": str(tmp_path / "dense")})
+    config = str(tmp_path / "w" / "configs" / "train_dense_seed42.json")
+    assert launched == [
+        ["deepspeed", "--hostfile", str(hostfile), "--num_nodes", "2", "--num_gpus", "8"]
+        + ["--module", "training.train", "--config", config]
+    ]
+    hostfile.write_text("node-a slots=8\nnode-b\n", encoding="utf-8")
+    with pytest.raises(DataError, match=f"{hostfile}:2: hostfile: 'node-b' is not `HOST slots=N`"):
+        Experiment(load_config(TOY_CONFIG, ExperimentConfig, nodes), "test")
+    hostfile.write_text("node-a slots=8\n", encoding="utf-8")
+    with pytest.raises(DataError, match="num_nodes: 2 nodes asked for, the hostfile lists 1"):
+        Experiment(load_config(TOY_CONFIG, ExperimentConfig, nodes), "test")

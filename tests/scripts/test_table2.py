@@ -12,7 +12,7 @@ import pytest
 from run_config.loader import load_config
 from scripts.experiment import FULL_CONFIG, TOY_CONFIG, ExperimentConfig, table_settings
 from scripts.paper_numbers import TABLE2
-from scripts.table2 import PRIOR_WORK, Table2Settings, build_table, main
+from scripts.table2 import PRIOR_WORK, Table2Settings, build_table, main, summarise
 from tests.conftest import REPO_ROOT
 
 ROWS = [
@@ -140,6 +140,31 @@ def test_sacrebleu_column_after_bleu_blank_for_the_paper():
     assert two.header[-3:] == ["Avg. BLEU", "Avg. sacreBLEU", "Avg. ROUGE"]
     assert two.rows[0][-3:] == ["30.00", "7.50", "31.00"]
     assert build_table(ours, ["WordNet"], prior_work=False).header[2:4] == ["WordNet BLEU", "WordNet ROUGE"]
+
+
+def test_report_ci_prints_half_the_bootstrap_interval_for_ours_only():
+    ours = {
+        "LM-Lexicon-Dense": {
+            "WordNet": {
+                "bleu": {"mean": 40.0, "std": 0.5, "ci95": [38.0, 43.0]},
+                "rougeL": {"mean": 41.0, "std": 0.2, "ci95": [40.5, 41.5]},
+                "sacrebleu": {"mean": 12.5, "std": 0.25},  # a cell without a CI (a MAUVE-like corpus metric)
+            }
+        }
+    }
+    table = build_table(ours, ["WordNet"], prior_work=False, report_sacrebleu=True, report_ci=True)
+    assert table.rows[0] == ["LM-Lexicon-Dense", "ours", "40.00±2.50", "12.50", "41.00±0.50"]
+    assert table.rows[1][2:5] == ["36.99±0.59", "–", "37.83±0.45"]  # the paper's line keeps its std
+    assert build_table(ours, ["WordNet"], prior_work=False).rows[0][2:4] == ["40.00±0.50", "41.00±0.20"]
+
+
+def test_summarise_keeps_the_ci_of_each_metric():
+    scores = {
+        "systems": {"m": {"seeds": [{"seed": 21, "scores": {"bleu": 30.0, "rougeL": 31.0, "sacrebleu": 5.0}}]}},
+        "ci95": {"bootstrap_samples": 1000, "seed": 42, "systems": {"m": {"bleu": [28.0, 32.0], "rougeL": [30, 32]}}},
+    }
+    cell = summarise({"LM-Lexicon-Dense": {"WordNet": scores}})["LM-Lexicon-Dense"]["WordNet"]
+    assert cell["bleu"]["ci95"] == [28.0, 32.0] and "ci95" not in cell["sacrebleu"]
 
 
 def test_shipped_configs_hold_valid_table2_settings():

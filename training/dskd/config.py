@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
 
 
@@ -97,12 +98,14 @@ class DSKDConfig(StageConfig):
     max_eval_samples: int | None = Field(None, ge=1, description="use only the first N validation records")
     logging_steps: int = Field(10, ge=1, description="log the loss terms every N optimizer steps")
     seed: int = Field(42, ge=0, description="seed of shuffling, k-means and initialisation")
-    device: str = Field("auto", description="torch device (auto: cuda when available, else cpu)")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="teacher and student dtype")
+    device: Device = Field("auto", description="teacher and student device: " + DEVICE_HELP)
+    dtype: Dtype = Field("float32", description="teacher and student dtype (auto: bfloat16 on a GPU; not float16)")
     force: bool = Field(False, description="redo even when the outputs are up to date")
 
     @model_validator(mode="after")
     def _check(self) -> DSKDConfig:
+        if self.dtype == "float16":
+            raise ValueError("dtype float16: the student trains without loss scaling and would underflow; use bfloat16")
         if self.student_model is not None and self.student_layers is not None:
             raise ValueError("student_layers truncates the teacher; it cannot be combined with student_model")
         if self.student_layers is not None and self.trainable_layers > self.student_layers:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from run_config.devices import torch_dtype
+from run_config.devices import resolve_dtype
 from run_config.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -18,7 +18,7 @@ def load_causal_lm(path: str, dtype: str, device: torch.device, **config_overrid
     """Load a causal LM with `config_overrides` (e.g. `num_hidden_layers`) applied to its config."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), **config_overrides)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype, device.type), **config_overrides)
     return model.to(device)
 
 

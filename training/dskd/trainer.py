@@ -228,6 +228,7 @@ def prepare_senses(
 
 def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     """Run the whole objective: senses (dskd), training, validation perplexity, saved student, manifest."""
+    device = torch.device(resolve_device(cfg.device))  # a device this machine lacks is refused first
     set_seed(cfg.seed)
     from transformers import AutoTokenizer
 
@@ -235,7 +236,6 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     train_path = input_path(cfg.data_path_train)
     valid_path = input_path(cfg.data_path_valid) if cfg.data_path_valid else None
     clear_manifest(out)
-    device = torch.device(resolve_device(cfg.device))
     teacher_path = resolve_asset(cfg.teacher_model)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -1,15 +1,18 @@
 """The merged-MoE folder format, owned here alone.
 
-A merged MoE folder is a stock Mixtral checkpoint (config, tokenizer, safetensors shards) plus:
+A merged MoE folder is a stock Mixtral, Qwen3-MoE or Qwen2-MoE checkpoint (config, tokenizer, safetensors
+shards) plus:
 
-* `routing.json`: default policy and top-k, the cluster -> expert map, the experts it was merged from,
+* `routing.json`: default policy and top-k, the ensemble/hybrid settings (`ensemble_k`, `ensemble_temperature`,
+  `hybrid_tau`), the cluster -> expert map, the experts it was merged from,
   the dense config (for per-domain exports) and, once trained, the learned domain classifier's entry;
 * `clustering/`: a copy of the clustering artefacts (centroids, embedder description, TF-IDF vocabulary)
   that domain routing embeds prompts with;
 * `domain_classifier.safetensors`: the learned domain router (policy learned-domain), when trained;
 * `projection_routers.safetensors`: a converted mergoo MoE's three routers per routed layer (policy mergoo),
   named `model.layers.L.mlp.{gate_proj,up_proj,down_proj}.gate.weight` as in the original layout, and listed
-  (file, layers, projections) under routing.json's `projection_routers`.
+  (file, layers, projections) under routing.json's `projection_routers`;
+* `merge_config.json` and `README.md` (a merge's resolved config and model card, written by training/moe/card.py).
 """
 
 from __future__ import annotations
@@ -27,6 +30,16 @@ ROUTING_FILE = "routing.json"
 CLASSIFIER_FILE = "domain_classifier.safetensors"
 CLUSTER_SUBDIR = "clustering"
 PROJECTION_ROUTERS_FILE = "projection_routers.safetensors"
+# Ensemble/hybrid settings of a folder whose routing.json predates them (MergeConfig's defaults).
+ENSEMBLE_DEFAULTS = {"ensemble_k": 2, "ensemble_temperature": 0.1, "hybrid_tau": 0.05}
+MERGE_CONFIG_FILE = "merge_config.json"
+CARD_FILE = "README.md"
+
+
+def config_num_experts(config: Any) -> int:
+    """Experts of a merged MoE's config: Mixtral's num_local_experts, Qwen-MoE's num_experts."""
+    value = getattr(config, "num_local_experts", None)
+    return int(value if value is not None else config.num_experts)
 
 
 def is_moe_folder(path: str | Path) -> bool:
@@ -55,11 +68,14 @@ def new_routing(
     cluster_to_expert: list[int],
     with_clusters: bool,
     dense_config: dict[str, Any],
+    ensemble: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Contents of a fresh merge's routing.json (no learned domain classifier yet)."""
+    """Contents of a fresh merge's routing.json (no learned domain classifier yet); `ensemble` holds
+    ensemble_k, ensemble_temperature and hybrid_tau (ENSEMBLE_DEFAULTS when None)."""
     return {
         "policy": policy,
         "top_k": top_k,
+        **(ensemble or ENSEMBLE_DEFAULTS),
         "num_experts": len(experts),
         "router_init": router_init,
         "experts": [str(Path(e).resolve()) for e in experts],

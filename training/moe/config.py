@@ -1,4 +1,4 @@
-"""Typed configs of the MoE stages: merge (experts -> Mixtral checkpoint), convert (the original's MoE) and router
+"""Typed configs of the MoE stages: merge (experts -> stock MoE checkpoint), convert (the original's MoE) and router
 finetuning."""
 
 from __future__ import annotations
@@ -7,16 +7,22 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from run_config.devices import Dtype
 from run_config.loader import StageConfig
 
 # Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default, "mergoo" the
-# original code's per-projection routers (only a converted folder has them).
-POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo")
-Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo"]
+# original code's per-projection routers (only a converted folder has them); "ensemble" and "hybrid" mix the
+# next-token distributions of the top-k experts by centroid similarity (c-BTM style).
+POLICIES = ("domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo", "ensemble", "hybrid")
+Policy = Literal["domain", "learned-domain", "token", "soft-sequence", "hard-sequence", "mergoo", "ensemble", "hybrid"]
+# Policies that choose each input's experts before generating (from its (term, context)); the others route
+# inside the model, per token or per sequence.
+PRE_ROUTED = ("domain", "learned-domain", "ensemble", "hybrid")
 
 
 class MergeConfig(StageConfig):
-    """N dense Llama experts -> one Mixtral checkpoint with one expert per input (paper Alg. 1/2)."""
+    """N dense experts -> one stock MoE checkpoint with one expert per input (paper Alg. 1/2): Llama -> Mixtral,
+    Qwen3 -> Qwen3-MoE, Qwen2 -> Qwen2-MoE."""
 
     INPUT_FIELDS: ClassVar[tuple[str, ...]] = ("experts", "base_model")
 
@@ -29,6 +35,15 @@ class MergeConfig(StageConfig):
     shared_expert: int = Field(0, description="expert whose non-FFN tensors are kept when shared_params=expert")
     policy: Policy = Field("domain", description="default routing policy written to routing.json")
     top_k: int = Field(2, description="experts per token for the token policy (1 or 2 in the paper)")
+    ensemble_k: int = Field(
+        2, ge=1, description="ensemble/hybrid: experts mixed per input (top-k by centroid similarity)"
+    )
+    ensemble_temperature: float = Field(
+        0.1, gt=0, description="ensemble/hybrid: mixture weights softmax(similarity / T) of the k experts"
+    )
+    hybrid_tau: float = Field(
+        0.05, ge=0, description="hybrid: one expert when its centroid similarity leads the next by >= tau"
+    )
     router_init: Literal["random", "hidden", "centroids"] = Field(
         "random",
         description="router rows: N(0, initializer_range), mean hidden state of each expert's "
@@ -42,12 +57,10 @@ class MergeConfig(StageConfig):
         None, description="clustering output (centroids.npy + embedder.json) copied beside the MoE"
     )
     cluster_to_expert: list[int] | None = Field(None, description="expert id of cluster c (default: identity)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="output dtype (auto: the experts')"
-    )
+    dtype: Dtype = Field("auto", description="output dtype (auto: the experts')")
     max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
     router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
-    dense_export_dir: str | None = Field(None, description="also write one dense Llama checkpoint per expert here")
+    dense_export_dir: str | None = Field(None, description="also write one dense checkpoint per expert here")
     seed: int = Field(42, description="seed of the random router init")
     force: bool = Field(False, description="redo even when output_dir is up to date")
 
@@ -88,6 +101,10 @@ class MergeConfig(StageConfig):
             raise ValueError(f"cluster_to_expert must be a permutation of 0..{n - 1}, got {self.cluster_to_expert}")
         if self.policy == "mergoo":
             raise ValueError("policy mergoo needs per-projection routers, which only `convert --format mergoo` writes")
+        if self.policy in ("ensemble", "hybrid") and not self.cluster_dir:
+            raise ValueError(f"policy {self.policy} routes by centroid similarity: give cluster_dir")
+        if self.policy in ("ensemble", "hybrid") and self.ensemble_k > n:
+            raise ValueError(f"ensemble_k must be in [1, {n}] for {n} experts, got {self.ensemble_k}")
         if self.router_init == "hidden" and len(self.router_prompt_files) != n:
             raise ValueError(
                 f"router_init=hidden needs one router_prompt_files entry per expert ({n}), "

@@ -1,4 +1,5 @@
-"""Per-domain dense export: expert e of a merged MoE -> a plain Llama checkpoint any engine (vLLM) can serve."""
+"""Per-domain dense export: expert e of a merged MoE -> a plain dense checkpoint of the experts' family (Llama,
+Qwen3, Qwen2) any engine (vLLM) can serve."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from run_config.errors import DataError
 from run_config.runtime import MANIFEST, file_sizes, files_intact, staged_dir, write_json
 from training.moe.checkpoint import ROUTING_FILE, read_routing
-from training.moe.plan import dense_ffn_key, parse_moe_key
+from training.moe.plan import MIXTRAL, QWEN3_MOE, dense_ffn_key, parse_moe_key
 from training.moe.safetensors_stream import CheckpointReader, ShardedWriter, TensorInfo
 
 EXPORT_INDEX = "experts.json"
@@ -29,7 +30,7 @@ def _dense_name(name: str, expert: int) -> str | None:
     if parsed is not None:
         layer, e, proj = parsed
         return dense_ffn_key(layer, proj) if e == expert else None
-    return None if name.endswith("block_sparse_moe.gate.weight") else name
+    return None if MIXTRAL.is_block_only(name) or QWEN3_MOE.is_block_only(name) else name
 
 
 def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shard_bytes: int = 2000 * 2**20) -> Path:

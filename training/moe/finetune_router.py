@@ -24,7 +24,13 @@ from run_config.cli import config_from_args, run_main, skip_finished, stage_pars
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import inputs_fingerprint, is_finished, set_seed, staged_dir, write_manifest
 from training.data import IGNORE_INDEX, encode_records, pad_batch
-from training.moe.checkpoint import carry_clusters, carry_projection_routers, save_classifier, write_routing
+from training.moe.checkpoint import (
+    carry_clusters,
+    carry_projection_routers,
+    config_num_experts,
+    save_classifier,
+    write_routing,
+)
 from training.moe.config import FinetuneRouterConfig
 from training.moe.routing import DomainClassifier, RoutedMoE, load_routed_moe
 
@@ -39,7 +45,7 @@ def freeze_all_but_router(moe: RoutedMoE) -> list[torch.nn.Parameter]:
     for p in params.values():
         p.requires_grad_(True)
     cfg = moe.model.config
-    expected = cfg.num_hidden_layers * cfg.num_local_experts * cfg.hidden_size
+    expected = cfg.num_hidden_layers * config_num_experts(cfg) * cfg.hidden_size
     trainable = sum(p.numel() for p in moe.model.parameters() if p.requires_grad)
     if trainable != expected or len(params) != cfg.num_hidden_layers:
         raise AssertionError(

@@ -1,4 +1,5 @@
-"""Merge stage: N dense Llama experts -> one Mixtral checkpoint (FFN i = expert i) + routing metadata.
+"""Merge stage: N dense experts -> one stock MoE checkpoint (FFN i = expert i) + routing metadata: Llama/Mistral ->
+Mixtral, Qwen3 -> Qwen3-MoE, Qwen2 -> Qwen2-MoE.
 
 Streams one tensor at a time (safe_open in, planned shards out); every check runs before anything is
 written, and the output folder appears complete (manifest last) or not at all.
@@ -30,6 +31,7 @@ from run_config.runtime import (
     staged_dir,
     write_manifest,
 )
+from training.moe.card import cluster_examples, write_card
 from training.moe.checkpoint import copy_clusters, new_routing, write_routing
 from training.moe.config import MergeConfig
 from training.moe.export import export_all_dense, exports_complete
@@ -38,7 +40,7 @@ from training.moe.plan import (
     PlannedTensor,
     check_compatible,
     check_tokenizers,
-    mixtral_config,
+    moe_config,
     open_dense,
     plan_merge,
 )
@@ -113,6 +115,8 @@ def _tensor(
     item: PlannedTensor, experts: list[DenseCheckpoint], shared: list[DenseCheckpoint], routers: torch.Tensor
 ) -> torch.Tensor:
     kind = item.source[0]
+    if kind == "zeros":
+        return torch.zeros(item.info.shape, dtype=item.info.dtype)
     if kind == "expert":
         _, e, key = item.source
         t = experts[e].reader.read(key)
@@ -139,6 +143,11 @@ def routing_metadata(cfg: MergeConfig, dense_config: dict[str, Any], num_cluster
         cfg.cluster_to_expert or list(range(len(cfg.experts))),
         bool(num_clusters),
         dense_config,
+        {
+            "ensemble_k": cfg.ensemble_k,
+            "ensemble_temperature": cfg.ensemble_temperature,
+            "hybrid_tau": cfg.hybrid_tau,
+        },
     )
 
 
@@ -153,6 +162,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         check_compatible(experts[0], base, "base_model")
     check_tokenizers([c.folder for c in experts])
     num_clusters = check_cluster_dir(cfg)
+    examples = cluster_examples(cfg.cluster_dir, num_clusters)
     plan = plan_merge(experts, cfg.dtype)
     routers = build_routers(cfg, experts[0])
     shared = {"average": experts, "base": [base], "expert": [experts[cfg.shared_expert]]}[cfg.shared_params]
@@ -166,9 +176,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
                 else:
                     writer.write(item.info.name, _tensor(item, experts, shared, routers))
             writer.finalize()
-        mixtral_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(
-            tmp
-        )
+        moe_config(experts[0].config, len(experts), cfg.top_k, cfg.router_aux_loss_coef, cfg.dtype).save_pretrained(tmp)
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(str(experts[0].folder)).save_pretrained(str(tmp))
@@ -178,6 +186,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         if num_clusters:
             copy_clusters(cfg.cluster_dir, tmp)
         write_routing(tmp, routing_metadata(cfg, experts[0].config, num_clusters))
+        write_card(tmp, cfg, examples, experts[0].layout.architecture)
         summary = {
             "experts": len(experts),
             "tensors": len(plan),

@@ -6,6 +6,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
 
 Objective = Literal["sft", "dskd"]
@@ -73,7 +74,13 @@ class TrainConfig(StageConfig):
     gradient_accumulation_steps: int | None = Field(None, ge=1, description="explicit gradient accumulation")
     gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
     precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="mixed precision (fp32 on CPU)")
-    model_dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="dtype the weights load in")
+    device: Device = Field(
+        "auto",
+        description=DEVICE_HELP + " (cuda:N: give the GPUs with CUDA_VISIBLE_DEVICES; each rank takes cuda:LOCAL_RANK)",
+    )
+    dtype: Dtype = Field(
+        "float32", description="dtype the weights load in (original key: model_dtype; auto: bfloat16 on a GPU)"
+    )
     attn_implementation: str | None = Field(None, description="sdpa, eager, flash_attention_2 (default: HF's)")
     trainable_layers: str = Field("all", description="'all', or comma-separated parameter-name substrings to train")
 
@@ -117,6 +124,7 @@ class TrainConfig(StageConfig):
         "data_path_valid": "valid_file",
         "data_path_test": None,  # training never reads the test split (the original's bug 25)
         "num_epochs": "num_train_epochs",
+        "model_dtype": "dtype",
         "batch_size": "global_batch_size",
         "train_on_input": "train_on_prompt",
         "do_eval": "do_validation",
@@ -138,6 +146,11 @@ class TrainConfig(StageConfig):
             raise ValueError("lr_scheduler_type cosine_with_min_lr needs min_lr_rate")
         if self.qlora and not self.use_lora:
             raise ValueError("qlora needs use_lora true")
+        if self.device.startswith("cuda:"):
+            raise ValueError(
+                f"device {self.device}: training places rank r on cuda:r; pick the GPUs with CUDA_VISIBLE_DEVICES "
+                "and give device cuda"
+            )
         if self.force and self.resume_from_checkpoint is not None:
             raise ValueError("force starts training over: it cannot be combined with resume_from_checkpoint")
         return self

@@ -88,26 +88,36 @@ def train_experts(
     return results
 
 
-def deepspeed_argv(num_gpus: int) -> list[str]:
-    """The launcher running the train stage on `num_gpus` GPUs from the installed package (`python -m`)."""
-    return ["deepspeed", "--num_gpus", str(num_gpus), "--module", "training.train"]
+def deepspeed_argv(num_gpus: int, hostfile: str | None = None, num_nodes: int = 1) -> list[str]:
+    """The launcher running the train stage on `num_gpus` GPUs from the installed package (`python -m`); with a
+    hostfile, on `num_gpus` GPUs of each of its first `num_nodes` hosts (DeepSpeed's own multi-node launch)."""
+    nodes = ["--hostfile", hostfile, "--num_nodes", str(num_nodes)] if hostfile else []
+    return ["deepspeed", *nodes, "--num_gpus", str(num_gpus), "--module", "training.train"]
 
 
-def launcher_commands(cfg: TrainConfig, experts_dir: str | Path, config_path: str | None, num_gpus: int) -> list[str]:
-    """`deepspeed` commands that train each expert on `num_gpus` GPUs (one per line, runnable anywhere the
-    package is installed)."""
-    cmds = []
-    for cluster in discover_clusters(experts_dir):
-        sub = expert_config(cfg, cluster)
-        argv = deepspeed_argv(num_gpus)
-        if config_path:
-            argv += ["--config", config_path]
-        argv += ["--train-file", sub.train_file]
-        argv += ["--valid-file", sub.valid_file] if sub.valid_file else ["--valid-holdout", str(sub.valid_holdout)]
-        argv += ["--output-dir", sub.output_dir, "--run-name", sub.run_name]
-        if cfg.deepspeed:
-            argv += ["--deepspeed", cfg.deepspeed]
-        if cfg.force:
-            argv.append("--force")
-        cmds.append(shlex.join(argv))
-    return cmds
+def expert_args(cfg: TrainConfig, cluster: Cluster, config_path: str | None) -> list[str]:
+    """The train stage's arguments that train the expert of `cluster` (after a launcher or `python -m`)."""
+    sub = expert_config(cfg, cluster)
+    argv = ["--config", config_path] if config_path else []
+    argv += ["--train-file", sub.train_file]
+    argv += ["--valid-file", sub.valid_file] if sub.valid_file else ["--valid-holdout", str(sub.valid_holdout)]
+    argv += ["--output-dir", sub.output_dir, "--run-name", sub.run_name]
+    if cfg.deepspeed:
+        argv += ["--deepspeed", cfg.deepspeed]
+    if cfg.force:
+        argv.append("--force")
+    return argv
+
+
+def launcher_commands(
+    cfg: TrainConfig,
+    experts_dir: str | Path,
+    config_path: str | None,
+    num_gpus: int,
+    hostfile: str | None = None,
+    num_nodes: int = 1,
+) -> list[str]:
+    """`deepspeed` commands that train each expert on `num_gpus` GPUs (of each of `num_nodes` hosts of
+    `hostfile`; one per line, runnable anywhere the package is installed)."""
+    launcher = deepspeed_argv(num_gpus, hostfile, num_nodes)
+    return [shlex.join(launcher + expert_args(cfg, c, config_path)) for c in discover_clusters(experts_dir)]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from run_config.devices import torch_dtype
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import ConfigError
 from training.sft.config import TrainConfig
 
@@ -63,7 +63,7 @@ def freeze_except(model: torch.nn.Module, trainable_layers: str) -> int:
 
 
 def _quantization_config(cfg: TrainConfig) -> Any:
-    if not torch.cuda.is_available():
+    if not resolve_device(cfg.device).startswith("cuda"):
         raise ConfigError("qlora: 4-bit QLoRA needs a CUDA GPU; use LoRA (qlora false) on this machine")
     try:
         import bitsandbytes  # noqa: F401
@@ -92,7 +92,7 @@ def load_model(cfg: TrainConfig) -> torch.nn.Module:
         log.info("dropout %.2f -> %s", cfg.dropout, ", ".join(fields))
     else:
         log.warning("%s has no dropout field; dropout %.2f not applied", type(model_config).__name__, cfg.dropout)
-    kwargs: dict[str, Any] = {"config": model_config, "dtype": torch_dtype(cfg.model_dtype)}
+    kwargs: dict[str, Any] = {"config": model_config, "dtype": resolve_dtype(cfg.dtype, resolve_device(cfg.device))}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     if cfg.qlora:

@@ -22,7 +22,7 @@ import torch
 
 from dataset.records import Record, load_records
 from evaluation.references import term_references
-from run_config.devices import torch_dtype
+from run_config.devices import resolve_device, resolve_dtype
 from run_config.errors import ConfigError, DataError
 from run_config.runtime import (
     atomic_open,
@@ -85,9 +85,19 @@ def plan_steps(cfg: TrainConfig, n_train: int, world_size: int) -> Plan:
     return Plan(world_size, gas, steps_per_epoch, total, max(total // cfg.eval_times, 1))
 
 
+def on_gpu(cfg: TrainConfig) -> bool:
+    """Whether this run trains on CUDA GPUs (`device` checked against the machine)."""
+    return resolve_device(cfg.device).startswith("cuda")
+
+
+def weights_dtype(cfg: TrainConfig) -> torch.dtype:
+    """The dtype the weights load (and the merged LoRA export saves) in."""
+    return resolve_dtype(cfg.dtype, resolve_device(cfg.device))
+
+
 def precision_flags(cfg: TrainConfig) -> dict[str, bool]:
     """bf16/fp16 flags for TrainingArguments; mixed precision is GPU-only here (fp32 on CPU, logged)."""
-    if cfg.precision != "fp32" and not torch.cuda.is_available():
+    if cfg.precision != "fp32" and not on_gpu(cfg):
         log.warning("precision %s needs a GPU; training in fp32 on the CPU", cfg.precision)
         return {"bf16": False, "fp16": False}
     return {"bf16": cfg.precision == "bf16", "fp16": cfg.precision == "fp16"}
@@ -132,7 +142,7 @@ def build_training_args(cfg: TrainConfig, plan: Plan, ds_config: dict[str, Any] 
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         remove_unused_columns=False,
         dataloader_num_workers=cfg.dataloader_num_workers,
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=resolve_device(cfg.device) == "cpu",
         deepspeed=ds_config,
         **precision_flags(cfg),
     )
@@ -441,7 +451,7 @@ def _export(trainer: Any, cfg: TrainConfig, tokenizer: Any) -> None:
     if cfg.use_lora:
         trainer.save_model(str(tmp / ADAPTER_DIR))
         if main_rank:
-            export_merged(cfg.model_name_or_path, tmp / ADAPTER_DIR, tmp, torch_dtype(cfg.model_dtype))
+            export_merged(cfg.model_name_or_path, tmp / ADAPTER_DIR, tmp, weights_dtype(cfg))
     else:
         trainer.save_model(str(tmp))
     if main_rank:
@@ -464,11 +474,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run one finetuning; return the summary written to `output_dir/train_summary.json`."""
     if cfg.objective != "sft":
         raise ConfigError(f"objective {cfg.objective!r} is run by its own module (training.train dispatches it)")
+    gpu = on_gpu(cfg)  # a device this machine lacks is refused before any record is read
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
     ds_config = load_deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None
     if ds_config is not None:
-        if not torch.cuda.is_available():
+        if not gpu:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if ensure_single_process_env():
             log.info("no launcher: DeepSpeed runs as a 1-process world (use `deepspeed --num_gpus N` for more)")
@@ -496,7 +507,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if ds_config is not None and zero_stage(ds_config) == 3:
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend="nccl" if torch.cuda.is_available() else "gloo")
+        deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
     model = load_model(cfg)
 
     from transformers import EarlyStoppingCallback
