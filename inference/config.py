@@ -40,6 +40,9 @@ RESUME_NEUTRAL = (
     "device",
     "force",
     "selection",
+    "mbr_utility",
+    "mbr_bertscore_model",
+    "mbr_bertscore_num_layers",
     "reward_model",
     "gpu_memory_utilization",
     "tensor_parallel_size",
@@ -130,7 +133,13 @@ class InferConfig(DecodingConfig):
         "(max BLEU vs the references), orm (reward model), mbr (max mean mbr_utility vs the other samples)",
     )
     mbr_utility: Literal["bleu", "bertscore"] = Field(
-        "bleu", description="mbr: utility between two samples, Moses sentence BLEU or BERTScore F1 (MiniLM)"
+        "bleu", description="mbr: utility between two samples, Moses sentence BLEU or BERTScore F1"
+    )
+    mbr_bertscore_model: str | None = Field(
+        None, description="mbr bertscore: BERTScore model name or folder (default: the offline all-MiniLM-L6-v2)"
+    )
+    mbr_bertscore_num_layers: int | None = Field(
+        None, ge=1, description="mbr bertscore: the model's layer (default: 6 for MiniLM; required for a folder)"
     )
     num_beams: int = Field(1, ge=1, description="beam search with this many beams (1: greedy or sampling)")
     length_penalty: float = Field(

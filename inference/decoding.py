@@ -1,17 +1,18 @@
 """Decoding controls shared by the local, MoE and vLLM backends: stop sequences and blocking the target term.
 
-`cut_at_stop` cuts a generated text before its first stop sequence (the raw text is kept in the row's `raw`).
-`--block-term` is Giulianelli et al.'s filter: the term may not appear in its own definition, as
-bad-words token sequences of the term, its capitalised form and both with a leading space.
+`cut_at_stop` cuts a generated text before its first stop sequence (infer keeps the model's text in the row's
+`raw`). `--block-term` is Giulianelli et al.'s filter: the term may not appear in its own definition, as
+bad-words token sequences of the term as written, lower-cased and capitalised, each bare and with a leading
+space.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from transformers import LogitsProcessor
+if TYPE_CHECKING:
+    import torch
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> str:
@@ -21,8 +22,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
 
 
 def term_variants(term: str) -> list[str]:
-    """The term as written and capitalised, each bare and with a leading space (distinct, in that order)."""
-    forms = dict.fromkeys([term, term[:1].upper() + term[1:]])
+    """The term as written, lower-cased and capitalised, each bare and with a leading space (distinct, in order)."""
+    forms = dict.fromkeys([term, term.lower(), term[:1].upper() + term[1:]])
     return list(dict.fromkeys(v for f in forms for v in (f, " " + f)))
 
 
@@ -35,9 +36,10 @@ def term_token_sequences(tokenizer: Any, term: str) -> list[list[int]]:
     return [list(ids) for ids in seen]
 
 
-class BlockSequences(LogitsProcessor):
-    """Row b may not complete any of `banned[b]`: the last token of a sequence is masked when the row's text
-    ends with the sequence's other tokens (HF's bad_words_ids, but one list per row)."""
+class BlockSequences:
+    """A `generate` logits processor: row b may not complete any of `banned[b]`, the last token of a sequence
+    is masked when the row ends with the sequence's other tokens (HF's bad_words_ids, one list per row).
+    Plain callable (no torch import), so infer imports this module's text helpers without torch."""
 
     def __init__(self, banned: Sequence[Sequence[Sequence[int]]]) -> None:
         self.banned = [[list(s) for s in row] for row in banned]
