@@ -529,15 +529,22 @@ class Experiment:
         return result
 
     def system(
-        self, system: str, models: Mapping[int, Path | str], compare_to: str | None = None, **infer: Any
+        self,
+        system: str,
+        models: Mapping[int, Path | str],
+        compare_to: str | None = None,
+        group_by: list[str] | None = None,
+        **infer: Any,
     ) -> dict[str, dict[str, Any]]:
-        """Generate with each seed's model on every dataset and score; returns {dataset: scores.json}."""
+        """Generate with each seed's model on every dataset and score (`group_by`: evaluate's group keys);
+        returns {dataset: scores.json}."""
         return {
             dataset: self.score(
                 system,
                 dataset,
                 {seed: self.predict(system, model, dataset, seed, **infer) for seed, model in models.items()},
                 compare_to,
+                **({"group_by": group_by} if group_by else {}),
             )
             for dataset in self.test_sets
         }
