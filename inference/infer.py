@@ -24,8 +24,9 @@ from tqdm import tqdm
 from dataset.predictions import ResumableJsonl, make_row, read_rows, top_expert, write_rows
 from evaluation.references import term_references
 from inference.backend import Backend, Request
-from inference.best_of_n import RewardFn, select_all
+from inference.best_of_n import RewardFn, UtilityFn, bleu_utility, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
+from inference.decoding import cut_at_stop
 from inference.oracle_routing import EXPERTS_DIR, oracle_report
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
@@ -37,6 +38,7 @@ from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_m
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
 INPUTS = "inputs.json"
+MINILM_LAYERS = 6  # all-MiniLM-L6-v2, MBR's default BERTScore model: its last layer
 
 
 def vllm_router_device(device: str) -> str:
@@ -211,10 +213,11 @@ def dry_run(cfg: InferConfig, items: list[Item]) -> dict[str, Any]:
 
 
 def generation_row(cfg: InferConfig, item: Item, gen: Any, model: str | None = None) -> dict[str, Any]:
-    """The row of one generation: the parsed answer, or an error row when there is none."""
+    """The row of one generation: the parsed answer (the text cut before its first stop sequence; `raw` keeps
+    what the model wrote), or an error row when there is none."""
     prediction, error = None, gen.error
     if error is None:
-        prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
+        prediction = parse_answer(cfg.task, item, cut_at_stop(gen.text or "", cfg.stop), cfg.parses_answers)
         if not prediction:
             prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
     return make_row(
@@ -304,6 +307,21 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
 
 
+def load_utility(cfg: InferConfig) -> UtilityFn:
+    """MBR's utility between two samples: Moses sentence BLEU, or BERTScore F1 (0..1) on `mbr_bertscore_model`."""
+    if cfg.selection != "mbr" or cfg.mbr_utility == "bleu":
+        return bleu_utility
+    from evaluation.metrics.bertscore import BertScore
+    from evaluation.metrics.settings import MetricSettings
+    from run_config.assets import minilm_path
+
+    model = cfg.mbr_bertscore_model or str(minilm_path())
+    layers = cfg.mbr_bertscore_num_layers or (None if cfg.mbr_bertscore_model else MINILM_LAYERS)
+    settings = MetricSettings(bertscore_model=model, bertscore_num_layers=layers, device=cfg.device, dtype=cfg.dtype)
+    metric = BertScore(settings)
+    return lambda hyps, refs: (metric.sentence_scores(hyps, [[r] for r in refs]) / 100.0).tolist()
+
+
 def inputs_changed(cfg: InferConfig, out: Path) -> bool:
     """True when the samples in `out` came from another version of the input file, model or ICL pool
     (a retrained model in the same folder, say): they are stale and generation starts over."""
@@ -346,15 +364,18 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         if row["id"] in wanted and row["sample_idx"] < cfg.n_samples:
             grouped[row["id"]].append(row)
     references = term_references(records) if cfg.selection == "oracle" else None
-    selected = select_all(grouped, cfg.selection, references=references, reward=load_reward(cfg))
+    selected = select_all(
+        grouped, cfg.selection, references=references, reward=load_reward(cfg), utility=load_utility(cfg)
+    )
     write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
     failed = [r for r in selected.values() if r["error"] is not None]
     by_id = {item.id: item for item in items}
     changed = sum(
-        (r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
+        (r["prediction"] or "") != parse_answer(cfg.task, by_id[i], cut_at_stop(r["raw"], cfg.stop), chatty=False)
         for i, r in selected.items()
         if r.get("raw") is not None
     )  # incl. answers parsed to nothing
+    stop_cut = sum(r.get("raw") is not None and cut_at_stop(r["raw"], cfg.stop) != r["raw"] for r in selected.values())
     summary: dict[str, Any] = {
         "items": len(items),
         "n_samples": cfg.n_samples,
@@ -367,6 +388,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         "failed_predictions": len(failed),
         "parse_answer": cfg.parses_answers,
         "parser_changed": changed,
+        "stop_cut": stop_cut,
         "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10)),
     }
     if (routing := routing_counts(list(selected.values()))) is not None:
