@@ -83,7 +83,7 @@ class ExperimentConfig(StageConfig):
     )
     metric_encoder_layers: int = Field(6, ge=1, description="BERTScore layer of metric_encoder")
     launcher: Literal["none", "deepspeed"] = Field(
-        "none", description="train in this process, or through `deepspeed --num_gpus`"
+        "none", description="train and finetune routers in this process, or through `deepspeed --num_gpus`"
     )
     num_gpus: int = Field(8, ge=1, description="GPUs per training run (per node) with launcher deepspeed")
     hostfile: str | None = Field(
@@ -369,7 +369,8 @@ class Experiment:
                 step, train_main, ["--config", str(path)] + (["--experts", str(experts_from)] if experts_from else [])
             )
             return
-        from training.sft.experts import deepspeed_argv, launcher_commands
+        from training.launcher import deepspeed_argv
+        from training.sft.experts import launcher_commands
 
         nodes = (self.cfg.num_gpus, self.cfg.hostfile, self.cfg.num_nodes)
         if experts_from is None:
@@ -450,7 +451,15 @@ class Experiment:
             **self.cfg.finetune_router,
         }
         name = f"router_{moe.parent.name}_{label}_seed{seed}"
-        _call(name, router_main, ["--config", str(self._config(name, "finetune_router", data))])
+        path = self._config(name, "finetune_router", data)
+        if self.cfg.launcher == "deepspeed" and policy != "learned-domain":  # learned-domain: one process
+            from training.launcher import deepspeed_argv
+
+            module = "training.moe.finetune_router"
+            nodes = (self.cfg.num_gpus, self.cfg.hostfile, self.cfg.num_nodes)
+            _launch(name, [*deepspeed_argv(*nodes, module=module), "--config", str(path)])
+        else:
+            _call(name, router_main, ["--config", str(path)])
         return Path(data["output_dir"])
 
     @once
