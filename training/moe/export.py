@@ -25,7 +25,7 @@ _COPIED = (
 )
 
 
-def _dense_name(name: str, expert: int) -> str | None:
+def dense_name(name: str, expert: int) -> str | None:
     parsed = parse_moe_key(name)
     if parsed is not None:
         layer, e, proj = parsed
@@ -42,7 +42,7 @@ def export_dense(moe_dir: str | Path, expert: int, out_dir: str | Path, max_shar
             str(moe_dir / ROUTING_FILE), None, "num_experts", f"no expert {expert} among {routing['num_experts']}"
         )
     reader = CheckpointReader(moe_dir)
-    mapping = {src: dst for src in reader.info if (dst := _dense_name(src, expert)) is not None}
+    mapping = {src: dst for src in reader.info if (dst := dense_name(src, expert)) is not None}
     infos = [TensorInfo(dst, reader.info[src].shape, reader.info[src].dtype) for src, dst in mapping.items()]
     moe_config = json.loads((moe_dir / "config.json").read_text(encoding="utf-8"))
     dense_config = {**routing["dense_config"], "dtype": moe_config.get("dtype", routing["dense_config"].get("dtype"))}

@@ -152,7 +152,7 @@ def test_domains_for_maps_clusters_to_experts(pico_moe, tmp_path):
             return np.arange(len(pairs)) % 3
 
     moe = load_routed_moe(moe_dir)
-    moe._assigner = FixedAssigner()
+    moe.router._assigner = FixedAssigner()
     assert moe.domains_for([("a", "b")] * 4) == [2, 0, 1, 2]
     with pytest.raises(DataError, match="without --cluster-dir"):
         load_routed_moe(pico_moe["moe"]).domains_for([("a", "b")])
