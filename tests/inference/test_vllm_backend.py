@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import pytest
 
 import inference.vllm_backend as vllm_backend
 from inference.backend import Request, Sampling, derived_seed
 from inference.tasks import build_items, item_prompt
-
-
-class FakeVllm:
-    """The two names the backend uses: `SamplingParams` keeps its arguments, `LLM` answers from the seed."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[dict], list[SimpleNamespace]]] = []
-        fake = self
-
-        class LLM:
-            def __init__(self, model: str, **engine_args: object) -> None:
-                self.model = model
-
-            def generate(self, prompts, params, use_tqdm):
-                fake.calls.append((prompts, params))
-                answer = lambda p, sp: SimpleNamespace(
-                    text=f"len {len(p['prompt_token_ids'])} seed {sp.seed}", token_ids=[1, 2], cumulative_logprob=-1.0
-                )
-                return [SimpleNamespace(outputs=[answer(p, sp)] * sp.n) for p, sp in zip(prompts, params)]
-
-        self.LLM, self.SamplingParams = LLM, lambda **kwargs: SimpleNamespace(**kwargs)
+from tests.helpers.fake_vllm import FakeVllm
 
 
 @pytest.fixture
