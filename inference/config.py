@@ -196,6 +196,11 @@ class InferConfig(DecodingConfig):
     domain_exports: list[str] = Field(
         default_factory=list, description="vllm + routed MoE: per-domain dense export folders, index = domain"
     )
+    domain_adapters: list[str] = Field(
+        default_factory=list,
+        description="vllm + routed MoE of LoRA-trained experts: per-domain LoRA adapter folders (<expert>/adapter), "
+        "index = domain, served by one engine over their shared base (vLLM multi-LoRA)",
+    )
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vllm GPU memory fraction")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm tensor parallel size")
     base_url: str | None = Field(None, description="API base URL (default: the vendor's)")
@@ -358,6 +363,9 @@ class InferConfig(DecodingConfig):
             self.backend != "local" or self.task != "word_interpretation" or self.n_samples != 1
         ):
             raise ValueError("routing oracle needs backend local, task word_interpretation and n_samples 1")
-        if self.domain_exports and self.backend != "vllm":
-            raise ValueError("domain_exports is for backend vllm (the local backend routes the MoE itself)")
+        for key in ("domain_exports", "domain_adapters"):
+            if getattr(self, key) and self.backend != "vllm":
+                raise ValueError(f"{key} is for backend vllm (the local backend routes the MoE itself)")
+        if self.domain_exports and self.domain_adapters:
+            raise ValueError("domain_exports (an engine per domain) or domain_adapters (one LoRA engine), not both")
         return self

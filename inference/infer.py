@@ -94,6 +94,7 @@ def build_backend(cfg: InferConfig) -> Backend:
         return VllmBackend(
             cfg.model,
             domain_exports=cfg.domain_exports,
+            domain_adapters=cfg.domain_adapters,
             dtype=cfg.dtype,
             device=vllm_router_device(cfg.device),
             gpu_memory_utilization=cfg.gpu_memory_utilization,

@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import random
-from types import SimpleNamespace
 
 import pytest
 
 import inference.vllm_backend as vllm_backend
 from inference.backend import Request, Sampling, derived_seed
 from inference.tasks import build_items, item_prompt
-
-
-class FakeVllm:
-    """The names the backend uses: `SamplingParams` and `sampling_params.BeamSearchParams` keep their arguments,
-    `LLM.generate` answers from the seed, `LLM.beam_search` with `beam_tokens` after the prompt (vLLM's
-    BeamSearchSequence.tokens hold the prompt too), best beam first."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[list[dict], list[SimpleNamespace]]] = []
-        self.beam_tokens: list[int] = []
-        fake = self
-
-        class LLM:
-            def __init__(self, model: str, **engine_args: object) -> None:
-                self.model = model
-
-            def generate(self, prompts, params, use_tqdm):
-                fake.calls.append((prompts, params))
-                answer = lambda p, sp: SimpleNamespace(
-                    text=f"len {len(p['prompt_token_ids'])} seed {sp.seed}", token_ids=[1, 2], cumulative_logprob=-1.0
-                )
-                return [SimpleNamespace(outputs=[answer(p, sp)] * sp.n) for p, sp in zip(prompts, params)]
-
-            def beam_search(self, prompts, params):
-                fake.calls.append((prompts, params))
-                beam = lambda p, tail, lp: SimpleNamespace(
-                    tokens=p["prompt_token_ids"] + tail, cum_logprob=lp, text="?"
-                )
-                return [
-                    SimpleNamespace(sequences=[beam(p, fake.beam_tokens, -3.0), beam(p, fake.beam_tokens[:1], -9.0)])
-                    for p in prompts
-                ]
-
-        self.LLM, self.SamplingParams = LLM, lambda **kwargs: SimpleNamespace(**kwargs)
-        self.sampling_params = SimpleNamespace(BeamSearchParams=lambda **kwargs: SimpleNamespace(**kwargs))
+from tests.helpers.fake_vllm import FakeVllm
 
 
 @pytest.fixture

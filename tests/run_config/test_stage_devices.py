@@ -304,6 +304,7 @@ def test_routed_moe_defaults_to_the_gpu_when_there_is_one(tmp_path):
 
 
 def test_vllm_takes_the_dtype_and_routes_on_the_device_it_is_told(tmp_path, monkeypatch, data_3dex, minilm_dir):
+    from clustering import assign
     from inference import infer, vllm_backend
     from tests.helpers.train import urban_records
     from training.moe import routing
@@ -325,6 +326,7 @@ def test_vllm_takes_the_dtype_and_routes_on_the_device_it_is_told(tmp_path, monk
     exports = [str(p) for p in export_all_dense(tmp_path / "moe", tmp_path / "exports")]
     monkeypatch.setattr(vllm_backend, "import_vllm", lambda: "vllm")  # vllm is GPU-only: its engines never start here
     loads = spy(monkeypatch, routing, "load_routed_moe")
+    embedders = spy(monkeypatch, assign, "load_assigner")
     cfg = load_config(
         None,
         InferConfig,
@@ -332,7 +334,9 @@ def test_vllm_takes_the_dtype_and_routes_on_the_device_it_is_told(tmp_path, monk
     )
     backend = infer.build_backend(cfg.model_copy(update={"domain_exports": exports}))
     assert backend.engine_args["dtype"] == "bfloat16"
-    assert [(c["device"], c["dtype"]) for c in loads] == [("cpu", "bfloat16")]  # auto: the engines have the GPU
+    assert loads == []  # the router reads routing.json and clustering/ alone, never the MoE
+    assert [c["device"] for c in embedders] == ["cpu"]  # auto: the engines have the GPU
+    assert backend.router.cluster_assigner()._device == "cpu"
     assert infer.vllm_router_device("cuda:1") == "cuda:1"
 
 

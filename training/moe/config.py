@@ -61,6 +61,11 @@ class MergeConfig(StageConfig):
     max_shard_size_mb: int = Field(2000, description="largest output shard in MiB")
     router_aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient written to the config")
     dense_export_dir: str | None = Field(None, description="also write one dense checkpoint per expert here")
+    untie_embeddings: bool = Field(
+        False,
+        description="dense exports: store a tied output head as an lm_head tensor of its own (the input embeddings "
+        "copied, tie_word_embeddings false); untied experts' exports are untied anyway",
+    )
     seed: int = Field(42, description="seed of the random router init")
     force: bool = Field(False, description="redo even when output_dir is up to date")
 

@@ -57,7 +57,7 @@ def is_up_to_date(cfg: MergeConfig) -> bool:
     if not is_finished(cfg.output_dir, cfg, lambda: inputs_fingerprint(cfg)):
         return False
     return files_intact(cfg.output_dir, read_manifest(cfg.output_dir).get("files")) and (
-        cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir)
+        cfg.dense_export_dir is None or exports_complete(cfg.output_dir, cfg.dense_export_dir, cfg.untie_embeddings)
     )
 
 
@@ -195,7 +195,7 @@ def merge(cfg: MergeConfig) -> dict[str, Any]:
         }
         write_manifest(tmp, "merge", cfg, inputs=inputs_fingerprint(cfg), files=file_sizes(tmp), **summary)
     if cfg.dense_export_dir:
-        summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir)]
+        summary["dense_exports"] = [str(p) for p in export_all_dense(out, cfg.dense_export_dir, cfg.untie_embeddings)]
     return summary
 
 

@@ -47,34 +47,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from dataset.predictions import Expert, expert_value
-from prompts.builder import build_prompt
 from run_config.devices import resolve_device, torch_dtype
-from run_config.errors import ConfigError, DataError
-from training.moe.checkpoint import (
-    ENSEMBLE_DEFAULTS,
-    ROUTING_FILE,
-    cluster_dir,
-    config_num_experts,
-    load_classifier,
-    load_projection_routers,
-    read_routing,
-)
+from run_config.errors import ConfigError
+from training.moe.checkpoint import cluster_dir, config_num_experts, load_projection_routers, read_routing
 from training.moe.config import POLICIES, PRE_ROUTED
-
-
-@dataclass(frozen=True)
-class Route:
-    """The experts that answer one input, their weights (sum 1) and the router's margin (module docstring)."""
-
-    experts: tuple[int, ...]
-    weights: tuple[float, ...]
-    margin: float | None
-
-    @property
-    def field(self) -> Expert:
-        """The prediction row's `expert` value."""
-        return expert_value(list(self.experts), list(self.weights))
+from training.moe.domain_router import DomainClassifier, DomainRouter, Route, attach_classifier, prompt_features
 
 
 @dataclass
@@ -250,22 +227,6 @@ class RoutedMoeBlock(nn.Module):
         return self._per_sequence(hidden_states, chosen) * scale[:, None, None]
 
 
-class DomainClassifier(nn.Module):
-    """Learned domain router: linear layer over the unit-normalised mean hidden state of the prompt at `layer`."""
-
-    def __init__(self, hidden: int, num_experts: int, layer: int):
-        super().__init__()
-        self.layer = layer
-        self.linear = nn.Linear(hidden, num_experts)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.linear(features)
-
-
-class _StopForward(Exception):
-    """Raised by a hook once the probed layer has run, so the rest of the model is skipped."""
-
-
 class RoutedMoE:
     """A merged MoE, its tokenizer and routing metadata; see the module docstring for the policies."""
 
@@ -276,16 +237,32 @@ class RoutedMoE:
         for i, layer in enumerate(model.model.layers):
             layer.mlp = RoutedMoeBlock(layer.mlp, i, self.state)
             self.blocks.append(layer.mlp)
-        self.classifier: DomainClassifier | None = None
-        self._assigner: Any = None
-        settings = {**ENSEMBLE_DEFAULTS, **{k: routing[k] for k in ENSEMBLE_DEFAULTS if k in routing}}
-        self.ensemble_k = int(settings["ensemble_k"])
-        self.ensemble_temperature = float(settings["ensemble_temperature"])
-        self.hybrid_tau = float(settings["hybrid_tau"])
+        device = str(next(model.parameters()).device)  # the clustering embedder runs beside the MoE
+        self.router = DomainRouter(path, routing, policy, device=device, features=self.prompt_features)
 
     @property
     def policy(self) -> str:
         return self.state.policy
+
+    @property
+    def classifier(self) -> DomainClassifier | None:
+        return self.router.classifier
+
+    @classifier.setter
+    def classifier(self, classifier: DomainClassifier | None) -> None:
+        self.router.classifier = classifier
+
+    @property
+    def ensemble_k(self) -> int:
+        return self.router.ensemble_k
+
+    @property
+    def ensemble_temperature(self) -> float:
+        return self.router.ensemble_temperature
+
+    @property
+    def hybrid_tau(self) -> float:
+        return self.router.hybrid_tau
 
     def set_policy(self, policy: str) -> None:
         """Switch the routing policy of every MoE layer."""
@@ -297,20 +274,12 @@ class RoutedMoE:
             )
         if policy in ("ensemble", "hybrid"):
             cluster_dir(self.path, self.routing)  # raises when the MoE has no centroids to rank experts by
-        self.state.policy = policy
+        self.state.policy = self.router.policy = policy
         self.state.seq_logits.clear()
 
     def set_ensemble(self, k: int | None = None, temperature: float | None = None, tau: float | None = None) -> None:
         """Experts mixed per input, the softmax temperature of their weights, and hybrid's margin threshold."""
-        if k is not None and not 1 <= k <= self.num_experts:
-            raise ConfigError(f"ensemble_k must be in [1, {self.num_experts}], got {k}")
-        if temperature is not None and temperature <= 0:
-            raise ConfigError(f"ensemble_temperature must be > 0, got {temperature}")
-        if tau is not None and tau < 0:
-            raise ConfigError(f"hybrid_tau must be >= 0, got {tau}")
-        self.ensemble_k = self.ensemble_k if k is None else k
-        self.ensemble_temperature = self.ensemble_temperature if temperature is None else temperature
-        self.hybrid_tau = self.hybrid_tau if tau is None else tau
+        self.router.set_ensemble(k, temperature, tau)
 
     @property
     def num_experts(self) -> int:
@@ -344,130 +313,41 @@ class RoutedMoE:
             raise ConfigError("finetune-router does not train the per-projection routers of policy mergoo")
         return {n: p for n, p in self.model.named_parameters() if n.endswith(".mlp.gate.weight")}
 
-    # Domains -------------------------------------------------------------------------------------
+    # Domains (the shared DomainRouter; learned-domain's features from this model) ------------------
     def prompt_features(self, pairs: Sequence[tuple[str, str]], layer: int, batch_size: int = 16) -> torch.Tensor:
         """Unit-normalised mean hidden state of each pair's prompt after `layer` decoder layers [n, hidden].
 
         Layers up to `layer` run with expert 0's FFN (the prompt's domain is not known yet); `layer` 0
         is the input embedding. The rest of the model is skipped.
         """
-        tok, bos = self.tokenizer, self.tokenizer.bos_token or ""
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        device = next(self.model.parameters()).device
-        captured: list[torch.Tensor] = []
-
-        def grab(_m: nn.Module, _i: Any, out: Any) -> None:
-            captured.append(out[0] if isinstance(out, tuple) else out)
-            raise _StopForward
-
-        target = self.model.get_input_embeddings() if layer == 0 else self.model.model.layers[layer - 1]
-        hook = target.register_forward_hook(grab)
-        feats = []
-        try:
-            with torch.no_grad(), self.route([0]):
-                for start in range(0, len(pairs), batch_size):
-                    ids = [
-                        tok(build_prompt(t, c, bos_token=bos), add_special_tokens=False)["input_ids"]
-                        for t, c in pairs[start : start + batch_size]
-                    ]
-                    width = max(map(len, ids))
-                    input_ids = torch.tensor([x + [pad] * (width - len(x)) for x in ids], device=device)
-                    mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in ids], device=device)
-                    captured.clear()
-                    with contextlib.suppress(_StopForward):
-                        self.model.model(input_ids=input_ids, attention_mask=mask, use_cache=False)
-                    m = mask.unsqueeze(-1).float()
-                    vec = (captured[0].float() * m).sum(dim=1) / m.sum(dim=1)
-                    feats.append(vec / vec.norm(dim=-1, keepdim=True).clamp_min(1e-6))
-        finally:
-            hook.remove()
-        return torch.cat(feats).cpu()
+        with self.route([0]):
+            return prompt_features(self.model.model, self.tokenizer, pairs, layer, batch_size)
 
     def classify_domains(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Expert ids from the learned domain router."""
-        if self.classifier is None:
-            raise DataError(
-                str(self.path / ROUTING_FILE),
-                None,
-                "domain_classifier",
-                "no learned domain router: run finetune-router with policy learned-domain",
-            )
-        with torch.no_grad():
-            return self.classifier_probabilities(pairs).argmax(dim=-1).tolist()
+        return self.router.classify_domains(pairs)
 
     def classifier_probabilities(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """Softmax of the learned domain router over the experts [n, experts]."""
-        if self.classifier is None:
-            raise DataError(
-                str(self.path / ROUTING_FILE),
-                None,
-                "domain_classifier",
-                "no learned domain router: run finetune-router with policy learned-domain",
-            )
-        return self.classifier(self.prompt_features(pairs, self.classifier.layer)).softmax(dim=-1)
+        return self.router.classifier_probabilities(pairs)
 
     def cluster_dir(self) -> Path:
-        return cluster_dir(self.path, self.routing)
+        return self.router.cluster_dir()
 
     def _cluster_assigner(self) -> Any:
-        if self._assigner is None:
-            folder = self.cluster_dir()
-            from clustering.assign import load_assigner
-
-            self._assigner = load_assigner(folder, device=str(next(self.model.parameters()).device))  # the MoE's
-        return self._assigner
+        return self.router.cluster_assigner()
 
     def domains_for(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
         """Expert id of each (term, context): nearest centroid, or the learned classifier for learned-domain."""
-        if not pairs:
-            return []
-        if self.policy == "learned-domain":
-            return self.classify_domains(pairs)
-        to_expert = self.routing["cluster_to_expert"]
-        return [to_expert[int(c)] for c in self._cluster_assigner().assign(list(pairs))]
+        return self.router.domains_for(pairs)
 
     def expert_similarities(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray | None:
-        """Cosine similarity of each pair's embedding to each expert's centroid [n, experts]; None for a random
-        or single partition, which has no similarities."""
-        assigner = self._cluster_assigner()
-        if assigner.spec.kind in ("none", "random"):
-            return None
-        sims = assigner.scores(list(pairs))
-        out = np.empty_like(sims)
-        out[:, self.routing["cluster_to_expert"]] = sims
-        return out
+        """Cosine similarity of each pair's embedding to each expert's centroid [n, experts] (None: no similarities)."""
+        return self.router.expert_similarities(pairs)
 
     def routes(self, pairs: Sequence[tuple[str, str]]) -> list[Route]:
         """What a pre-routed policy (domain, learned-domain, ensemble, hybrid) runs for each (term, context)."""
-        if not pairs:
-            return []
-        if self.policy == "learned-domain":
-            with torch.no_grad():
-                probs = self.classifier_probabilities(pairs)
-            return [Route((int(p.argmax()),), (1.0,), float(p.max())) for p in probs]
-        if self.policy not in PRE_ROUTED:
-            raise ValueError(f"policy {self.policy} routes inside the model: read recorded_routes() after a forward")
-        sims = self.expert_similarities(pairs)
-        if sims is None:
-            if self.policy != "domain":
-                raise DataError(
-                    str(self.cluster_dir()),
-                    None,
-                    "embedder.json",
-                    f"policy {self.policy} needs centroid similarities"
-                    " (an embedding partition), not a random or single one",
-                )
-            return [Route((e,), (1.0,), None) for e in self.domains_for(pairs)]
-        ranked = np.argsort(-sims, axis=1, kind="stable")
-        out = []
-        for row, order in zip(sims, ranked):
-            margin = float(row[order[0]] - row[order[1]]) if len(order) > 1 else None
-            confident = margin is not None and margin >= self.hybrid_tau
-            one = self.policy == "domain" or (self.policy == "hybrid" and confident)
-            top = order[: 1 if one else self.ensemble_k]
-            weights = torch.softmax(torch.as_tensor(row[top], dtype=torch.float64) / self.ensemble_temperature, 0)
-            out.append(Route(tuple(int(e) for e in top), tuple(weights.tolist()), margin))
-        return out
+        return self.router.routes(pairs)
 
     def recorded_routes(self) -> list[Route]:
         """Routes of the last forward's sequences under a policy that routes inside the model (module docstring)."""
@@ -585,9 +465,5 @@ def load_routed_moe(
     moe.set_ensemble(ensemble_k, ensemble_temperature, hybrid_tau)
     if top_k is not None:
         moe.set_top_k(top_k)
-    classifier = load_classifier(path, routing)
-    if classifier is not None:
-        state, layer = classifier
-        moe.classifier = DomainClassifier(model.config.hidden_size, moe.num_experts, layer)
-        moe.classifier.load_state_dict(state)
+    attach_classifier(moe.router, model.config.hidden_size)
     return moe

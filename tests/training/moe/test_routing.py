@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -152,7 +153,7 @@ def test_domains_for_maps_clusters_to_experts(pico_moe, tmp_path):
             return np.arange(len(pairs)) % 3
 
     moe = load_routed_moe(moe_dir)
-    moe._assigner = FixedAssigner()
+    moe.router._assigner = FixedAssigner()
     assert moe.domains_for([("a", "b")] * 4) == [2, 0, 1, 2]
     with pytest.raises(DataError, match="without --cluster-dir"):
         load_routed_moe(pico_moe["moe"]).domains_for([("a", "b")])
@@ -177,3 +178,61 @@ def test_dtype_reaches_the_loader(pico_moe, dtype, expected):
     assert {p.dtype for p in moe.model.parameters()} == {expected}
     with torch.no_grad():
         assert moe.forward(input_ids=IDS).logits.dtype == expected
+
+
+def _export_logits(folder: Path) -> tuple[torch.Tensor, Any]:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder)).eval()
+    with torch.no_grad():
+        return model(input_ids=IDS).logits, model
+
+
+def test_exports_tie_the_head_as_the_moe_does_and_untie_it_when_asked(tmp_path):
+    from safetensors.torch import save_file
+
+    base = pico_llama(tmp_path / "base", seed=0, tie=True)
+    experts = [perturbed_copy(base, tmp_path / f"e{i}", seed=i, scale=0.2) for i in range(2)]
+    moe_dir = _merge(experts, tmp_path / "moe")
+    moe = load_routed_moe(moe_dir)
+    with torch.no_grad(), moe.only_expert(1):
+        want = moe.model(input_ids=IDS).logits
+    tied = export_dense(moe_dir, 1, tmp_path / "tied")
+    untied = export_dense(moe_dir, 1, tmp_path / "untied", untie=True)
+    for folder, tie in ((tied, True), (untied, False)):
+        config, weights = json.loads((folder / "config.json").read_text()), load_file(folder / "model.safetensors")
+        assert config["tie_word_embeddings"] is tie and ("lm_head.weight" in weights) is not tie
+        logits, model = _export_logits(folder)
+        torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
+        shares = model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+        assert shares is tie
+    weights = load_file(untied / "model.safetensors")
+    assert torch.equal(weights["lm_head.weight"], weights["model.embed_tokens.weight"])
+    # a stray lm_head tensor beside a tied config: the MoE (and vLLM) use the embeddings, so does the export
+    shard = moe_dir / "model.safetensors"
+    stored = load_file(shard)
+    save_file({**stored, "lm_head.weight": torch.randn_like(stored["model.embed_tokens.weight"])}, str(shard))
+    stray = export_dense(moe_dir, 1, tmp_path / "stray")
+    assert "lm_head.weight" not in load_file(stray / "model.safetensors")
+    torch.testing.assert_close(_export_logits(stray)[0], want, rtol=1e-5, atol=1e-5)
+
+
+def test_merge_untie_embeddings_reaches_the_exports(tmp_path):
+    from training.moe.export import exports_complete
+    from training.moe.merge import is_up_to_date
+
+    base = pico_llama(tmp_path / "base", seed=0, tie=True)
+    cfg = MergeConfig(
+        experts=[str(base)] * 2,
+        output_dir=str(tmp_path / "moe"),
+        dense_export_dir=str(tmp_path / "exports"),
+        untie_embeddings=True,
+    )
+    merge(cfg)
+    for e in range(2):
+        assert (
+            json.loads((tmp_path / "exports" / f"expert_{e}" / "config.json").read_text())["tie_word_embeddings"]
+            is False
+        )
+    assert is_up_to_date(cfg) and exports_complete(cfg.output_dir, cfg.dense_export_dir, untie=True)
+    assert not exports_complete(cfg.output_dir, cfg.dense_export_dir, untie=False)
