@@ -156,8 +156,10 @@ def rehearsal_rows(files: Sequence[str], out: Path, n: int = REHEARSAL_ROWS, see
     sample = random.Random(seed).sample(records, min(n, len(records)))
     if {r.split for r in sample} != {"train", "valid", "test"}:
         sample = [dataclasses.replace(r, split=_lexical_split(r.term)) for r in sample]
-    with atomic_open(out) as f:
-        f.writelines(r.to_json() + "\n" for r in sorted(sample, key=lambda r: r.id))
+    text = "".join(r.to_json() + "\n" for r in sorted(sample, key=lambda r: r.id))
+    if not out.is_file() or out.read_text(encoding="utf-8") != text:  # unchanged: later steps stay up to date
+        with atomic_open(out) as f:
+            f.write(text)
     return out, sorted({r.source for r in sample})
 
 
@@ -203,9 +205,14 @@ def rehearsal_config(
 
 
 def rehearse_environment() -> None:
-    """DeepSpeed on the CPU accelerator (gloo), one thread per rank, the launcher of this interpreter on PATH."""
+    """DeepSpeed on the CPU accelerator (gloo), one thread per rank, the launcher of this interpreter on PATH, and
+    DeepSpeed's CPU communication op built once into the asset cache (a torch extensions folder shared with other
+    checkouts is rebuilt whenever their paths differ: minutes per launch)."""
+    from run_config.assets import cache_dir
+
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_dir() / "torch_extensions"))
     bindir = str(Path(sys.executable).parent)
     if shutil.which("deepspeed") is None and (Path(bindir) / "deepspeed").is_file():
         os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
