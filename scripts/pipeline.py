@@ -95,10 +95,12 @@ def rehearse(args: argparse.Namespace) -> int:
     write_json(path, data)
     out = run_pipeline(load_config(path, PipelineConfig), str(path))
     print(f"pipeline: rehearsal report in {out}")
+    shared = work / "rehearsal_tables.json"  # the paper scripts' config: the experiment keys only
+    write_json(shared, {k: v for k, v in data.items() if k in ExperimentConfig.model_fields})
     for name in tables:
-        code = importlib.import_module(f"scripts.{name}").main(["--config", str(path)])
+        code = importlib.import_module(f"scripts.{name}").main(["--config", str(shared)])
         if code != 0:
-            raise LexiconError(f"rehearsal: scripts/{name}.py --config {path} failed with exit code {code}")
+            raise LexiconError(f"rehearsal: scripts/{name}.py --config {shared} failed with exit code {code}")
     lines = rehearsal.projection_lines(paper, data, STEP_SECONDS, rehearsal.measured_tokens(rows, tokenizer, data))
     rehearsal.write_report(out / "projection.json", lines, STEP_SECONDS)
     print("\n".join(lines))
