@@ -19,6 +19,10 @@ class Sampling:
     repetition_penalty: float = 1.05
     max_new_tokens: int = 64
     seed: int = 42  # the run's; sample i of item x draws with derived_seed(seed, x, i) in every backend
+    num_beams: int = 1  # > 1: beam search (deterministic; the sampling knobs are unused)
+    length_penalty: float = 1.0  # beam search: score = sum log-prob / length ** length_penalty
+    stop: tuple[str, ...] = ()  # generation ends at the first of these (the text keeps it; infer cuts it)
+    block_term: bool = False  # the request's term may not appear in its own answer (inference.decoding)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -39,6 +40,9 @@ RESUME_NEUTRAL = (
     "device",
     "force",
     "selection",
+    "mbr_utility",
+    "mbr_bertscore_model",
+    "mbr_bertscore_num_layers",
     "reward_model",
     "gpu_memory_utilization",
     "tensor_parallel_size",
@@ -47,6 +51,14 @@ RESUME_NEUTRAL = (
     "api_key_env",
     "max_prompt_tokens",
     "icl_cache_dir",
+    "api_cache",
+    "api_cache_dir",
+    "dry_run",
+    "max_requests",
+    "api_batch",
+    "api_batch_size",
+    "api_batch_poll_s",
+    "api_batch_retry",
     "routing",
     "oracle_metric",
 )
@@ -123,10 +135,30 @@ class InferConfig(DecodingConfig):
     max_items: int | None = Field(None, ge=1, description="a seeded random subset of this many inputs")
     greedy: bool = Field(False, description="greedy decoding instead of sampling")
     n_samples: int = Field(1, ge=1, description="samples per input (Best-of-N)")
-    selection: Literal["first", "likelihood", "oracle", "orm"] = Field(
+    selection: Literal["first", "likelihood", "oracle", "orm", "mbr"] = Field(
         "first",
         description="pick one of the N samples: first, likelihood (mean token log-prob), oracle "
-        "(max BLEU vs the references), orm (reward model)",
+        "(max BLEU vs the references), orm (reward model), mbr (max mean mbr_utility vs the other samples)",
+    )
+    mbr_utility: Literal["bleu", "bertscore"] = Field(
+        "bleu", description="mbr: utility between two samples, Moses sentence BLEU or BERTScore F1"
+    )
+    mbr_bertscore_model: str | None = Field(
+        None, description="mbr bertscore: BERTScore model name or folder (default: the offline all-MiniLM-L6-v2)"
+    )
+    mbr_bertscore_num_layers: int | None = Field(
+        None, ge=1, description="mbr bertscore: the model's layer (default: 6 for MiniLM; required for a folder)"
+    )
+    num_beams: int = Field(1, ge=1, description="beam search with this many beams (1: greedy or sampling)")
+    length_penalty: float = Field(
+        1.0, description="beam search: a beam scores sum log-prob / length ** length_penalty (> 0 favours long)"
+    )
+    stop: list[str] = Field(
+        default_factory=list,
+        description="stop sequences (e.g. . or ;): the prediction is cut before the first; `raw` keeps the text",
+    )
+    block_term: bool = Field(
+        False, description="the term may not appear in its definition (Giulianelli et al.; local, vllm)"
     )
     reward_model: str | None = Field(None, description="reward model folder (train-reward output) for orm")
     routing: Literal["model", "oracle"] = Field(
@@ -185,6 +217,41 @@ class InferConfig(DecodingConfig):
     timeout_s: float = Field(
         60.0, gt=0, description="API: seconds for a whole request attempt, first to last byte (then retried)"
     )
+    api_cache: bool = Field(
+        True,
+        description="APIs: answer from the response cache and store new answers (--no-api-cache: ask again)",
+    )
+    api_cache_dir: str | None = Field(
+        None,
+        description="APIs: the response cache, shared by every output folder (default: <asset cache>/api-responses)",
+    )
+    max_requests: int | None = Field(
+        None,
+        ge=1,
+        description="APIs: send at most this many requests (cache hits are free, retries not counted); "
+        "the rest become NotSent error rows that a rerun sends",
+    )
+    api_batch: bool = Field(
+        False,
+        description="APIs: send through the vendor's batch API (OpenAI Batch, Anthropic Message Batches, Gemini "
+        "batch mode; half price, results within 24 h); resumable from output_dir/api_batches.jsonl",
+    )
+    api_batch_size: int = Field(
+        10_000,
+        ge=1,
+        le=50_000,
+        description="api_batch: requests per submitted batch, at most (OpenAI's cap: 50000; batches are "
+        "also kept under the vendors' size caps: 200 MB OpenAI, 256 MB Anthropic, 20 MB Gemini)",
+    )
+    api_batch_poll_s: float = Field(30.0, gt=0, description="api_batch: seconds between polls of open batches")
+    api_batch_retry: bool = Field(
+        False, description="api_batch: send the items a batch failed or expired again as ordinary requests"
+    )
+    dry_run: bool = Field(
+        False,
+        description="APIs: print the requests, cache hits, prompt tokens and max completion tokens a run "
+        "would send, then exit without a network call",
+    )
     parse_answer: Literal["auto", "always", "never"] = Field(
         "auto",
         description="pull the definition out of chatty answers (prompts/parse.py; the raw text stays in "
@@ -192,10 +259,31 @@ class InferConfig(DecodingConfig):
     )
     force: bool = Field(False, description="discard existing outputs and start over")
 
+    def sampling(self, seed: int, greedy: bool = False) -> Sampling:
+        return replace(
+            super().sampling(seed, greedy),
+            num_beams=self.num_beams,
+            length_penalty=self.length_penalty,
+            stop=tuple(self.stop),
+            block_term=self.block_term,
+        )
+
     @property
     def parses_answers(self) -> bool:
         """Whether answers go through the chatty-answer parser (`parse_answer`)."""
         return self.parse_answer == "always" or (self.parse_answer == "auto" and self.backend in API_BACKENDS)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        """--stop ".;," style comma lists and repeated flags both become one list."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = [part for v in value for part in (v.split(",") if "," in v and v != "," else [v])]
+            if any(not v for v in value):
+                raise ValueError("an empty stop sequence would cut every answer to nothing")
+        return value
 
     @field_validator("task", mode="before")
     @classmethod
@@ -227,6 +315,34 @@ class InferConfig(DecodingConfig):
                     f"max_prompt_tokens: backend {self.backend} has no local tokenizer to count "
                     "prompt tokens with (the vendor refuses over-long prompts itself)"
                 )
+        else:
+            for key in ("dry_run", "max_requests", "api_batch", "api_batch_retry"):
+                if getattr(self, key):
+                    raise ValueError(f"{key} is for the API backends {', '.join(API_BACKENDS)}, not {self.backend}")
+        if self.num_beams > 1:
+            if self.n_samples > 1:
+                raise ValueError(
+                    f"num_beams {self.num_beams}: beam search is deterministic and gives N identical samples: "
+                    "use n_samples 1 (Best-of-N samples; beams search)"
+                )
+            if not self.greedy:
+                raise ValueError(
+                    f"num_beams {self.num_beams} is deterministic beam search: set greedy true (the sampling "
+                    "knobs temperature/top_k/top_p would be ignored)"
+                )
+            if self.backend in API_BACKENDS:
+                raise ValueError(f"num_beams: backend {self.backend} has no beam search (local, vllm)")
+            if self.backend == "vllm" and (self.block_term or self.repetition_penalty != 1.0):
+                raise ValueError(
+                    "num_beams on vllm: vLLM's beam search takes neither block_term nor repetition_penalty "
+                    "(set repetition_penalty 1.0, or use the local backend)"
+                )
+        elif self.length_penalty != 1.0:
+            raise ValueError("length_penalty applies to beam search only: set num_beams > 1")
+        if self.block_term and self.backend in API_BACKENDS:
+            raise ValueError(f"block_term needs the model's tokenizer and logits: backend {self.backend} has neither")
+        if self.block_term and self.task != "word_interpretation":
+            raise ValueError("block_term is defined for word_interpretation only (the term's own definition)")
         if self.selection == "orm" and not self.reward_model:
             raise ValueError("selection orm needs reward_model (a train-reward output folder)")
         if self.selection != "first" and self.task not in ("word_interpretation",):

@@ -24,8 +24,9 @@ from tqdm import tqdm
 from dataset.predictions import ResumableJsonl, make_row, read_rows, top_expert, write_rows
 from evaluation.references import term_references
 from inference.backend import Backend, Request
-from inference.best_of_n import RewardFn, select_all
+from inference.best_of_n import RewardFn, UtilityFn, bleu_utility, select_all
 from inference.config import API_BACKENDS, RESUME_NEUTRAL, InferConfig
+from inference.decoding import cut_at_stop
 from inference.oracle_routing import EXPERTS_DIR, oracle_report
 from inference.tasks import Item, build_items, item_prompt, load_inputs, parse_answer, subset_items
 from run_config.cli import config_from_args, run_main, stage_parser
@@ -37,6 +38,7 @@ from run_config.runtime import inputs_fingerprint, set_seed, write_json, write_m
 log = logging.getLogger(__name__)
 SAMPLES, PREDICTIONS, SUMMARY, CONFIG = "samples.jsonl", "predictions.jsonl", "summary.json", "config.json"
 INPUTS = "inputs.json"
+MINILM_LAYERS = 6  # all-MiniLM-L6-v2, MBR's default BERTScore model: its last layer
 
 
 def vllm_router_device(device: str) -> str:
@@ -54,12 +56,27 @@ def build_backend(cfg: InferConfig) -> Backend:
     """Instantiate the configured backend (heavy imports happen here, lazily)."""
     if cfg.backend in API_BACKENDS:
         from inference.api import ApiBackend, RetryPolicy, api_key_from_env
+        from inference.response_cache import ResponseCache, default_cache_dir
         from prompts.builder import load_template
 
-        return ApiBackend(
+        cache = ResponseCache(cfg.api_cache_dir or default_cache_dir()) if cfg.api_cache else None
+        backend_class, batch = ApiBackend, {}
+        if cfg.api_batch:
+            from inference.api_batch import BatchApiBackend
+
+            backend_class, batch = (
+                BatchApiBackend,
+                {
+                    "folder": cfg.output_dir,
+                    "batch_size": cfg.api_batch_size,
+                    "poll_s": cfg.api_batch_poll_s,
+                    "retry_failed": cfg.api_batch_retry,
+                },
+            )
+        return backend_class(
             cfg.backend,
             cfg.model,
-            api_key=api_key_from_env(cfg.backend, cfg.api_key_env),
+            api_key="" if cfg.dry_run else api_key_from_env(cfg.backend, cfg.api_key_env),
             base_url=cfg.base_url,
             system_prompt=load_template("api_system") if cfg.system_prompt else None,
             concurrency=cfg.concurrency,
@@ -67,6 +84,9 @@ def build_backend(cfg: InferConfig) -> Backend:
             retry=RetryPolicy(cfg.max_retries, cfg.retry_base_delay_s, cfg.retry_max_delay_s),
             timeout_s=cfg.timeout_s,
             send_sampling=cfg.send_sampling,
+            cache=cache,
+            max_requests=cfg.max_requests,
+            **batch,
         )
     if cfg.backend == "vllm":
         from inference.vllm_backend import VllmBackend
@@ -124,7 +144,7 @@ def _prompt_limit(cfg: InferConfig, backend: Any) -> int | None:
 
 
 def build_requests(
-    cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]], store: ResumableJsonl
+    cfg: InferConfig, backend: Any, pending: list[tuple[Item, tuple[int, ...]]], store: ResumableJsonl | None
 ) -> tuple[list[Request], int]:
     """Prompts of the pending items; over-long prompts raise or become error rows. Returns (requests, skipped)."""
     demos: dict[str, list] = {}
@@ -170,11 +190,34 @@ def build_requests(
     return requests, skipped
 
 
+def pending_samples(cfg: InferConfig, items: list[Item], done: set) -> list[tuple[Item, tuple[int, ...]]]:
+    """Each item with the sample indices not in `done`."""
+    return [
+        (item, idx) for item in items if (idx := tuple(i for i in range(cfg.n_samples) if (item.id, i) not in done))
+    ]
+
+
+def dry_run(cfg: InferConfig, items: list[Item]) -> dict[str, Any]:
+    """What the run would send (API backends), read from the inputs, `output_dir` and the cache only."""
+    out = Path(cfg.output_dir)
+    done = set()
+    if (out / SAMPLES).is_file() and not cfg.force and not inputs_changed(cfg, out):
+        done = {(r["id"], r["sample_idx"]) for r in read_rows(out / SAMPLES)[0] if r.get("error") is None}
+    backend = build_backend(cfg)
+    requests, _ = build_requests(cfg, backend, pending_samples(cfg, items, done), None)
+    return {
+        "items": len(items),
+        "done_samples": len(done),
+        **backend.plan(requests, cfg.sampling(cfg.seed, cfg.greedy)),
+    }
+
+
 def generation_row(cfg: InferConfig, item: Item, gen: Any, model: str | None = None) -> dict[str, Any]:
-    """The row of one generation: the parsed answer, or an error row when there is none."""
+    """The row of one generation: the parsed answer (the text cut before its first stop sequence; `raw` keeps
+    what the model wrote), or an error row when there is none."""
     prediction, error = None, gen.error
     if error is None:
-        prediction = parse_answer(cfg.task, item, gen.text or "", cfg.parses_answers)
+        prediction = parse_answer(cfg.task, item, cut_at_stop(gen.text or "", cfg.stop), cfg.parses_answers)
         if not prediction:
             prediction, error = None, f"no answer in the output: {(gen.text or '')[:200]!r}"
     return make_row(
@@ -196,11 +239,7 @@ def generation_row(cfg: InferConfig, item: Item, gen: Any, model: str | None = N
 
 def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl) -> dict[str, int]:
     """Generate every (item, sample) not yet in `store`; rows are appended as they arrive."""
-    pending = [
-        (item, idx)
-        for item in items
-        if (idx := tuple(i for i in range(cfg.n_samples) if (item.id, i) not in store.done))
-    ]
+    pending = pending_samples(cfg, items, store.done)
     counts = Counter(pending_samples=sum(len(idx) for _, idx in pending))
     if not pending:
         return dict(counts)
@@ -220,6 +259,7 @@ def generate_missing(cfg: InferConfig, items: list[Item], store: ResumableJsonl)
         row = generation_row(cfg, item, gen)
         store.append(row)
         counts["generated" if row["error"] is None else "failed"] += 1
+    counts.update(getattr(backend, "stats", {}))
     return dict(counts)
 
 
@@ -267,6 +307,21 @@ def load_reward(cfg: InferConfig) -> RewardFn | None:
     return lambda term, context, candidates: scorer.score([(term, context, c) for c in candidates])
 
 
+def load_utility(cfg: InferConfig) -> UtilityFn:
+    """MBR's utility between two samples: Moses sentence BLEU, or BERTScore F1 (0..1) on `mbr_bertscore_model`."""
+    if cfg.selection != "mbr" or cfg.mbr_utility == "bleu":
+        return bleu_utility
+    from evaluation.metrics.bertscore import BertScore
+    from evaluation.metrics.settings import MetricSettings
+    from run_config.assets import minilm_path
+
+    model = cfg.mbr_bertscore_model or str(minilm_path())
+    layers = cfg.mbr_bertscore_num_layers or (None if cfg.mbr_bertscore_model else MINILM_LAYERS)
+    settings = MetricSettings(bertscore_model=model, bertscore_num_layers=layers, device=cfg.device, dtype=cfg.dtype)
+    metric = BertScore(settings)
+    return lambda hyps, refs: (metric.sentence_scores(hyps, [[r] for r in refs]) / 100.0).tolist()
+
+
 def inputs_changed(cfg: InferConfig, out: Path) -> bool:
     """True when the samples in `out` came from another version of the input file, model or ICL pool
     (a retrained model in the same folder, say): they are stale and generation starts over."""
@@ -286,13 +341,17 @@ def run(cfg: InferConfig) -> dict[str, Any]:
     stale = has_samples(out) and inputs_changed(cfg, out)
     if stale:
         log.warning("%s: the input, model or ICL examples changed since these samples were made: starting over", out)
-    if cfg.force or stale:
-        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json"):
+    if (cfg.force or stale) and not cfg.dry_run:
+        from inference.api_batch import LEDGER  # the ledger of submitted batches
+
+        for name in (SAMPLES, PREDICTIONS, SUMMARY, CONFIG, INPUTS, "manifest.json", LEDGER):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / EXPERTS_DIR, ignore_errors=True)
     check_resumable(cfg, out)
     records, lines = load_inputs(cfg.input)
     items = subset_items(build_items(cfg.task, records, lines, cfg.seed), cfg.max_items, cfg.seed)
+    if cfg.dry_run:
+        return dry_run(cfg, items)
     write_json(out / CONFIG, cfg.model_dump(mode="json"))
     write_json(out / INPUTS, inputs_fingerprint(cfg))
     with ResumableJsonl(out / SAMPLES) as store:
@@ -305,15 +364,18 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         if row["id"] in wanted and row["sample_idx"] < cfg.n_samples:
             grouped[row["id"]].append(row)
     references = term_references(records) if cfg.selection == "oracle" else None
-    selected = select_all(grouped, cfg.selection, references=references, reward=load_reward(cfg))
+    selected = select_all(
+        grouped, cfg.selection, references=references, reward=load_reward(cfg), utility=load_utility(cfg)
+    )
     write_rows(out / PREDICTIONS, (selected[item.id] for item in items if item.id in selected))
     failed = [r for r in selected.values() if r["error"] is not None]
     by_id = {item.id: item for item in items}
     changed = sum(
-        (r["prediction"] or "") != parse_answer(cfg.task, by_id[i], r["raw"], chatty=False)
+        (r["prediction"] or "") != parse_answer(cfg.task, by_id[i], cut_at_stop(r["raw"], cfg.stop), chatty=False)
         for i, r in selected.items()
         if r.get("raw") is not None
     )  # incl. answers parsed to nothing
+    stop_cut = sum(r.get("raw") is not None and cut_at_stop(r["raw"], cfg.stop) != r["raw"] for r in selected.values())
     summary: dict[str, Any] = {
         "items": len(items),
         "n_samples": cfg.n_samples,
@@ -326,6 +388,7 @@ def run(cfg: InferConfig) -> dict[str, Any]:
         "failed_predictions": len(failed),
         "parse_answer": cfg.parses_answers,
         "parser_changed": changed,
+        "stop_cut": stop_cut,
         "failure_reasons": dict(Counter(r["error"].split(":")[0] for r in failed).most_common(10)),
     }
     if (routing := routing_counts(list(selected.values()))) is not None:
@@ -354,9 +417,23 @@ def _run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, InferConfig)
     summary = run(cfg)
     out = Path(cfg.output_dir)
+    if cfg.dry_run:
+        print(
+            f"infer: dry run, nothing sent: {summary['requests']} requests to send ({summary['samples']} samples "
+            f"to generate, {summary['cache_hits']} cache hits, {summary['done_samples']} samples done, "
+            f"{summary['awaited']} awaited from open batches, "
+            f"{summary['not_sent']} over max_requests); {summary['prompt_tokens']} prompt tokens "
+            f"({summary['prompt_tokens_counted_with']}), at most {summary['max_completion_tokens']} completion tokens"
+        )
+        return 0
     print(
         f"infer: {summary['predictions']} predictions ({summary['failed_predictions']} failed) -> "
         f"{out / PREDICTIONS}; samples in {out / SAMPLES}"
+        + (
+            f"; {summary['api_requests_sent']} requests sent, {summary['api_cache_hits']} cache hits"
+            if "api_requests_sent" in summary
+            else ""
+        )
     )
     reasons = json.dumps(summary["failure_reasons"])
     if summary["predictions"] and summary["failed_predictions"] == summary["predictions"]:
@@ -368,6 +445,12 @@ def _run(args: argparse.Namespace) -> int:
         print(
             f"infer: {summary['failed_predictions']} inputs failed ({reasons}); "
             "rerun the same command to retry only those",
+            file=sys.stderr,
+        )
+    if summary.get("api_not_sent"):
+        print(
+            f"infer: {summary['api_not_sent']} samples not sent: max_requests {cfg.max_requests} reached "
+            "(NotSent error rows; rerun to send them)",
             file=sys.stderr,
         )
     return 0

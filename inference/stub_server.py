@@ -1,12 +1,15 @@
 """Local stub servers on 127.0.0.1 speaking the OpenAI, Anthropic and Gemini wire formats (tests, benchmarks).
 
 Each answers with a chatty definition of the term found in the prompt (or with `answer(prompt)`), after
-`latency_s`. Faults are scripted: `statuses` is consumed one entry per request: an int HTTP status,
-"stall" (answer only after `stall_s`, so that the client's read times out), "trickle" (send the reply in
-small pieces spread over `trickle_s`, so that no single read times out) or a broken 200 reply:
+`latency_s`; a 429 carries `Retry-After: retry_after_s`. Faults are scripted: `statuses` is consumed one
+entry per request: an int HTTP status, "stall" (answer only after `stall_s`, so that the client's read
+times out), "trickle" (send the reply in small pieces spread over `trickle_s`, so that no single read
+times out) or a broken 200 reply:
 "bad_json" (a cut-off body), "html" (an HTML page, as proxies send), "empty" (no choices / content
 blocks / candidates), "no_text" (no text in the answer) or "wrong_type" (a number where the text
 belongs). `fail_on` gives every prompt containing that text the fault `fail_with` (HTTP 500 by default).
+The batch endpoints (`inference.stub_batches`) are served too: `batches` holds the jobs, each ending
+`batch_s` seconds after the previous one; `fail_on` fails its items there and `expire_on` expires them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from inference.stub_batches import StubBatches
 
 BROKEN = ("bad_json", "html", "empty", "no_text", "wrong_type")
 FAULTS = ("stall", "trickle", *BROKEN)
@@ -129,8 +134,9 @@ def _failure(vendor: str, status: int) -> dict[str, Any]:
 
 
 class StubServer:
-    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every request body and
-    `max_in_flight` the most requests it held at once."""
+    """One vendor's stub on 127.0.0.1 (a context manager); `requests` records every ordinary request body (with
+    its arrival time `t`, time.monotonic), `max_in_flight` the most requests it held at once and
+    `batch_requests` every request to a batch endpoint."""
 
     def __init__(
         self,
@@ -143,6 +149,9 @@ class StubServer:
         stall_s: float = 5.0,
         trickle_s: float = 3.0,
         answer: Callable[[str], str] = stub_answer,
+        retry_after_s: float = 0.0,
+        batch_s: float = 0.0,
+        expire_on: str | None = None,
     ) -> None:
         if vendor not in ("openai", "anthropic", "gemini"):
             raise ValueError(f"unknown vendor {vendor!r}")
@@ -152,9 +161,22 @@ class StubServer:
             raise ValueError(f"unknown faults {sorted(unknown)}; choose from {FAULTS} or an HTTP status")
         self.vendor, self.latency_s, self.stall_s, self.trickle_s = vendor, latency_s, stall_s, trickle_s
         self.fail_on, self.fail_with, self.answer = fail_on, fail_with, answer
+        self.retry_after_s = retry_after_s
         self.requests: list[dict[str, Any]] = []
         self.responses: list[int | str] = []
         self.in_flight = self.max_in_flight = 0
+        self.in_flight_seen: list[int] = []  # requests in flight as each one arrived
+        self.batch_requests: list[tuple[str, str]] = []  # (method, path) of each batch endpoint request
+        self.batches = StubBatches(
+            vendor,
+            prompt_text=_prompt_text,
+            success=_success,
+            failure=_failure,
+            answer=answer,
+            batch_s=batch_s,
+            fail_on=fail_on,
+            expire_on=expire_on,
+        )
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -184,15 +206,40 @@ class StubServer:
             def log_message(self, *_: Any) -> None:
                 return
 
-            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            def _batch(self, method: str, raw: bytes) -> bool:
+                """Serve a batch endpoint; False when the path is none."""
+                reply = stub.batches.handle(method, self.path, self.headers, raw)
+                if reply is None:
+                    return False
                 with stub._lock:
-                    stub.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    stub.batch_requests.append((method, self.path.split("?")[0]))
+                code, content_type, data = reply
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return True
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+                if not self._batch("GET", b""):
+                    self.send_error(404)
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self._batch("POST", raw):
+                    return
+                body = json.loads(raw or b"{}")
+                with stub._lock:
+                    stub.requests.append(
+                        {"path": self.path, "body": body, "headers": dict(self.headers), "t": time.monotonic()}
+                    )
                 prompt = _prompt_text(stub.vendor, body)
                 status = stub._next_status(prompt)
                 with stub._lock:
                     stub.in_flight += 1
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
+                    stub.in_flight_seen.append(stub.in_flight)
                 time.sleep(stub.stall_s if status == "stall" else stub.latency_s)
                 with stub._lock:
                     stub.in_flight -= 1
@@ -209,7 +256,7 @@ class StubServer:
                     self.send_header("Content-Type", "text/html" if status == "html" else "application/json")
                     self.send_header("Content-Length", str(len(data)))
                     if code == 429:
-                        self.send_header("Retry-After", "0")
+                        self.send_header("Retry-After", f"{stub.retry_after_s:g}")
                     self.end_headers()
                     if status == "trickle":
                         self._trickle(data)

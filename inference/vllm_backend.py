@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from inference.backend import Generation, Request, Sampling, derived_seed, group_by_domain
+from inference.decoding import term_variants
 from run_config.errors import ConfigError
 from training.moe.checkpoint import is_moe_folder
 from training.moe.config import PRE_ROUTED
@@ -89,7 +90,9 @@ class VllmBackend:
     def count_tokens(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
 
-    def _params(self, sampling: Sampling, seed: int) -> Any:
+    def _params(self, sampling: Sampling, seed: int, term: str) -> Any:
+        """One request's SamplingParams: the stop strings kept in the text (infer cuts them, as for every backend)
+        and, with block_term, the term's variants as bad words (vLLM bans their last token in context)."""
         knobs = (
             {"temperature": 0.0}
             if sampling.greedy
@@ -99,6 +102,11 @@ class VllmBackend:
                 "top_p": sampling.top_p if sampling.top_p is not None else 1.0,
             }
         )
+        decoding: dict[str, Any] = {}
+        if sampling.stop:
+            decoding |= {"stop": list(sampling.stop), "include_stop_str_in_output": True}
+        if sampling.block_term:
+            decoding["bad_words"] = term_variants(term)
         return self.vllm.SamplingParams(
             n=1,
             max_tokens=sampling.max_new_tokens,
@@ -106,14 +114,43 @@ class VllmBackend:
             logprobs=0,
             repetition_penalty=sampling.repetition_penalty,
             **knobs,
+            **decoding,
         )
+
+    def beam_params(self, sampling: Sampling) -> Any:
+        """vLLM's BeamSearchParams (no stop strings there: the full beam comes back and infer cuts it)."""
+        return self.vllm.sampling_params.BeamSearchParams(
+            beam_width=sampling.num_beams,
+            max_tokens=sampling.max_new_tokens,
+            length_penalty=sampling.length_penalty,
+            temperature=0.0,
+        )
+
+    def _beam_search(self, engine: Any, requests: Sequence[Request], ids: list[list[int]], sampling: Sampling):
+        """(request, text, mean log-prob) per request: the best beam, its new tokens decoded up to EOS."""
+        began = time.monotonic()
+        outputs = engine.beam_search([{"prompt_token_ids": p} for p in ids], self.beam_params(sampling))
+        latency = (time.monotonic() - began) / max(len(requests), 1)
+        eos = self.tokenizer.eos_token_id
+        for request, prompt, output in zip(requests, ids, outputs, strict=True):
+            best = output.sequences[0]
+            new = list(best.tokens[len(prompt) :])
+            if eos in new:
+                new = new[: new.index(eos) + 1]
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            yield request, text, latency, best.cum_logprob / max(len(new), 1)
 
     def _run_engine(self, path: str, requests: Sequence[Request], sampling: Sampling) -> Iterator[Generation]:
         engine = self.vllm.LLM(model=path, **self.engine_args)
         try:
             ids = self.tokenizer([r.prompt for r in requests], add_special_tokens=False)["input_ids"]
+            if sampling.num_beams > 1:  # deterministic: every pending sample index is the best beam
+                for request, text, latency, mean in self._beam_search(engine, requests, ids, sampling):
+                    for idx in request.sample_indices:
+                        yield Generation(request.item_id, idx, text, latency, logprob=round(mean, 6))
+                return
             jobs = [(r, idx, p) for r, p in zip(requests, ids) for idx in r.sample_indices]
-            params = [self._params(sampling, derived_seed(sampling.seed, r.item_id, idx)) for r, idx, _ in jobs]
+            params = [self._params(sampling, derived_seed(sampling.seed, r.item_id, idx), r.term) for r, idx, _ in jobs]
             began = time.monotonic()
             outputs = engine.generate([{"prompt_token_ids": p} for _, _, p in jobs], params, use_tqdm=False)
             latency = (time.monotonic() - began) / max(len(requests), 1)

@@ -54,8 +54,8 @@ def add_config_flags(parser: argparse.ArgumentParser, model: type[StageConfig], 
                 kwargs["type"] = inner
             else:
                 kwargs["type"] = str
-            if is_list:
-                kwargs["nargs"] = "+"
+            if is_list:  # --key A B and --key A --key B both give [A, B]
+                kwargs["nargs"], kwargs["action"] = "+", "extend"
             kwargs["metavar"] = name.upper() if "choices" not in kwargs else None
         group.add_argument(flag, **kwargs)
 

@@ -50,6 +50,18 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _fsync_tree(root: Path) -> None:
+    """Flush every file and folder under `root` to disk (before a rename publishes them)."""
+    for folder, _, names in os.walk(root):
+        for name in names:
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(folder))
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temp file beside `path`; on success fsync and rename it onto `path`, else delete it."""
@@ -293,13 +305,15 @@ def swap_in(new: str | Path, out: str | Path) -> None:
 
 @contextlib.contextmanager
 def staged_dir(out: str | Path) -> Iterator[Path]:
-    """Yield a temp folder beside `out`; on success it is swapped in for `out` (swap_in), on error deleted."""
+    """Yield a temp folder beside `out`; on success its files are synced to disk and it is swapped in for `out`
+    (swap_in), so a crash after the swap cannot leave a published folder with unwritten data; on error deleted."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     clear_leftovers(out)
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out), suffix=".tmp", dir=out.parent))
     try:
         yield tmp
+        _fsync_tree(tmp)
         swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -86,7 +86,7 @@ class ExperimentConfig(StageConfig):
     )
     metric_encoder_layers: int = Field(6, ge=1, description="BERTScore layer of metric_encoder")
     launcher: Literal["none", "deepspeed"] = Field(
-        "none", description="train in this process, or through `deepspeed --num_gpus`"
+        "none", description="train and finetune routers in this process, or through `deepspeed --num_gpus`"
     )
     num_gpus: int = Field(8, ge=1, description="GPUs per training run (per node) with launcher deepspeed")
     hostfile: str | None = Field(
@@ -376,7 +376,8 @@ class Experiment:
                 step, train_main, ["--config", str(path)] + (["--experts", str(experts_from)] if experts_from else [])
             )
             return
-        from training.sft.experts import deepspeed_argv, launcher_commands
+        from training.launcher import deepspeed_argv
+        from training.sft.experts import launcher_commands
 
         nodes = (self.cfg.num_gpus, self.cfg.hostfile, self.cfg.num_nodes)
         if experts_from is None:
@@ -457,7 +458,15 @@ class Experiment:
             **self.cfg.finetune_router,
         }
         name = f"router_{moe.parent.name}_{label}_seed{seed}"
-        _call(name, router_main, ["--config", str(self._config(name, "finetune_router", data))])
+        path = self._config(name, "finetune_router", data)
+        if self.cfg.launcher == "deepspeed" and policy != "learned-domain":  # learned-domain: one process
+            from training.launcher import deepspeed_argv
+
+            module = "training.moe.finetune_router"
+            nodes = (self.cfg.num_gpus, self.cfg.hostfile, self.cfg.num_nodes)
+            _launch(name, [*deepspeed_argv(*nodes, module=module), "--config", str(path)])
+        else:
+            _call(name, router_main, ["--config", str(path)])
         return Path(data["output_dir"])
 
     @once
@@ -536,15 +545,22 @@ class Experiment:
         return result
 
     def system(
-        self, system: str, models: Mapping[int, Path | str], compare_to: str | None = None, **infer: Any
+        self,
+        system: str,
+        models: Mapping[int, Path | str],
+        compare_to: str | None = None,
+        group_by: list[str] | None = None,
+        **infer: Any,
     ) -> dict[str, dict[str, Any]]:
-        """Generate with each seed's model on every dataset and score; returns {dataset: scores.json}."""
+        """Generate with each seed's model on every dataset and score (`group_by`: evaluate's group keys);
+        returns {dataset: scores.json}."""
         return {
             dataset: self.score(
                 system,
                 dataset,
                 {seed: self.predict(system, model, dataset, seed, **infer) for seed, model in models.items()},
                 compare_to,
+                **({"group_by": group_by} if group_by else {}),
             )
             for dataset in self.test_sets
         }

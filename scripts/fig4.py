@@ -8,6 +8,10 @@ scores 0 at every N; the table prints N inputs and how many of them failed. Writ
 tables/fig4.{png,md,csv,tex,json}: one curve per system x dataset on a log2 N axis. The paper prints no
 numbers for Fig. 4, only its finding (consistent gains up to 128 samples on all five benchmarks), which is
 printed beside ours together with whether each of our curves is monotone.
+
+Beside the oracle, each deployable selector (`selectors`: first, likelihood, ORM, MBR; infer's `selection`)
+picks one of the same N = `max_samples` samples per input without the references; its BLEU gets a line with
+the share of the oracle's gain it recovers, (selector - oracle at N=1) / (oracle at N - oracle at N=1).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import sys
 import textwrap
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +44,8 @@ PAPER_FINDING = (
     "samples on all five benchmarks (64 test inputs each; no numbers printed)"
 )
 LABELS = {"dense": "LM-Lexicon-Dense", "moe": "LM-Lexicon-MoE"}
+SELECTOR_LABELS = {"first": "first", "likelihood": "likelihood", "orm": "ORM", "mbr": "MBR"}
+Selector = Literal["first", "likelihood", "orm", "mbr"]
 
 
 class Fig4Settings(StageConfig):
@@ -52,6 +59,11 @@ class Fig4Settings(StageConfig):
     max_samples: int = Field(FIG4_MAX_SAMPLES, ge=1, description="samples per input; N = 1, 2, 4, ... up to it")
     items: int = Field(64, ge=1, description="test inputs per dataset (seeded subset; paper: 64)")
     datasets: list[str] | None = Field(None, description="datasets (null: every reported one)")
+    selectors: list[Selector] = Field(
+        default_factory=lambda: ["first", "likelihood", "orm", "mbr"],
+        description="deployable selectors scored on the same samples, each with the share of the oracle's gain "
+        "it recovers (orm trains a reward model per system)",
+    )
 
 
 def sample_counts(max_samples: int) -> list[int]:
@@ -102,6 +114,24 @@ def oracle_curve(samples: dict[str, list[str]], test_file: Path, counts: Sequenc
         result = score([samples[i][:n] for i in ids], refs, ("bleu",), protocol, pool=pool)
         curve.append(result.get("oracle", result)["bleu"])
     return curve
+
+
+def gain_share(score: float, curve: Sequence[float]) -> float | None:
+    """The share of the oracle's gain (N=1 -> N) that a selector scoring `score` recovers; None without a gain."""
+    gain = curve[-1] - curve[0]
+    return (score - curve[0]) / gain if gain > 0 else None
+
+
+def share_text(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.0%}"
+
+
+def selected_predictions(path: Path) -> dict[str, str]:
+    """Each input's selected prediction in infer's predictions.jsonl, a failed one as "" (BLEU 0)."""
+    from dataset.predictions import read_rows
+
+    rows, _ = read_rows(path)
+    return {r["id"]: (r["prediction"] or "") if r.get("error") is None else "" for r in rows}
 
 
 def setting_label(cfg: ExperimentConfig, settings: Fig4Settings, seed: int) -> str:
@@ -157,11 +187,13 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
     prompts_per_call = max(1, int(cfg.infer.get("batch_size", 16)) // settings.max_samples)
     curves: dict[str, list[float]] = {}
     inputs: dict[str, dict[str, int]] = {}
+    selected: dict[str, dict[str, float]] = {}
     for system in settings.systems:
         model = exp.dense(seed) if system == "dense" else exp.moe(seed=seed)
         for dataset in datasets:
             name = f"{LABELS[system]} / {dataset}"
-            preds = exp.predict(
+            predict = partial(
+                exp.predict,
                 f"{system}_bon{settings.max_samples}",
                 model,
                 dataset,
@@ -170,13 +202,26 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
                 max_items=settings.items,
                 batch_size=prompts_per_call,
             )
+            preds = predict()
             samples, inputs[name] = read_samples(preds.parent / "samples.jsonl", settings.max_samples)
             curves[name] = oracle_curve(samples, exp.test_sets[dataset], counts, protocol)
+            selected[name] = {}
+            for selector in settings.selectors:  # infer re-selects from the same samples (selection is resume-neutral)
+                reward = {"reward_model": str(exp.reward_model(system, model, seed))} if selector == "orm" else {}
+                chosen = selected_predictions(predict(selection=selector, **reward))
+                picks = {i: [chosen.get(i, "")] for i in samples}
+                selected[name][selector] = oracle_curve(picks, exp.test_sets[dataset], [1], protocol)[0]
     monotone = {name: all(b >= a for a, b in zip(values, values[1:])) for name, values in curves.items()}
     from evaluation.report import Table
 
     rows = [[str(n)] + [f"{values[k]:.2f}" for values in curves.values()] for k, n in enumerate(counts)]
     rows.append([f"gain N=1→{counts[-1]}"] + [f"{values[-1] - values[0]:+.2f}" for values in curves.values()])
+    shares = {name: {k: gain_share(v, curves[name]) for k, v in picks.items()} for name, picks in selected.items()}
+    for selector in settings.selectors:
+        rows.append(
+            [f"{SELECTOR_LABELS[selector]} at N={counts[-1]} (share of oracle gain)"]
+            + [f"{selected[name][selector]:.2f} ({share_text(shares[name][selector])})" for name in curves]
+        )
     rows.append(["monotone"] + ["yes" if monotone[name] else "no" for name in curves])
     rows.append(
         ["inputs (all samples failed)"]
@@ -192,6 +237,10 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
         "curves": curves,
         "monotone": monotone,
         "inputs": inputs,
+        "selectors": {
+            name: {k: {"bleu": v, "oracle_gain_share": shares[name][k]} for k, v in picks.items()}
+            for name, picks in selected.items()
+        },
         "paper": PAPER_FINDING,
         "png": str(out / "fig4.png"),
     }
@@ -201,6 +250,14 @@ def run_fig4(cfg: ExperimentConfig, settings: Fig4Settings, source: str) -> dict
             f"{name}: N = {n['inputs']} inputs, {n['failed_inputs']} with every sample failed, "
             f"{n['failed_samples']} of {n['inputs'] * settings.max_samples} samples failed (failed = BLEU 0)"
         )
+    for name, picks in selected.items():
+        for selector, bleu in picks.items():
+            share = shares[name][selector]
+            recovered = f"recovers {share_text(share)} of the oracle's gain" if share is not None else "no oracle gain"
+            print(
+                f"{name}: {SELECTOR_LABELS[selector]} BLEU {bleu:.2f} at N={counts[-1]}, {recovered} "
+                f"(oracle {curves[name][0]:.2f} at N=1 -> {curves[name][-1]:.2f} at N={counts[-1]})"
+            )
     print(PAPER_FINDING)
     print(
         f"ours: {'monotone' if all(monotone.values()) else 'NOT monotone'} on "

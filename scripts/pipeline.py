@@ -1,5 +1,6 @@
 """End-to-end pipeline: preprocess -> sample -> cluster -> experts (+ dense baseline) -> merge ->
-router finetuning -> infer -> evaluate -> Table-2-style report.
+router finetuning -> infer -> evaluate -> Table-2-style report, with the MoE's per-expert scores and
+its routing oracle (every expert on every input: oracle routing, router regret, expert x cluster matrix).
 
 Each stage runs through its own CLI with a config written to `<work_dir>/configs/<step>.json`, so every
 step can be rerun by hand; every stage skips work that is already done, so a rerun takes seconds.
@@ -9,15 +10,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
 from run_config.cli import config_from_args, run_main, stage_parser
 from run_config.errors import ConfigError, LexiconError
 from run_config.loader import load_config
-from run_config.runtime import write_json, write_manifest
+from run_config.runtime import atomic_open, write_json, write_manifest
 from scripts.experiment import (
     STEP_SECONDS,
     TABLE_METRICS,
@@ -32,7 +35,9 @@ SYSTEMS = {
     "dense": "LM-Lexicon-Dense",
     "moe": "LM-Lexicon-MoE (domain routing)",
     "moe_learned": "LM-Lexicon-MoE (learned domain router)",
+    "moe_oracle": "LM-Lexicon-MoE (oracle routing, upper bound)",
 }
+ORACLE_FILES = ("oracle_report.md", "oracle_report.json", "expert_cluster.png", "hybrid_curve.png")
 
 
 class PipelineConfig(ExperimentConfig):
@@ -40,6 +45,14 @@ class PipelineConfig(ExperimentConfig):
 
     dense_baseline: bool = Field(True, description="also train one dense model on all training data")
     learned_router: bool = Field(True, description="also finetune and evaluate the learned domain router")
+    oracle_routing: bool = Field(
+        True,
+        description="also run every expert of the MoE on every test input of the first seed (N x the MoE's "
+        "inference): oracle routing, router regret, the expert x cluster matrix, and the oracle's row",
+    )
+    report_ci: bool = Field(
+        True, description="table2 cells as mean ± half the bootstrap 95% CI (false: mean ± std over seeds)"
+    )
 
 
 def run_pipeline(cfg: PipelineConfig, source: str) -> Path:
@@ -54,14 +67,22 @@ def run_pipeline(cfg: PipelineConfig, source: str) -> Path:
         models.setdefault("moe", {})[seed] = exp.moe(seed=seed)
         if cfg.learned_router and cfg.num_clusters > 1:
             models.setdefault("moe_learned", {})[seed] = exp.router("learned-domain", seed=seed)
-    results = {
-        SYSTEMS[name]: {dataset: seed_scores(scores) for dataset, scores in exp.system(name, runs).items()}
+    routed = cfg.num_clusters > 1
+    scores = {
+        name: exp.system(name, runs, group_by=["expert"] if name != "dense" and routed else [])
         for name, runs in models.items()
     }
+    oracle = oracle_routing(exp, models["moe"]) if cfg.oracle_routing and routed else {}
+    if oracle:
+        scores["moe_oracle"] = {dataset: info["scores"] for dataset, info in oracle.items()}
+    results = {SYSTEMS[name]: {dataset: seed_scores(s) for dataset, s in per.items()} for name, per in scores.items()}
+    ci = {SYSTEMS[name]: {d: ci_of(s) for d, s in per.items()} for name, per in scores.items()}
     metrics = [m for m in TABLE_METRICS if any(m in s for per in results.values() for ss in per.values() for s in ss)]
     out = Path(cfg.work_dir) / "report"
-    write_table(table2(results, metrics=metrics), out, "table2")
-    write_json(out / "report.json", {"results": results, "metrics": metrics})
+    write_table(table2(results, metrics=metrics, ci=ci if cfg.report_ci else None), out, "table2")
+    copy_reports(exp, scores, oracle, out)
+    summary = {d: info["report"] for d, info in oracle.items()}
+    write_json(out / "report.json", {"results": results, "metrics": metrics, "ci95": ci, "oracle_routing": summary})
     write_manifest(out, "pipeline", cfg)
     return out
 
@@ -105,6 +126,45 @@ def rehearse(args: argparse.Namespace) -> int:
     rehearsal.write_report(out / "projection.json", lines, STEP_SECONDS)
     print("\n".join(lines))
     return 0
+
+
+def ci_of(scores: dict[str, Any]) -> dict[str, list[float]]:
+    """The bootstrap 95% CIs of the one system of an evaluate run's scores.json."""
+    (per_metric,) = scores["ci95"]["systems"].values()
+    return per_metric
+
+
+def oracle_routing(exp: Experiment, moes: dict[int, Path]) -> dict[str, dict[str, Any]]:
+    """Every expert of the first seed's MoE on every test input (`infer --routing oracle`); the oracle's rows
+    scored as a system. Returns {dataset: {"folder", "report", "scores"}}."""
+    seed, moe = min(moes.items())
+    result = {}
+    for dataset in exp.test_sets:
+        predictions = exp.predict("moe_oracle", moe, dataset, seed, routing="oracle")
+        folder = predictions.parent
+        best = folder / "oracle_predictions.jsonl"
+        result[dataset] = {
+            "folder": folder,
+            "report": json.loads((folder / "oracle_report.json").read_text(encoding="utf-8")),
+            "scores": exp.score("moe_oracle", dataset, {seed: best}),
+        }
+    return result
+
+
+def copy_reports(exp: Experiment, scores: dict[str, dict], oracle: dict[str, dict], out: Path) -> None:
+    """Copy the routed systems' per-expert tables and the oracle reports (with their plots) into `out`."""
+    copies = {
+        exp.w / "eval" / name / dataset / f"table_expert.{ext}": out / f"table_expert_{name}_{dataset}.{ext}"
+        for name, per in scores.items()
+        if name != "moe_oracle"
+        for dataset in per
+        for ext in ("md", "csv", "tex")
+    }
+    copies |= {i["folder"] / f: out / "oracle" / d / f for d, i in oracle.items() for f in ORACLE_FILES}
+    for src, dst in copies.items():
+        if src.is_file():
+            with atomic_open(dst, "wb", encoding=None) as f:
+                f.write(src.read_bytes())
 
 
 def build_parser() -> argparse.ArgumentParser:

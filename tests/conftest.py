@@ -23,6 +23,12 @@ sys.path.insert(0, str(REPO_ROOT))
 pytest_plugins = ["tests.helpers.train"]  # the pico-model and Urban-split fixtures, for every test folder
 
 
+@pytest.fixture(autouse=True)
+def _own_api_cache(tmp_path_factory, monkeypatch) -> None:
+    """Each test (and the processes it starts) gets an empty API response cache."""
+    monkeypatch.setenv("LMLEXICON_API_CACHE", str(tmp_path_factory.mktemp("api-cache")))
+
+
 @pytest.fixture(scope="session")
 def data_3dex() -> Path:
     """The real 3D-EX sample files (read in place; skip when the shared folder is absent)."""

@@ -70,3 +70,26 @@ def ensure_single_process_env() -> bool:
         }
     )
     return True
+
+
+def prepare_deepspeed(path: str | Path | None, gpu: bool) -> dict[str, Any] | None:
+    """The checked DeepSpeed config of a run (None without one), its process world set up: DeepSpeed's CPU
+    accelerator when the run is not on a GPU, a 1-process world without a launcher."""
+    if not path:
+        return None
+    ds_config = load_deepspeed_config(path)
+    if not gpu:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if ensure_single_process_env():
+        log.info("no launcher: DeepSpeed runs as a 1-process world (use `deepspeed --num_gpus N` for more)")
+    return ds_config
+
+
+def init_zero3(ds_config: dict[str, Any] | None, gpu: bool) -> None:
+    """Start torch.distributed before a ZeRO-3 model is loaded (zero.Init partitions while loading), after
+    TrainingArguments exist; nothing to do below ZeRO-3."""
+    if zero_stage(ds_config) != 3:
+        return
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")

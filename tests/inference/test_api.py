@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -243,3 +244,93 @@ def test_resume_refuses_another_setup(wordnet_rows, tmp_path, monkeypatch):
         assert main(argv) == 0
         assert main(argv[:-1] + ["4"]) == 2
         assert main(argv + ["--force"]) == 0
+
+
+def cli_argv(vendor: str, rows: Path, out: Path, base_url: str, *extra: str) -> list[str]:
+    return [
+        "--backend",
+        vendor,
+        "--model",
+        "model-x",
+        "--input",
+        str(rows),
+        "--output-dir",
+        str(out),
+        "--base-url",
+        base_url,
+        "--api-key-env",
+        "STUB_KEY",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("vendor", VENDORS)
+def test_dry_run_sends_nothing_and_counts(vendor, wordnet_rows, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("STUB_KEY", raising=False)  # a dry run needs no key
+    n = len(wordnet_rows.read_text().splitlines())
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    with StubServer(vendor) as stub:
+        common = ("--api-cache-dir", str(cache), "--n-samples", "2", "--max-new-tokens", "40")
+        assert main(cli_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run")) == 0
+        assert stub.requests == [] and not out.exists()
+        line = capsys.readouterr().out
+        assert f"{2 * n} requests to send ({2 * n} samples to generate, 0 cache hits" in line
+        assert f"at most {2 * n * 40} completion tokens" in line and "estimate (4 characters per token; " in line
+        if vendor == "openai" and importlib.util.find_spec("tiktoken") is None:
+            assert "tiktoken is not installed" in line  # the line says why it is an estimate
+        elif vendor != "openai":
+            assert f"no local {vendor} tokenizer" in line
+        tokens = int(line.split("); ")[1].split(" prompt tokens")[0])
+        assert 2 * n * 20 < tokens < 2 * n * 1000
+        monkeypatch.setenv("STUB_KEY", "k")
+        assert main(cli_argv(vendor, wordnet_rows, tmp_path / "first", stub.base_url, *common, "--max-items", "5")) == 0
+        sent = len(stub.requests)
+        assert sent == 10
+        assert (
+            main(cli_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run", "--max-requests", "7")) == 0
+        )
+        assert len(stub.requests) == sent and not out.exists()
+    line = capsys.readouterr().out
+    assert f"7 requests to send ({2 * n} samples to generate, 10 cache hits" in line
+    assert f"{2 * n - 10 - 7} over max_requests" in line
+
+
+def test_dry_run_is_refused_for_local_models(wordnet_rows, tmp_path):
+    argv = ["--backend", "local", "--model", "m", "--input", str(wordnet_rows), "--output-dir", str(tmp_path)]
+    assert main(argv + ["--dry-run"]) == 2
+    assert main(argv + ["--max-requests", "3"]) == 2
+
+
+def test_429_halves_concurrency_honours_retry_after_and_grows_back():
+    """Eight 429s with Retry-After 0.4 s: concurrency 8 -> 1, no request starts inside the pause, then back up."""
+    with StubServer("openai", statuses=[429] * 8, latency_s=0.05, retry_after_s=0.4) as stub:
+        api = backend("openai", stub, concurrency=8, retry=RetryPolicy(6, 0.01, 1.0))
+        out = list(api.generate([request(f"t{i}") for i in range(60)], Sampling()))
+    assert len(out) == 60 and all(g.error is None for g in out)
+    assert api.stats["api_lowest_concurrency"] == 1 and api.stats["api_retries"] == 8
+    # The first 8 requests (in flight together) got the 429s; nothing starts until their Retry-After is over.
+    times = sorted(r["t"] for r in stub.requests)
+    assert stub.responses[:8] == [429] * 8 and times[8] - times[0] >= 0.4 + 0.05
+    # Right after the pause one request at a time, then concurrency grows back by one per `limit` successes.
+    assert stub.in_flight_seen[8:10] == [1, 1] and max(stub.in_flight_seen[-20:]) >= 4
+    assert api.stats["api_requests_sent"] == 60
+
+
+def test_max_requests_stops_cleanly_rest_counted(wordnet_rows, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STUB_KEY", "k")
+    n = len(wordnet_rows.read_text().splitlines())
+    with StubServer("openai") as stub:
+        argv = cli_argv("openai", wordnet_rows, tmp_path, stub.base_url, "--max-requests", "10")
+        assert main(argv) == 0
+        assert len(stub.requests) == 10
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["api_not_sent"] == n - 10 and summary["failed_predictions"] == n - 10
+        assert f"{n - 10} samples not sent: max_requests 10 reached" in capsys.readouterr().err
+        preds = read_rows(tmp_path / "predictions.jsonl")[0]
+        assert (
+            len(preds) == n
+            and sum(p["error"] is not None and p["error"].startswith("NotSent") for p in preds) == n - 10
+        )
+        assert main(argv[:-2]) == 0  # a rerun sends the rest
+    assert len(stub.requests) == n
+    assert all(p["error"] is None for p in read_rows(tmp_path / "predictions.jsonl")[0])

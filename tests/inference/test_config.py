@@ -69,6 +69,17 @@ REFUSED = [  # (config, message): settings that cannot work, refused when the co
     *[({"backend": b, "domain_exports": ["d0"]}, "domain_exports is for backend vllm") for b in ("local", *API)],
     ({"icl_k": 32}, "icl_k 32 needs icl_mode random or retrieval"),
     ({"greedy": True, "n_samples": 2, "backend": "vllm"}, "identical samples"),
+    ({"num_beams": 4}, "set greedy true"),
+    ({"num_beams": 4, "greedy": True, "n_samples": 2}, "identical samples"),
+    *[({"num_beams": 4, "greedy": True, "backend": b}, f"backend {b} has no beam search") for b in API],
+    ({"num_beams": 4, "greedy": True, "backend": "vllm"}, "neither block_term nor repetition_penalty"),
+    ({"num_beams": 4, "greedy": True, "backend": "vllm", "repetition_penalty": 1.0, "block_term": True}, "block_term"),
+    ({"length_penalty": 0.5}, "beam search only"),
+    *[({"block_term": True, "backend": b}, f"backend {b} has neither") for b in API],
+    ({"block_term": True, "task": "wsd"}, "word_interpretation only"),
+    ({"stop": [".", ""]}, "empty stop sequence"),
+    ({"selection": "mbr", "n_samples": 4, "task": "wsd"}, "selection mbr is defined for word_interpretation only"),
+    ({"selection": "mbr", "mbr_utility": "chrf"}, "mbr_utility"),
 ]
 ACCEPTED = [  # every other combination can work
     *[{"backend": b, "selection": "likelihood", "n_samples": 4} for b in ("local", "vllm")],
@@ -91,6 +102,12 @@ ACCEPTED = [  # every other combination can work
     {"backend": "vllm", "domain_exports": ["d0", "d1"], "selection": "likelihood", "n_samples": 8},
     {"backend": "local", "max_prompt_tokens": 512, "on_long_prompt": "skip"},
     {"icl_k": 0, "example_path": "train.jsonl"},
+    *[{"backend": b, "num_beams": 4, "greedy": True, "length_penalty": 0.6} for b in ("local",)],
+    {"backend": "vllm", "num_beams": 4, "greedy": True, "length_penalty": 0.6, "repetition_penalty": 1.0},
+    *[{"backend": b, "block_term": True, "stop": ["."]} for b in ("local", "vllm")],
+    {"backend": "local", "num_beams": 2, "greedy": True, "block_term": True, "stop": [";"]},
+    *[{"backend": b, "stop": [".", ";"]} for b in API],
+    *[{"backend": b, "selection": "mbr", "n_samples": 4, "mbr_utility": u} for b in API for u in ("bleu", "bertscore")],
 ]
 
 
@@ -170,3 +187,18 @@ def test_the_answer_parser_runs_for_api_backends_unless_told(backend):
 def test_parse_answer_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="parse_answer"):
         load_config(write(tmp_path, {"parse_answer": "sometimes"}), InferConfig)
+
+
+def test_stop_flags_repeat_or_take_a_comma_list():
+    """--stop . --stop ';' and --stop '.,;' give the same list; a lone comma is a stop sequence itself."""
+    from inference.infer import build_parser
+    from run_config.cli import config_from_args
+
+    base = ["--input", "x", "--output-dir", "y", "--model", "m"]
+    parse = lambda *flags: config_from_args(build_parser().parse_args([*base, *flags]), InferConfig)
+    assert parse("--stop", ".", "--stop", ";").stop == [".", ";"]
+    assert parse("--stop", ".,;").stop == [".", ";"] == parse("--stop", ".", ";").stop
+    assert parse("--stop", ",").stop == [","] and parse().stop == []
+    cfg = parse("--num-beams", "3", "--length-penalty", "0.7", "--greedy", "--block-term", "--stop", ".")
+    sampling = cfg.sampling(cfg.seed, cfg.greedy)
+    assert (sampling.num_beams, sampling.length_penalty, sampling.stop, sampling.block_term) == (3, 0.7, (".",), True)

@@ -474,3 +474,76 @@ def test_validation_and_evaluation_read_the_same_text(local, smol_backend, urban
     assert valid == [preds[r.id] for r in records]
     # ... and the chatty-answer parser would have changed some of them.
     assert any(parse_definition(text, r.term) != text for text, r in zip(valid, records))
+
+
+def test_stop_cuts_the_prediction_and_raw_keeps_what_the_model_wrote(local, urban_rows, tmp_path):
+    """--stop . --stop ';': each prediction is the text before the first stop; `raw` keeps the model's text
+    and summary.json counts the cut rows. SmolLM2 numbers its answers ("2. A person ..."): "2" is kept."""
+    assert local(urban_rows, tmp_path / "full", "--greedy", "--max-new-tokens", 12) == 0
+    assert local(urban_rows, tmp_path, "--greedy", "--stop", ".", "--stop", ";", "--max-new-tokens", 12) == 0
+    full, _ = read_rows(tmp_path / "full" / "predictions.jsonl")
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    cut = 0
+    for whole, row in zip(full, preds, strict=True):
+        raw = row["raw"]
+        assert whole["raw"].startswith(raw)
+        before = raw[: min([i for i in (raw.find("."), raw.find(";")) if i >= 0], default=len(raw))]
+        cut += before != raw
+        if " ".join(before.split()):
+            assert row["prediction"] == " ".join(before.split()) and row["error"] is None
+        else:  # nothing before the stop: an error row that keeps the raw text, counted as failed
+            assert row["prediction"] is None and row["error"].startswith("no answer in the output")
+    assert cut >= 2 and summary["stop_cut"] == cut and summary["parser_changed"] == 0
+
+
+def test_block_term_and_beams_through_the_cli(local, urban_rows, tmp_path):
+    """--block-term keeps every term (as written, lower-cased, capitalised) out of its greedy definition;
+    --num-beams 2 rows keep a log-prob."""
+    from inference.decoding import term_variants
+
+    written = lambda row: [v for v in term_variants(row["term"]) if v in row["raw"]]
+    assert local(urban_rows, tmp_path / "plain", "--greedy", "--max-new-tokens", 20) == 0
+    assert local(urban_rows, tmp_path / "blocked", "--greedy", "--block-term", "--max-new-tokens", 20) == 0
+    plain, _ = read_rows(tmp_path / "plain" / "predictions.jsonl")
+    blocked, _ = read_rows(tmp_path / "blocked" / "predictions.jsonl")
+    assert any(written(r) for r in plain)  # the filter has something to do
+    assert not any(written(r) for r in blocked)
+    args = ("--greedy", "--num-beams", 2, "--length-penalty", 0.8, "--max-new-tokens", 6)
+    assert local(urban_rows, tmp_path / "beams", *args) == 0
+    beams, _ = read_rows(tmp_path / "beams" / "predictions.jsonl")
+    assert len(beams) == 6 and all(r["logprob"] < 0 for r in beams)
+    config = json.loads((tmp_path / "beams" / "config.json").read_text())
+    assert (config["num_beams"], config["length_penalty"]) == (2, 0.8)
+
+
+@pytest.mark.parametrize("utility", ["bleu", "bertscore"])
+def test_best_of_n_mbr_picks_the_sample_the_others_agree_with(local, urban_rows, tmp_path, utility, minilm_dir):
+    """--selection mbr: the chosen sample has the highest mean utility against the input's other samples
+    (BLEU: evaluation's Moses BLEU; BERTScore F1 on MiniLM layer 6, recomputed with bert-score here)."""
+    args = ("--n-samples", 3, "--selection", "mbr", "--mbr-utility", utility, "--seed", 5, "--device", "cpu")
+    assert local(urban_rows, tmp_path, *args) == 0
+    samples, _ = read_rows(tmp_path / "samples.jsonl")
+    preds, _ = read_rows(tmp_path / "predictions.jsonl")
+    if utility == "bleu":
+        from evaluation.bleu import moses_sentence_bleu
+
+        pair = lambda h, r: moses_sentence_bleu(h, [r])
+    else:
+        from bert_score import BERTScorer
+
+        scorer = BERTScorer(model_type=str(minilm_dir), num_layers=6, lang="en", device="cpu")
+        pair = lambda h, r: scorer.score([h], [r])[2].item()
+    assert json.loads((tmp_path / "summary.json").read_text())["selection"] == "mbr"
+    differs = 0
+    for pred in preds:
+        mine = sorted(
+            (s for s in samples if s["id"] == pred["id"] and s["error"] is None), key=lambda s: s["sample_idx"]
+        )
+        means = [
+            sum(pair(a["prediction"], b["prediction"]) for b in mine if b is not a) / (len(mine) - 1) for a in mine
+        ]
+        best = max(range(len(mine)), key=lambda i: (round(means[i], 6), -i))
+        assert pred["sample_idx"] == mine[best]["sample_idx"]
+        differs += best != 0
+    assert differs  # MBR is not the first sample everywhere

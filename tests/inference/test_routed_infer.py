@@ -124,3 +124,48 @@ def test_oracle_routing_is_refused_before_any_work(moes, wordnet_rows, tmp_path,
     assert "without --cluster-dir" in capsys.readouterr().err and not (tmp_path / "t" / "samples.jsonl").exists()
     assert _infer(moes["base"], wordnet_rows, tmp_path / "b", "--routing", "oracle") != 0
     assert "not a merged MoE folder" in capsys.readouterr().err
+
+
+def test_beams_and_block_term_on_a_domain_moe_are_hf_beam_search_on_the_routed_expert(
+    moes, wordnet_rows, tmp_path, capsys
+):
+    """--num-beams 2 --block-term on a domain-routed MoE: each row is HF's beam search with the term's tokens
+    blocked on its routed expert alone, one input at a time. Policies that mix experts (hybrid) or route per
+    token inside the model are refused before any sample."""
+    import torch
+
+    from inference.decoding import BlockSequences, term_token_sequences
+    from inference.tasks import build_items, item_prompt
+
+    flags = ("--num-beams", "2", "--length-penalty", "0.5", "--block-term")
+    assert _infer(moes["domain"], wordnet_rows, tmp_path / "domain", *flags) == 0
+    rows, _ = read_rows(tmp_path / "domain" / "predictions.jsonl")
+    records = load_records(wordnet_rows)
+    items = {i.id: i for i in build_items("word_interpretation", records, range(1, len(records) + 1), 42)}
+    moe = load_routed_moe(moes["domain"], device="cpu")
+    tok = moe.tokenizer
+    assert len(rows) == 24 and len({r["expert"] for r in rows}) > 1
+    for row in rows:
+        ids = tok(item_prompt("word_interpretation", items[row["id"]], tok.bos_token), add_special_tokens=False)
+        banned = term_token_sequences(tok, row["term"])
+        with moe.only_expert(row["expert"]), torch.inference_mode():
+            out = moe.model.generate(
+                torch.tensor([ids["input_ids"]]),
+                do_sample=False,
+                num_beams=2,
+                length_penalty=0.5,
+                repetition_penalty=1.05,
+                max_new_tokens=6,
+                pad_token_id=tok.pad_token_id,
+                eos_token_id=tok.eos_token_id,
+                logits_processor=[BlockSequences([banned, banned])],
+            )
+        new = out[0, len(ids["input_ids"]) :].tolist()
+        new = new[: new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
+        assert row["raw"] == tok.decode(new, skip_special_tokens=True)
+    for policy, message in (("hybrid", "mix several experts"), ("token", "routes inside the model")):
+        assert _infer(moes[policy], wordnet_rows, tmp_path / policy, *flags) == 2
+        assert message in capsys.readouterr().err
+        assert (
+            not (tmp_path / policy / "samples.jsonl").exists() or not read_rows(tmp_path / policy / "samples.jsonl")[0]
+        )

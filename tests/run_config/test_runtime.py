@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,6 +217,27 @@ def test_swap_over_nothing_and_restore_of_a_folder_moved_aside(tmp_path):
     _folder(tmp_path / ".m.old", "old")  # killed after moving m aside, before the new one came in
     clear_leftovers(tmp_path / "m")
     assert _holds(tmp_path / "m") == "old" and not (tmp_path / ".m.old").exists()
+
+
+def test_a_staged_folder_reaches_the_disk_before_it_is_published(tmp_path, monkeypatch):
+    from run_config import runtime
+
+    out, synced = tmp_path / "model", []
+
+    def fsync(fd):
+        synced.append((Path(os.readlink(f"/proc/self/fd/{fd}")).name, out.exists()))
+        return real(fd)
+
+    real = os.fsync
+    monkeypatch.setattr(runtime.os, "fsync", fsync)
+    with runtime.staged_dir(out) as tmp:
+        (tmp / "shards").mkdir()
+        (tmp / "shards" / "model.safetensors").write_bytes(b"x" * 4096)
+        (tmp / "config.json").write_text("{}")
+    names = [name for name, _ in synced]
+    assert {"model.safetensors", "config.json", "shards"} <= set(names)
+    assert not any(published for name, published in synced if name in ("model.safetensors", "config.json"))
+    assert (out / "shards" / "model.safetensors").read_bytes() == b"x" * 4096
 
 
 def test_dead_runs_temps_are_removed_live_ones_kept(tmp_path):

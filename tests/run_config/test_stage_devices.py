@@ -21,14 +21,17 @@ from run_config.errors import ConfigError
 from run_config.loader import load_config, section_problems
 from tests.helpers.pico import perturbed_copy, pico_llama, write_minilm_clusters
 from training.dskd.config import DSKDConfig
+from training.moe.config import FinetuneRouterConfig
 from training.sft.config import TrainConfig
+from training.trainer_args import precision_flags
 
-# stage module -> its config: every stage that loads a model (finetune-router has its own device keys)
+# stage module -> its config: every stage that loads a model
 STAGES = {
     "clustering.cluster": ClusterConfig,
     "clustering.assign": AssignConfig,
     "training.train": TrainConfig,
     "training.dskd.cli": DSKDConfig,
+    "training.moe.finetune_router": FinetuneRouterConfig,
     "inference.reward.train": RewardConfig,
     "inference.infer": InferConfig,
     "evaluation.evaluate": EvaluateConfig,
@@ -120,7 +123,7 @@ def predictions(urban_splits, tmp_path_factory) -> Path:
 @NO_GPU
 @pytest.mark.parametrize(
     "stage",
-    ["cluster", "train", "train-dskd", "distill", "train-reward", "infer", "infer-vllm", "evaluate"],
+    ["cluster", "train", "train-dskd", "distill", "finetune-router", "train-reward", "infer", "infer-vllm", "evaluate"],
 )
 def test_a_gpu_this_machine_lacks_is_refused_before_any_work(stage, tiny_llama, urban_splits, predictions, tmp_path):
     train, valid = map(str, urban_splits)
@@ -131,6 +134,7 @@ def test_a_gpu_this_machine_lacks_is_refused_before_any_work(stage, tiny_llama, 
         "train": ["train", "--model-name-or-path", model, "--train-file", train, "--valid-file", valid],
         "train-dskd": ["train", "--objective", "dskd", "--teacher-model", model, "--data-path-train", train],
         "distill": ["distill", "--objective", "ce", "--teacher-model", model, "--data-path-train", train],
+        "finetune-router": ["finetune-router", "--moe-dir", model, "--train-file", train, "--policy", "token"],
         "train-reward": ["train-reward", "--train", train, "--valid", valid, "--policy-model", model],
         "infer": ["infer", "--input", valid, "--model", model],
         "infer-vllm": ["infer", "--backend", "vllm", "--input", valid, "--model", model],
@@ -193,7 +197,27 @@ def test_train_loads_the_weights_in_the_dtype_and_trains_on_the_device(tiny_llam
     assert [c["dtype"] for c in loads] == [torch.bfloat16] and param(loads[0]["model"]).dtype == torch.bfloat16
     assert built[0]["result"].use_cpu is True
     cfg = load_config(None, TrainConfig, {"model_name_or_path": "m", "output_dir": "o", "precision": "bf16"})
-    assert trainer.precision_flags(cfg.model_copy(update={"device": "cpu"})) == {"bf16": False, "fp16": False}
+    on_gpu = trainer.on_gpu(cfg.model_copy(update={"device": "cpu"}))
+    assert precision_flags(cfg.precision, on_gpu) == {"bf16": False, "fp16": False}
+
+
+def test_finetune_router_loads_the_moe_on_the_device_in_the_dtype(wordnet_lexicon, tmp_path, monkeypatch):
+    from training.moe import finetune_router
+    from training.moe.config import MergeConfig
+    from training.moe.merge import merge
+    from training.moe.safetensors_stream import CheckpointReader
+
+    base = pico_llama(tmp_path / "base", seed=0)
+    experts = [perturbed_copy(base, tmp_path / f"e{i}", seed=i, scale=0.05) for i in range(2)]
+    merge(MergeConfig(experts=[str(e) for e in experts], output_dir=str(tmp_path / "moe"), policy="token"))
+    loads = spy(monkeypatch, finetune_router, "load_routed_moe")
+    argv = ["finetune-router", "--moe-dir", str(tmp_path / "moe"), "--train-file", str(wordnet_lexicon / "train.jsonl")]
+    argv += ["--output-dir", str(tmp_path / "ft"), "--max-records", "4", "--batch-size", "2"]
+    assert toolkit_main.main([*argv, "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert [(c["device"], c["dtype"]) for c in loads] == [("cpu", torch.bfloat16)]
+    assert loads[0]["result"].model.dtype == torch.bfloat16
+    reader = CheckpointReader(tmp_path / "ft")
+    assert {reader.read(k).dtype for k in reader.info} == {torch.bfloat16}  # saved as loaded, routers included
 
 
 @pytest.mark.parametrize("via", ["distill", "train"])

@@ -169,6 +169,26 @@ def test_launcher_deepspeed_trains_through_the_real_launcher(tiny_paper, tmp_pat
     assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 1
 
 
+def test_launcher_deepspeed_finetunes_token_and_sequence_routers_through_the_launcher(tmp_path, monkeypatch):
+    """`launcher: deepspeed` runs finetune-router as `deepspeed --num_gpus N --module training.moe.finetune_router`
+    (the command train gets, module aside); learned-domain trains its classifier in this process."""
+    from scripts import experiment
+
+    launched, called = [], []
+    monkeypatch.setattr(experiment, "_launch", lambda step, argv: launched.append(argv))
+    monkeypatch.setattr(experiment, "_call", lambda step, main, argv: called.append(argv))
+    monkeypatch.setattr(Experiment, "moe", lambda self, *a, **k: tmp_path / "moe" / "seed42")
+    data = {"work_dir": str(tmp_path / "w"), "launcher": "deepspeed", "num_gpus": 2, "builtin": "wordnet"}
+    exp = Experiment(load_config(TOY_CONFIG, ExperimentConfig, data), "test")
+    exp.__dict__["data"] = tmp_path / "data"  # the prepared splits (not needed: nothing runs)
+    exp.router("token", top_k=2)
+    exp.router("learned-domain")
+    (argv,) = launched
+    assert argv[:6] == ["deepspeed", "--num_gpus", "2", "--module", "training.moe.finetune_router", "--config"]
+    assert json.loads(Path(argv[6]).read_text())["policy"] == "token"
+    assert len(called) == 1 and json.loads(Path(called[0][1]).read_text())["policy"] == "learned-domain"
+
+
 @pytest.mark.slow
 def test_no_step_validates_or_inits_routers_on_the_test_split(tiny_paper):
     """Every file a step validates on (train, finetune-router, train-reward) or initialises routers from is

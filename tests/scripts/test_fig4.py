@@ -91,12 +91,30 @@ def test_fig4_curves_png_and_rerun(tiny_paper, tmp_path, capsys):
     md = (tables / "fig4.md").read_text()
     assert md.startswith("| N | LM-Lexicon-Dense / WordNet | LM-Lexicon-MoE / WordNet |")
     assert "| monotone | yes | yes |" in md
+    for name, curve in result["curves"].items():  # one line per deployable selector, on the same samples
+        picks = result["selectors"][name]
+        assert list(picks) == ["first", "likelihood", "orm", "mbr"]
+        for selector, label in (("first", "first"), ("likelihood", "likelihood"), ("orm", "ORM"), ("mbr", "MBR")):
+            bleu, share = picks[selector]["bleu"], picks[selector]["oracle_gain_share"]
+            assert 0 <= bleu <= curve[-1] + 1e-9  # no selector beats the oracle of the same samples
+            gain = curve[-1] - curve[0]
+            assert share == (pytest.approx((bleu - curve[0]) / gain) if gain > 0 else None)
+            assert f"| {label} at N=4 (share of oracle gain) |" in md
+            assert f"{name}: {label} BLEU {bleu:.2f} at N=4, " in out
     assert "consistent BLEU gains up to 128 samples on all five benchmarks" in out and "monotone on 2 of 2" in out
     samples = sorted(work.rglob("samples.jsonl")) + sorted(work.rglob("*.safetensors"))
     stamps = {p: p.stat().st_mtime_ns for p in samples}
     assert main(["--config", str(path)]) == 0
     assert {p: p.stat().st_mtime_ns for p in samples} == stamps
-    assert json.loads((tables / "fig4.json").read_text())["curves"] == result["curves"]
+    again = json.loads((tables / "fig4.json").read_text())
+    assert again["curves"] == result["curves"] and again["selectors"] == result["selectors"]
+
+
+def test_selector_share_of_the_oracle_gain():
+    from scripts.fig4 import gain_share
+
+    assert gain_share(30.0, [20.0, 25.0, 40.0]) == pytest.approx(0.5)
+    assert gain_share(20.0, [20.0, 40.0]) == 0.0 and gain_share(10.0, [20.0, 20.0]) is None
 
 
 def test_fig4_settings_errors_name_file_and_key(tiny_paper, tmp_path, capsys):

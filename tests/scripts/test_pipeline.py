@@ -22,12 +22,24 @@ def test_toy_pipeline_fills_every_metric_and_reruns_from_artefacts(wordnet_lexic
         "LM-Lexicon-Dense",
         "LM-Lexicon-MoE (domain routing)",
         "LM-Lexicon-MoE (learned domain router)",
+        "LM-Lexicon-MoE (oracle routing, upper bound)",
     }
     for per_dataset in report["results"].values():
         (scores,) = per_dataset["WordNet"]
         assert set(scores) == set(TABLE_METRICS) and all(v == v for v in scores.values())
     table = (work / "report" / "table2.md").read_text()
     assert "–" not in table and "LM-Lexicon-MoE (domain routing)" in table
+    bleu = report["ci95"]["LM-Lexicon-MoE (domain routing)"]["WordNet"]["bleu"]
+    assert f"±{(bleu[1] - bleu[0]) / 2:.2f}" in table  # cells carry the bootstrap CI, not the std
+    oracle = report["oracle_routing"]["WordNet"]
+    assert oracle["regret"]["bleu"] == pytest.approx(oracle["oracle"]["bleu"] - oracle["routed"]["bleu"])
+    best = report["results"]["LM-Lexicon-MoE (oracle routing, upper bound)"]["WordNet"][0]["bleu"]
+    routed = report["results"]["LM-Lexicon-MoE (domain routing)"]["WordNet"][0]["bleu"]
+    assert best >= routed  # the oracle picks each input's best expert by BLEU
+    for name in ("oracle_report.md", "expert_cluster.png"):
+        assert (work / "report" / "oracle" / "WordNet" / name).stat().st_size > 0
+    per_expert = (work / "report" / "table_expert_moe_WordNet.md").read_text()
+    assert per_expert.count("\n") >= 4  # header, rule and a row per expert that answered
     weights = sorted((work / "experts").rglob("*.safetensors")) + sorted((work / "moe").rglob("*.safetensors"))
     stamps = {p: p.stat().st_mtime_ns for p in weights}
     capsys.readouterr()

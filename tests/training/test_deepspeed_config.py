@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,22 +11,9 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT
+from tests.helpers.launcher import DEEPSPEED, launcher_env, run_launcher
 from tests.helpers.train import tiny_args
-from training.deepspeed_config import free_port
 from training.sft.trainer import checkpoint_problem
-
-DEEPSPEED = Path(sys.executable).parent / "deepspeed"
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_PORT")}
-    env.update(
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-        PYTHONPATH=str(REPO_ROOT),
-        PATH=f"{DEEPSPEED.parent}{os.pathsep}{env.get('PATH', '')}",
-    )
-    return env
 
 
 def _check_consolidated(out: Path, tiny_llama: Path) -> dict:
@@ -48,28 +34,24 @@ def _check_consolidated(out: Path, tiny_llama: Path) -> dict:
 def test_zero_through_launcher(stage, script, tiny_llama, urban_splits, tmp_path):
     train, valid = urban_splits
     out = tmp_path / f"zero{stage}"
-    cmd = [
-        str(DEEPSPEED),
-        "--num_gpus",
-        "2",
-        "--master_port",
-        str(free_port()),
-        *script,
-        *tiny_args(
-            tiny_llama,
-            train,
-            valid,
-            out,
-            "--max-steps",
-            "2",
-            "--eval-times",
-            "1",
-            "--keep-checkpoints",
-            "--deepspeed",
-            f"run_config/ds_zero{stage}.json",
-        ),
-    ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = run_launcher(
+        [
+            *script,
+            *tiny_args(
+                tiny_llama,
+                train,
+                valid,
+                out,
+                "--max-steps",
+                "2",
+                "--eval-times",
+                "1",
+                "--keep-checkpoints",
+                "--deepspeed",
+                f"run_config/ds_zero{stage}.json",
+            ),
+        ]
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = _check_consolidated(out, tiny_llama)
     assert summary["plan"]["world_size"] == 2 and summary["global_step"] == 2
@@ -101,6 +83,6 @@ def test_zero3_without_launcher_via_main_py(tiny_llama, urban_splits, tmp_path):
             "run_config/ds_zero3.json",
         ),
     ]
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert _check_consolidated(out, tiny_llama)["plan"]["world_size"] == 1

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from run_config.devices import Dtype
+from run_config.devices import DEVICE_HELP, Device, Dtype
 from run_config.loader import StageConfig
 
 # Routing policies of one RoutedMoE (training/moe/routing.py); "domain" is the paper's default, "mergoo" the
@@ -148,20 +148,39 @@ class FinetuneRouterConfig(StageConfig):
     top_k: int | None = Field(None, description="experts per token for the token policy (default: the checkpoint's)")
     learning_rate: float = Field(1e-6, description="peak learning rate (cosine decay to 0)")
     num_epochs: int = Field(1, description="epochs over train_file")
-    batch_size: int = Field(8, description="examples per step")
+    batch_size: int = Field(8, description="examples per step (per rank under a launcher)")
     gradient_accumulation_steps: int = Field(1, description="steps per optimizer update")
     warmup_ratio: float = Field(0.1, description="linear warm-up share of the updates")
     weight_decay: float = Field(0.01, description="AdamW weight decay")
     adam_beta2: float = Field(0.95, description="AdamW beta2 (beta1 0.9)")
     max_grad_norm: float = Field(1.0, description="gradient clipping")
     cutoff_len: int = Field(128, description="max tokens per example (prompt + definition)")
-    aux_loss_coef: float = Field(0.01, description="load-balancing loss coefficient (token policy)")
+    aux_loss_coef: float = Field(
+        0.01,
+        description="token policy: loss = definition loss + coef x Mixtral's load-balancing loss (HF name: "
+        "router_aux_loss_coef)",
+    )
     classifier_learning_rate: float = Field(1e-2, description="learning rate of the learned domain router")
     classifier_epochs: int = Field(30, description="epochs of the learned domain router")
     classifier_layer: int | None = Field(
         None, description="hidden layer the learned domain router reads (default: middle)"
     )
     max_records: int | None = Field(None, description="use only the first N train records")
+    device: Device = Field(
+        "auto",
+        description=DEVICE_HELP + " (cuda:N: give the GPUs with CUDA_VISIBLE_DEVICES; each rank takes cuda:LOCAL_RANK)",
+    )
+    dtype: Dtype = Field(
+        "auto",
+        description="dtype the MoE loads in (auto: bfloat16 on a GPU, float32 on the CPU; under DeepSpeed the "
+        "precision's); routers train with float32 master weights under mixed precision",
+    )
+    precision: Literal["bf16", "fp16", "fp32"] = Field("bf16", description="mixed precision (fp32 on CPU)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations to save memory")
+    deepspeed: str | None = Field(
+        None, description="DeepSpeed JSON (run_config/ds_zero3.json: the MoE partitioned over the ranks)"
+    )
+    logging_steps: int = Field(1, ge=1, description="log loss and learning rate every N optimizer steps")
     seed: int = Field(42, description="seed of shuffling and init")
     force: bool = Field(False, description="redo even when output_dir is up to date")
 
@@ -169,6 +188,7 @@ class FinetuneRouterConfig(StageConfig):
         "trainable_layers": None,
         "num_train_epochs": "num_epochs",
         "per_device_train_batch_size": "batch_size",
+        "router_aux_loss_coef": "aux_loss_coef",  # the HF MoE configs' name
     }
 
     @model_validator(mode="after")
@@ -177,4 +197,11 @@ class FinetuneRouterConfig(StageConfig):
             raise ValueError("learning_rate > 0, num_epochs >= 1, batch_size >= 1 and cutoff_len >= 8 are required")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.device.startswith("cuda:"):
+            raise ValueError(
+                f"device {self.device}: router training places rank r on cuda:r; pick the GPUs with "
+                "CUDA_VISIBLE_DEVICES and give device cuda"
+            )
+        if self.deepspeed and self.policy == "learned-domain":
+            raise ValueError("policy learned-domain trains its classifier in one process: drop deepspeed")
         return self

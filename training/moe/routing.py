@@ -198,9 +198,11 @@ class RoutedMoeBlock(nn.Module):
         return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
     def _record(self, probs: Any) -> None:
-        """Keep this layer's mean routing probabilities [B, E] of the prompt (the first forward after a reset)."""
+        """Keep this layer's mean routing probabilities [B, E] of the prompt (the first forward after a reset);
+        computed without autograd, so a gradient checkpoint's recomputation saves the same tensors."""
         if self.layer_idx not in self.state.recorded:
-            self.state.recorded[self.layer_idx] = probs().detach().float().cpu()
+            with torch.no_grad():
+                self.state.recorded[self.layer_idx] = probs().float().cpu()
 
     def _sequence_logits(self, h: torch.Tensor) -> torch.Tensor:
         """Router logits mean-pooled over the prompt [B, E]; decoding steps reuse the prompt's."""
@@ -495,14 +497,16 @@ class RoutedMoE:
             yield
 
     # Running -------------------------------------------------------------------------------------
-    def _reset(self, pool_mask: torch.Tensor | None) -> None:
+    def start_batch(self, pool_mask: torch.Tensor | None) -> None:
+        """Clear the routing state of the last batch; sequence policies pool the next over `pool_mask`. Call it
+        before running a wrapper of `model` (the Trainer's DeepSpeed engine) on a new batch."""
         self.state.seq_logits.clear()
         self.state.recorded.clear()
         self.state.pool_mask = pool_mask
 
     def forward(self, pool_mask: torch.Tensor | None = None, **batch: Any) -> Any:
         """model(**batch); sequence policies pool over `pool_mask` (default: the attention mask)."""
-        self._reset(pool_mask if pool_mask is not None else batch.get("attention_mask"))
+        self.start_batch(pool_mask if pool_mask is not None else batch.get("attention_mask"))
         return self.model(**batch)
 
     def generate(
@@ -510,7 +514,7 @@ class RoutedMoE:
     ) -> Any:
         """model.generate(**kwargs); a pre-routed policy routes row b by `routes[b]` (default: the routes of its
         (term, context) in `pairs`): one expert runs alone, several mix their next-token distributions."""
-        self._reset(kwargs.get("attention_mask"))
+        self.start_batch(kwargs.get("attention_mask"))
         if self.policy not in PRE_ROUTED or self.state.override is not None:
             return self.model.generate(**kwargs)
         if routes is None:
@@ -555,7 +559,7 @@ class RoutedMoE:
 def load_routed_moe(
     path: str | Path,
     policy: str | None = None,
-    device: str = "auto",
+    device: str | None = "auto",
     dtype: str | torch.dtype | None = None,
     top_k: int | None = None,
     ensemble_k: int | None = None,
@@ -563,15 +567,17 @@ def load_routed_moe(
     hybrid_tau: float | None = None,
 ) -> RoutedMoE:
     """Load a merged MoE folder with the given policy (default: routing.json's) on `device` (auto: cuda when
-    torch sees a GPU), in `dtype` (None or auto: the stored one); the ensemble settings default to routing.json's."""
+    torch sees a GPU; None: where loading puts it, as ZeRO-3's partitions), in `dtype` (None or auto: the stored
+    one); the ensemble settings default to routing.json's."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    device = resolve_device(device)
+    device = resolve_device(device) if device is not None else None
     path = Path(path)
     routing = read_routing(path)
     policy = policy or routing["policy"]
     dtype = torch_dtype(dtype) if isinstance(dtype, str) and dtype != "auto" else dtype  # auto: the stored one
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto").to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype or "auto")
+    model = (model.to(device) if device is not None else model).eval()
     moe = RoutedMoE(model, AutoTokenizer.from_pretrained(str(path)), path, routing, "token")
     for layer, routers in (load_projection_routers(path, routing) or {}).items():
         moe.blocks[layer].attach_projection_routers(routers)

@@ -10,6 +10,7 @@ from typing import Any
 
 from clustering.artifacts import CLUSTERS_SUBDIR, cluster_folders
 from run_config.errors import DataError
+from training.launcher import deepspeed_argv
 from training.sft.config import TrainConfig
 
 HOLDOUT_FRACTION = 0.1  # share of an expert's train rows held out when its cluster has no valid rows
@@ -86,13 +87,6 @@ def train_experts(
         train_one(sub)
         results.append({"expert": cluster.index, "output_dir": sub.output_dir, "status": "trained"})
     return results
-
-
-def deepspeed_argv(num_gpus: int, hostfile: str | None = None, num_nodes: int = 1) -> list[str]:
-    """The launcher running the train stage on `num_gpus` GPUs from the installed package (`python -m`); with a
-    hostfile, on `num_gpus` GPUs of each of its first `num_nodes` hosts (DeepSpeed's own multi-node launch)."""
-    nodes = ["--hostfile", hostfile, "--num_nodes", str(num_nodes)] if hostfile else []
-    return ["deepspeed", *nodes, "--num_gpus", str(num_gpus), "--module", "training.train"]
 
 
 def expert_args(cfg: TrainConfig, cluster: Cluster, config_path: str | None) -> list[str]:

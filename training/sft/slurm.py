@@ -15,8 +15,9 @@ from pathlib import Path
 
 from run_config.errors import ConfigError
 from run_config.runtime import atomic_open, write_json
+from training.launcher import deepspeed_argv
 from training.sft.config import TrainConfig
-from training.sft.experts import deepspeed_argv, discover_clusters, expert_args
+from training.sft.experts import discover_clusters, expert_args
 
 SLURM_SUBDIR = "slurm"
 SCRIPT_NAME = "train_experts.sbatch"

@@ -37,10 +37,11 @@ from run_config.runtime import (
 )
 from run_config.runtime import is_finished as is_finished_run
 from training.data import EncodedSet, encode_records, pad_batch, pad_token_id
-from training.deepspeed_config import ensure_single_process_env, load_deepspeed_config, zero_stage
+from training.deepspeed_config import init_zero3, prepare_deepspeed
 from training.sft.config import TrainConfig
 from training.sft.model import export_merged, load_model, load_tokenizer
 from training.sft.validation import bleu_scores, generate_definitions, hold_out_terms, sample_records, shard
+from training.trainer_args import precision_flags
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
@@ -95,14 +96,6 @@ def weights_dtype(cfg: TrainConfig) -> torch.dtype:
     return resolve_dtype(cfg.dtype, resolve_device(cfg.device))
 
 
-def precision_flags(cfg: TrainConfig) -> dict[str, bool]:
-    """bf16/fp16 flags for TrainingArguments; mixed precision is GPU-only here (fp32 on CPU, logged)."""
-    if cfg.precision != "fp32" and not on_gpu(cfg):
-        log.warning("precision %s needs a GPU; training in fp32 on the CPU", cfg.precision)
-        return {"bf16": False, "fp16": False}
-    return {"bf16": cfg.precision == "bf16", "fp16": cfg.precision == "fp16"}
-
-
 def build_training_args(cfg: TrainConfig, plan: Plan, ds_config: dict[str, Any] | None) -> Any:
     """TrainingArguments from the run config: the one source of optimizer and schedule settings."""
     from transformers import TrainingArguments
@@ -144,7 +137,7 @@ def build_training_args(cfg: TrainConfig, plan: Plan, ds_config: dict[str, Any] 
         dataloader_num_workers=cfg.dataloader_num_workers,
         use_cpu=resolve_device(cfg.device) == "cpu",
         deepspeed=ds_config,
-        **precision_flags(cfg),
+        **precision_flags(cfg.precision, on_gpu(cfg)),
     )
     if cfg.lr_scheduler_type == "cosine_with_min_lr":
         kwargs["lr_scheduler_kwargs"] = {"min_lr_rate": cfg.min_lr_rate}
@@ -477,12 +470,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     gpu = on_gpu(cfg)  # a device this machine lacks is refused before any record is read
     set_seed(cfg.seed)
     out = Path(cfg.output_dir)
-    ds_config = load_deepspeed_config(cfg.deepspeed) if cfg.deepspeed else None
-    if ds_config is not None:
-        if not gpu:
-            os.environ.setdefault("DS_ACCELERATOR", "cpu")
-        if ensure_single_process_env():
-            log.info("no launcher: DeepSpeed runs as a 1-process world (use `deepspeed --num_gpus N` for more)")
+    ds_config = prepare_deepspeed(cfg.deepspeed, gpu)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
 
     train_records, valid_records, valid_info = training_records(cfg)
@@ -504,10 +492,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         clear_manifest(out)
         trim_log(out / LOG_FILE, resumed_step)
         write_json(out / RUN_CONFIG_FILE, {"config_hash": _resume_hash(cfg), "config": cfg.model_dump(mode="json")})
-    if ds_config is not None and zero_stage(ds_config) == 3:
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="nccl" if gpu else "gloo")
+    init_zero3(ds_config, gpu)
     model = load_model(cfg)
 
     from transformers import EarlyStoppingCallback
