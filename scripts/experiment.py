@@ -19,6 +19,7 @@ import json
 import random
 import shlex
 import subprocess
+import time
 from collections.abc import Callable, Mapping
 from functools import cached_property, wraps
 from pathlib import Path
@@ -36,6 +37,8 @@ from run_config.runtime import AtomicFileSet, atomic_open, read_manifest, write_
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_METRICS = ("bleu", "rougeL", "meteor", "bertscore", "moverscore", "mauve")
 TABLE_SCRIPTS = ("table2", "table3", "table4", "fig4", "fig5", "table7_8")
+# Wall seconds of each step run in this process (the rehearsal's measured costs, scripts/rehearsal.py).
+STEP_SECONDS: dict[str, float] = {}
 FULL_CONFIG = ROOT / "run_config" / "paper_full.json"
 TOY_CONFIG = ROOT / "run_config" / "paper_toy.json"
 
@@ -260,7 +263,9 @@ def variant_name(name: str, extra: Mapping[str, Any], base: Mapping[str, Any]) -
 
 def _call(step: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
     print(f"[experiment] {step}: {' '.join(argv)}", flush=True)
+    start = time.perf_counter()
     code = main(argv)
+    STEP_SECONDS[step] = STEP_SECONDS.get(step, 0.0) + time.perf_counter() - start
     if code != 0:
         raise LexiconError(f"step {step} failed with exit code {code}; its arguments: {' '.join(argv)}")
 
@@ -269,7 +274,9 @@ def _launch(step: str, argv: list[str]) -> None:
     """Run a launcher command from the current folder (relative paths in configs keep their meaning); the
     launcher finds the train stage as a module of the installed package (docs/install.md)."""
     print(f"[experiment] {step}: {shlex.join(argv)}", flush=True)
+    start = time.perf_counter()
     code = subprocess.run(argv).returncode
+    STEP_SECONDS[step] = STEP_SECONDS.get(step, 0.0) + time.perf_counter() - start
     if code != 0:
         raise LexiconError(f"step {step} failed with exit code {code}: {shlex.join(argv)}")
 
