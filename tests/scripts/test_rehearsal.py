@@ -143,6 +143,7 @@ def test_rehearsal_of_paper_full_end_to_end(data_3dex, smollm2_dir, tmp_path, ca
         "LM-Lexicon-Dense",
         "LM-Lexicon-MoE (domain routing)",
         "LM-Lexicon-MoE (learned domain router)",
+        "LM-Lexicon-MoE (oracle routing, upper bound)",
     }
     for per_dataset in report["results"].values():
         assert set(per_dataset) == {"Urban", "3D-EX"}
