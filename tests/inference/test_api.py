@@ -20,6 +20,7 @@ from inference.backend import Request, Sampling
 from inference.infer import main
 from inference.stub_server import BROKEN, StubServer
 from run_config.errors import ConfigError
+from tests.helpers.api import api_argv
 
 REPO = Path(__file__).resolve().parents[2]
 VENDORS = ["openai", "anthropic", "gemini"]
@@ -246,24 +247,6 @@ def test_resume_refuses_another_setup(wordnet_rows, tmp_path, monkeypatch):
         assert main(argv + ["--force"]) == 0
 
 
-def cli_argv(vendor: str, rows: Path, out: Path, base_url: str, *extra: str) -> list[str]:
-    return [
-        "--backend",
-        vendor,
-        "--model",
-        "model-x",
-        "--input",
-        str(rows),
-        "--output-dir",
-        str(out),
-        "--base-url",
-        base_url,
-        "--api-key-env",
-        "STUB_KEY",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_dry_run_sends_nothing_and_counts(vendor, wordnet_rows, tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("STUB_KEY", raising=False)  # a dry run needs no key
@@ -271,7 +254,7 @@ def test_dry_run_sends_nothing_and_counts(vendor, wordnet_rows, tmp_path, monkey
     cache, out = tmp_path / "cache", tmp_path / "out"
     with StubServer(vendor) as stub:
         common = ("--api-cache-dir", str(cache), "--n-samples", "2", "--max-new-tokens", "40")
-        assert main(cli_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run")) == 0
+        assert main(api_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run")) == 0
         assert stub.requests == [] and not out.exists()
         line = capsys.readouterr().out
         assert f"{2 * n} requests to send ({2 * n} samples to generate, 0 cache hits" in line
@@ -283,11 +266,11 @@ def test_dry_run_sends_nothing_and_counts(vendor, wordnet_rows, tmp_path, monkey
         tokens = int(line.split("); ")[1].split(" prompt tokens")[0])
         assert 2 * n * 20 < tokens < 2 * n * 1000
         monkeypatch.setenv("STUB_KEY", "k")
-        assert main(cli_argv(vendor, wordnet_rows, tmp_path / "first", stub.base_url, *common, "--max-items", "5")) == 0
+        assert main(api_argv(vendor, wordnet_rows, tmp_path / "first", stub.base_url, *common, "--max-items", "5")) == 0
         sent = len(stub.requests)
         assert sent == 10
         assert (
-            main(cli_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run", "--max-requests", "7")) == 0
+            main(api_argv(vendor, wordnet_rows, out, stub.base_url, *common, "--dry-run", "--max-requests", "7")) == 0
         )
         assert len(stub.requests) == sent and not out.exists()
     line = capsys.readouterr().out
@@ -320,7 +303,7 @@ def test_max_requests_stops_cleanly_rest_counted(wordnet_rows, tmp_path, monkeyp
     monkeypatch.setenv("STUB_KEY", "k")
     n = len(wordnet_rows.read_text().splitlines())
     with StubServer("openai") as stub:
-        argv = cli_argv("openai", wordnet_rows, tmp_path, stub.base_url, "--max-requests", "10")
+        argv = api_argv("openai", wordnet_rows, tmp_path, stub.base_url, "--max-requests", "10")
         assert main(argv) == 0
         assert len(stub.requests) == 10
         summary = json.loads((tmp_path / "summary.json").read_text())

@@ -17,25 +17,18 @@ from dataset.predictions import read_rows
 from inference.api_batch import LEDGER, BatchLedger, split_batches
 from inference.infer import main
 from inference.stub_server import StubServer
+from tests.helpers.api import api_argv
 
 REPO = Path(__file__).resolve().parents[2]
 VENDORS = ["openai", "anthropic", "gemini"]
 
 
 def argv(vendor: str, rows: Path, out: Path, base_url: str, cache: Path, *extra: str) -> list[str]:
-    return [
-        "--backend",
+    return api_argv(
         vendor,
-        "--model",
-        "model-x",
-        "--input",
-        str(rows),
-        "--output-dir",
-        str(out),
-        "--base-url",
+        rows,
+        out,
         base_url,
-        "--api-key-env",
-        "STUB_KEY",
         "--api-cache-dir",
         str(cache),
         "--api-batch",
@@ -46,7 +39,7 @@ def argv(vendor: str, rows: Path, out: Path, base_url: str, cache: Path, *extra:
         "--retry-base-delay-s",
         "0.01",
         *extra,
-    ]
+    )
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
