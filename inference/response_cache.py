@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 FILE = "responses.sqlite"
+BUSY_TIMEOUT_S = 60.0
 
 
 def default_cache_dir() -> Path:
@@ -51,15 +52,30 @@ def request_key(
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch `db` to the WAL journal. The switch takes an exclusive lock and SQLite reports a concurrent one
+    at once ("database is locked", no busy wait), as when two runs open a new cache together: retry it
+    until the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
 class ResponseCache:
     """Answers by request key in `<folder>/responses.sqlite`."""
 
     def __init__(self, folder: str | Path) -> None:
         self.path = Path(folder) / FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=60000")
+        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        self._db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        _enable_wal(self._db)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, vendor TEXT, model TEXT, text TEXT, "
             "created REAL)"

@@ -11,28 +11,13 @@ from dataset.predictions import read_rows
 from inference.infer import main
 from inference.response_cache import ResponseCache, request_key
 from inference.stub_server import StubServer
+from tests.helpers.api import api_argv
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def argv(vendor: str, rows: Path, out: Path, stub: StubServer, *extra: str) -> list[str]:
-    return [
-        "--backend",
-        vendor,
-        "--model",
-        "model-x",
-        "--input",
-        str(rows),
-        "--output-dir",
-        str(out),
-        "--base-url",
-        stub.base_url,
-        "--api-key-env",
-        "STUB_KEY",
-        "--max-retries",
-        "0",
-        *extra,
-    ]
+    return api_argv(vendor, rows, out, stub.base_url, "--max-retries", "0", *extra)
 
 
 def test_key_covers_every_setting():
@@ -107,3 +92,23 @@ def test_two_processes_write_at_once(tmp_path):
     cache = ResponseCache(tmp_path)
     assert len(cache) == 800
     assert cache._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+OPENER = """
+import sys
+from inference.response_cache import ResponseCache
+ResponseCache(sys.argv[1]).put("k" + sys.argv[2], "openai", "m", "answer")
+"""
+
+
+def test_runs_that_open_a_new_cache_together_all_get_it(tmp_path):
+    # the switch to WAL takes an exclusive lock that SQLite refuses at once to a second opener (no busy wait)
+    for round_ in range(10):
+        folder = tmp_path / str(round_)
+        procs = [
+            subprocess.Popen([sys.executable, "-c", OPENER, str(folder), str(i)], cwd=REPO, stderr=subprocess.PIPE)
+            for i in range(6)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0] * 6, errors
+        assert len(ResponseCache(folder)) == 6
