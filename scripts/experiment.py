@@ -261,11 +261,17 @@ def variant_name(name: str, extra: Mapping[str, Any], base: Mapping[str, Any]) -
     return name + "".join(f"-{k}={str(v).replace('/', '_')}" for k, v in changed)
 
 
+def _timed(step: str, run: Callable[[], int]) -> int:
+    """`run()`, its wall seconds added to STEP_SECONDS[step]."""
+    start = time.perf_counter()
+    code = run()
+    STEP_SECONDS[step] = STEP_SECONDS.get(step, 0.0) + time.perf_counter() - start
+    return code
+
+
 def _call(step: str, main: Callable[[list[str]], int], argv: list[str]) -> None:
     print(f"[experiment] {step}: {' '.join(argv)}", flush=True)
-    start = time.perf_counter()
-    code = main(argv)
-    STEP_SECONDS[step] = STEP_SECONDS.get(step, 0.0) + time.perf_counter() - start
+    code = _timed(step, lambda: main(argv))
     if code != 0:
         raise LexiconError(f"step {step} failed with exit code {code}; its arguments: {' '.join(argv)}")
 
@@ -274,9 +280,7 @@ def _launch(step: str, argv: list[str]) -> None:
     """Run a launcher command from the current folder (relative paths in configs keep their meaning); the
     launcher finds the train stage as a module of the installed package (docs/install.md)."""
     print(f"[experiment] {step}: {shlex.join(argv)}", flush=True)
-    start = time.perf_counter()
-    code = subprocess.run(argv).returncode
-    STEP_SECONDS[step] = STEP_SECONDS.get(step, 0.0) + time.perf_counter() - start
+    code = _timed(step, lambda: subprocess.run(argv).returncode)
     if code != 0:
         raise LexiconError(f"step {step} failed with exit code {code}: {shlex.join(argv)}")
 
