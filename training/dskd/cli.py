@@ -39,9 +39,11 @@ def summary_line(cfg: DSKDConfig, result: dict, senses_only: bool) -> str:
     if senses_only:
         return f"distill: {result['sense_words']} words, {result['senses']} senses -> {cfg.senses_path}"
     valid = f", valid perplexity {result['valid']['perplexity']:.2f}" if "valid" in result else ""
+    margin = result.get("margin")
+    gamma = f", gamma {margin['gamma']:.4g} ({margin['source'].split(':')[0]})" if margin else ""
     return (
         f"distill: {result['train_examples']} examples, {result['final']['step']} steps, "
-        f"final loss {result['final']['loss']:.4f}{valid} -> {Path(cfg.output_dir) / 'student'}"
+        f"final loss {result['final']['loss']:.4f}{gamma}{valid} -> {Path(cfg.output_dir) / 'student'}"
     )
 
 

@@ -82,7 +82,22 @@ class DSKDConfig(StageConfig):
     kappa: int = Field(5, ge=1, description="nearest sense vectors (to the teacher state) used per set")
     beta_p: float = Field(1.0, ge=0, description="weight of the pull term (own senses + synonyms)")
     beta_n: float = Field(1.0, ge=0, description="weight of the hinge push term (antonym senses)")
-    gamma: float = Field(1.0, ge=0, description="hinge margin on the antonym MSE")
+    gamma: float | None = Field(
+        None,
+        ge=0,
+        description="hinge margin on the antonym MSE, in hidden-state MSE units; none: calibrated from the teacher "
+        "(gamma_quantile)",
+    )
+    gamma_quantile: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="calibrated gamma = this quantile of the teacher's MSE to its kappa nearest antonym senses "
+        "on the training positions",
+    )
+    gamma_samples: int = Field(
+        1000, ge=1, description="training examples with antonym positions measured for the gamma calibration"
+    )
 
     learning_rate: float = Field(5e-5, gt=0, description="AdamW peak learning rate")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")

@@ -69,7 +69,7 @@ class SenseBank:
         return SenseBank(self.vectors.to(device), self.positives, self.negatives)
 
 
-def _nearest_mse(
+def nearest_mse(
     student: torch.Tensor,
     teacher: torch.Tensor,
     vectors: torch.Tensor,
@@ -97,21 +97,23 @@ def semantic_loss(
     bank: SenseBank,
     kappa: int,
     gamma: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Return (pull, push) of L_sem averaged over the n target positions (reference Eq. 4).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return (pull, push, active) of L_sem averaged over the n target positions (reference Eq. 4).
 
     pull: mean MSE of the student state n_t to the kappa positive senses nearest the teacher state m_t;
-    push: mean hinge [gamma - MSE(n_t, a)]_+ over the kappa nearest antonym senses (0 without antonyms).
+    push: mean hinge [gamma - MSE(n_t, a)]_+ over the kappa nearest antonym senses (0 without antonyms);
+    active: the share (no gradient) of those antonym pairs inside the margin, where the push acts.
     `student_hidden` must already be in the teacher's width (projected when the widths differ).
     """
     if len(words) == 0:
         zero = student_hidden.sum() * 0.0
-        return zero, zero
+        return zero, zero, zero.detach()
     rows, mask = bank.positives.padded(words.cpu())
-    mse, chosen = _nearest_mse(student_hidden, teacher_hidden, bank.vectors, rows, mask, kappa)
+    mse, chosen = nearest_mse(student_hidden, teacher_hidden, bank.vectors, rows, mask, kappa)
     pull = ((mse * chosen).sum(1) / chosen.sum(1).clamp(min=1)).mean()
     rows, mask = bank.negatives.padded(words.cpu())
-    mse, chosen = _nearest_mse(student_hidden, teacher_hidden, bank.vectors, rows, mask, kappa)
+    mse, chosen = nearest_mse(student_hidden, teacher_hidden, bank.vectors, rows, mask, kappa)
     hinge = (gamma - mse).clamp(min=0.0) * chosen
     push = (hinge.sum(1) / chosen.sum(1).clamp(min=1)).mean()
-    return pull, push
+    active = ((hinge > 0).sum() / chosen.sum().clamp(min=1)).detach().float()
+    return pull, push, active

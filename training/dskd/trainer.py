@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from dataset.lexicon import resolve_asset
-from dataset.records import Record, load_records
+from dataset.records import load_records
 from run_config.devices import resolve_device
 from run_config.runtime import (
     atomic_open,
@@ -29,52 +29,20 @@ from run_config.runtime import (
     write_json,
     write_manifest,
 )
-from training.data import IGNORE_INDEX, encode_example, pad_batch
+from training.data import IGNORE_INDEX, pad_batch
 from training.dskd.config import DSKDConfig, input_path
+from training.dskd.examples import collate, encode_records
 from training.dskd.loss import SenseBank, ce_loss, kl_loss, semantic_loss
+from training.dskd.margin import antonym_distances, margin_report
 from training.dskd.relations import build_relations
 from training.dskd.senses import SenseDictionary, build_sense_dictionary
 from training.dskd.student import build_student, load_teacher
-from training.dskd.words import TokenTexts, word_spans
 
 log = logging.getLogger(__name__)
 LOG_FILE = "train_log.jsonl"
 METRICS_FILE = "metrics.json"
 STUDENT_DIR = "student"
 PROJECTION_FILE = "projection.safetensors"
-
-
-def encode_records(
-    records: list[Record], tokenizer: Any, cutoff_len: int, senses: SenseDictionary | None = None
-) -> tuple[list[dict], int]:
-    """Tokenize records with `training.data.encode_example`; return (examples, dropped).
-
-    With `senses`, each example also lists `sem` = (position t, word index) for every definition word
-    in the dictionary: the state at t predicts the word's first token at t + 1.
-    """
-    texts = TokenTexts(tokenizer) if senses is not None else None
-    examples, dropped = [], 0
-    for r in records:
-        enc = encode_example(tokenizer, r.term, r.context, r.definition, cutoff_len)
-        if enc is None:
-            dropped += 1
-            continue
-        example: dict[str, Any] = {"input_ids": enc.input_ids, "labels": enc.labels}
-        if senses is not None:
-            begin = next(i for i, label in enumerate(enc.labels) if label != IGNORE_INDEX)
-            example["sem"] = [
-                (s.start - 1, senses.index(s.word)) for s in word_spans(enc.input_ids, texts, begin) if s.word in senses
-            ]
-        examples.append(example)
-    return examples, dropped
-
-
-def collate(examples: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """`pad_batch` plus the L_sem targets as flat (batch, position, word) index tensors."""
-    batch = pad_batch(examples, pad_token_id)
-    sem = [(b, t, w) for b, e in enumerate(examples) for t, w in e.get("sem", [])]
-    batch["sem"] = torch.tensor(sem, dtype=torch.long).reshape(-1, 3)
-    return batch
 
 
 def compute_losses(
@@ -104,8 +72,10 @@ def compute_losses(
         n_t = s_hidden[b, t]
         if projection is not None:
             n_t = projection(n_t.to(projection.weight.dtype))
-        pull, push = semantic_loss(n_t, t_hidden[b, t], w, bank, cfg.kappa, cfg.gamma)
-        terms.update(sem_pull=pull, sem_push=push, sem=cfg.beta_p * pull + cfg.beta_n * push)
+        if cfg.gamma is None:
+            raise ValueError("gamma is none: calibrate it first (training.dskd.margin) and pass a config that has it")
+        pull, push, active = semantic_loss(n_t, t_hidden[b, t], w, bank, cfg.kappa, cfg.gamma)
+        terms.update(sem_pull=pull, sem_push=push, sem_push_active=active, sem=cfg.beta_p * pull + cfg.beta_n * push)
         total = total + terms["sem"]
     terms["loss"] = total
     return terms
@@ -226,6 +196,18 @@ def prepare_senses(
     return senses, SenseBank.build(senses, relations).to(device)
 
 
+def resolve_margin(cfg: DSKDConfig, teacher: Any, examples: list[dict], bank: SenseBank, pad_id: int) -> dict:
+    """The hinge margin for training (`gamma`, else calibrated) with the teacher's antonym distances."""
+    distances, positions = antonym_distances(
+        teacher, examples, bank, cfg.kappa, cfg.per_device_eval_batch_size, pad_id, cfg.gamma_samples
+    )
+    margin = margin_report(distances, positions, cfg.gamma, cfg.gamma_quantile)
+    if not positions:
+        log.warning("no training position has a word with antonym senses: the push term of L_sem stays 0")
+    log.info("gamma = %.4g (%s; %d antonym pairs measured)", margin["gamma"], margin["source"], margin["pairs"])
+    return margin
+
+
 def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     """Run the whole objective: senses (dskd), training, validation perplexity, saved student, manifest."""
     device = torch.device(resolve_device(cfg.device))  # a device this machine lacks is refused first
@@ -252,8 +234,13 @@ def run(cfg: DSKDConfig, senses_only: bool = False) -> dict:
     records = load_records(train_path)[: cfg.max_train_samples]
     examples, dropped = encode_records(records, tokenizer, cfg.cutoff_len, senses if bank is not None else None)
     log.info("training on %d examples (%d dropped: prompt longer than cutoff_len)", len(examples), dropped)
-    history = train_loop(cfg, student, teacher, projection, bank, examples, pad_id, out / LOG_FILE)
-    metrics: dict[str, Any] = {"train_examples": len(examples), "train_dropped": dropped, "final": history[-1]}
+    metrics: dict[str, Any] = {"train_examples": len(examples), "train_dropped": dropped}
+    train_cfg = cfg
+    if bank is not None:
+        metrics["margin"] = resolve_margin(cfg, teacher, examples, bank, pad_id)
+        train_cfg = cfg.model_copy(update={"gamma": metrics["margin"]["gamma"]})
+    history = train_loop(train_cfg, student, teacher, projection, bank, examples, pad_id, out / LOG_FILE)
+    metrics["final"] = history[-1]
     if valid_path is not None:
         valid = load_records(valid_path)[: cfg.max_eval_samples]
         valid_examples, valid_dropped = encode_records(valid, tokenizer, cfg.cutoff_len)

@@ -29,9 +29,9 @@ def test_kappa_nearest_to_the_teacher_state_are_pulled() -> None:
     words = torch.tensor([0])
     teacher = torch.tensor([[0.2]])  # nearest two positives of "a": 0 and 1 (not 10)
     student = torch.tensor([[3.0]], requires_grad=True)
-    pull, push = semantic_loss(student, teacher, words, bank, kappa=2, gamma=1.0)
+    pull, push, active = semantic_loss(student, teacher, words, bank, kappa=2, gamma=1.0)
     assert torch.isclose(pull, torch.tensor(((3 - 0) ** 2 + (3 - 1) ** 2) / 2))
-    assert push == 0  # MSE to the antonym (-1) is 16 > gamma
+    assert push == 0 and active == 0  # MSE to the antonym (-1) is 16 > gamma
     pull.backward()
     assert student.grad.item() > 0  # gradient descent moves the student toward the chosen senses
 
@@ -39,17 +39,17 @@ def test_kappa_nearest_to_the_teacher_state_are_pulled() -> None:
 def test_hinge_pushes_only_inside_the_margin() -> None:
     bank = _bank()
     student = torch.tensor([[-0.5]], requires_grad=True)
-    _, push = semantic_loss(student, torch.tensor([[0.0]]), torch.tensor([0]), bank, kappa=5, gamma=1.0)
-    assert torch.isclose(push, torch.tensor(1.0 - 0.25))
+    _, push, active = semantic_loss(student, torch.tensor([[0.0]]), torch.tensor([0]), bank, kappa=5, gamma=1.0)
+    assert torch.isclose(push, torch.tensor(1.0 - 0.25)) and active == 1
     push.backward()
     assert student.grad.item() < 0  # descent moves away from the antonym at -1
-    _, none = semantic_loss(torch.tensor([[5.0]]), torch.tensor([[0.0]]), torch.tensor([1]), bank, 5, 100.0)
+    _, none, _ = semantic_loss(torch.tensor([[5.0]]), torch.tensor([[0.0]]), torch.tensor([1]), bank, 5, 100.0)
     assert none == 0  # "b" has no antonyms
 
 
 def test_empty_targets_give_zero_with_a_graph() -> None:
     student = torch.zeros(0, 1, requires_grad=True)
-    pull, push = semantic_loss(student, torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), _bank(), 5, 1.0)
+    pull, push, _ = semantic_loss(student, torch.zeros(0, 1), torch.zeros(0, dtype=torch.long), _bank(), 5, 1.0)
     assert pull.item() == 0 and push.item() == 0 and pull.requires_grad
 
 

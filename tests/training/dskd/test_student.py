@@ -10,11 +10,12 @@ import torch
 from run_config.errors import ConfigError
 from run_config.loader import load_config
 from training.dskd.config import DSKDConfig
+from training.dskd.examples import collate
 from training.dskd.loss import SenseBank
 from training.dskd.relations import Relations
 from training.dskd.senses import SenseDictionary
 from training.dskd.student import build_student, freeze_all_but_last
-from training.dskd.trainer import collate, compute_losses
+from training.dskd.trainer import compute_losses
 
 
 def _tiny(path: Path, hidden: int, layers: int, vocab: int = 96) -> Path:
@@ -83,7 +84,8 @@ def test_narrow_student_gets_a_projection_and_all_terms(models: dict[str, Path])
         {"input_ids": [1, 9, 10], "labels": [-100, -100, 10], "sem": []},
     ]
     terms = compute_losses(collate(examples, 0), student, teacher, projection, bank, cfg)
-    assert set(terms) == {"ce", "kl", "sem_pull", "sem_push", "sem", "loss"}
+    assert set(terms) == {"ce", "kl", "sem_pull", "sem_push", "sem_push_active", "sem", "loss"}
+    assert terms["sem_push_active"] == 1  # gamma 100 is far beyond every random-state MSE
     assert all(torch.isfinite(v) and v > 0 for v in terms.values())
     terms["loss"].backward()
     assert projection.weight.grad is not None and projection.weight.grad.abs().sum() > 0

@@ -131,6 +131,10 @@ def test_frozen_layers_stay_bit_identical(run_dir: Path, smollm2_dir: Path) -> N
 def test_metrics_and_manifest(run_dir: Path) -> None:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["train_examples"] == N_EXAMPLES and metrics["valid"]["perplexity"] > 1
+    margin = metrics["margin"]  # --gamma 50: kept, with the teacher's measured antonym distances beside it
+    assert margin["gamma"] == 50 and margin["source"] == "config" and margin["pairs"] > 0
+    assert margin["teacher_antonym_mse"]["q10"] <= margin["teacher_antonym_mse"]["q90"]
+    assert 0 < metrics["final"]["sem_push_active"] <= 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["stage"] == "train-dskd" and manifest["config"]["objective"] == "dskd"
 
