@@ -82,23 +82,30 @@ def compute_losses(
 
 
 @torch.no_grad()
-def evaluate_perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> dict[str, float]:
-    """Token-level perplexity of the definitions (prompt masked) of `examples`."""
+def example_nll(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> list[tuple[float, int]]:
+    """Per example, (summed NLL, tokens) of its definition (prompt masked), in input order."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    nll, tokens = 0.0, 0
+    out: list[tuple[float, int]] = []
     for i in tqdm(range(0, len(examples), batch_size), desc="perplexity", unit=" batches", disable=None):
         batch = pad_batch(examples[i : i + batch_size], pad_token_id)
         ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
         logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
         targets = labels[:, 1:]
-        nll += torch.nn.functional.cross_entropy(
-            logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="sum"
-        ).item()
-        tokens += int((targets != IGNORE_INDEX).sum())
+        nll = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none"
+        ).sum(1)
+        out += zip(nll.tolist(), (targets != IGNORE_INDEX).sum(1).tolist())
     model.train(was_training)
-    loss = nll / max(tokens, 1)
+    return out
+
+
+def evaluate_perplexity(model: Any, examples: list[dict], batch_size: int, pad_token_id: int) -> dict[str, float]:
+    """Token-level perplexity of the definitions (prompt masked) of `examples`."""
+    per_example = example_nll(model, examples, batch_size, pad_token_id)
+    tokens = sum(n for _, n in per_example)
+    loss = sum(nll for nll, _ in per_example) / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": tokens}
 
 
