@@ -15,7 +15,7 @@ from training.dskd.loss import SenseBank
 from training.dskd.relations import Relations
 from training.dskd.senses import SenseDictionary
 from training.dskd.student import build_student, freeze_all_but_last
-from training.dskd.trainer import compute_losses
+from training.dskd.trainer import compute_losses, evaluate_perplexity, example_nll
 
 
 def _tiny(path: Path, hidden: int, layers: int, vocab: int = 96) -> Path:
@@ -109,3 +109,18 @@ def test_student_with_another_vocabulary_is_refused(models: dict[str, Path]) -> 
         build_student(
             _cfg(student_model="x"), str(models["teacher"]), str(models["other_vocab"]), teacher, torch.device("cpu")
         )
+
+
+def test_example_nll_sums_match_the_model_loss(models: dict[str, Path]) -> None:
+    teacher = _teacher(models["teacher"])
+    examples = [
+        {"input_ids": [1, 5, 6, 7, 8], "labels": [-100, -100, 6, 7, 8]},
+        {"input_ids": [1, 9, 10], "labels": [-100, -100, 10]},
+    ]
+    per_example = example_nll(teacher, examples, batch_size=2, pad_token_id=0)
+    for (nll, tokens), e in zip(per_example, examples):
+        loss = teacher(input_ids=torch.tensor([e["input_ids"]]), labels=torch.tensor([e["labels"]])).loss
+        assert tokens == sum(label != -100 for label in e["labels"][1:])
+        assert nll / tokens == pytest.approx(loss.item(), rel=1e-5)
+    total = evaluate_perplexity(teacher, examples, 1, 0)
+    assert total["tokens"] == 4 and total["loss"] == pytest.approx(sum(n for n, _ in per_example) / 4, rel=1e-6)
