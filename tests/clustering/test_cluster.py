@@ -85,6 +85,7 @@ def test_rerun_is_skipped_and_cache_is_reused(semantic_run, wordnet_small, capsy
     )
 
 
+@pytest.mark.slow
 def test_urban_rows_cluster_by_term_and_context(urban_train, tmp_path):
     assert run("--input", urban_train, "--num-clusters", 4, "--output-dir", tmp_path, "--no-plot") == 0
     report = json.loads((tmp_path / "report.json").read_text())

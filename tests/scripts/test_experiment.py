@@ -142,6 +142,7 @@ def test_clusters_with_a_changed_key_get_their_own_folder(tmp_path, monkeypatch)
     assert calls == ["cluster semantic-N4", "cluster semantic-N4", f"cluster {other.name}"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not (Path(sys.executable).parent / "deepspeed").is_file(), reason="deepspeed launcher not installed"
 )

@@ -66,6 +66,7 @@ def test_toy_config_shrinks_the_sweep():
     assert (Fig4Settings().max_samples, Fig4Settings().items) == (128, 64)
 
 
+@pytest.mark.slow
 def test_fig4_curves_png_and_rerun(tiny_paper, tmp_path, capsys):
     path, work = _config(tiny_paper, tmp_path, {"max_samples": 4, "items": 3})
     assert main(["--config", str(path)]) == 0

@@ -62,6 +62,7 @@ def trained(wordnet_lexicon, smollm2_dir, tmp_path_factory):
     return out, argv
 
 
+@pytest.mark.slow
 def test_orm_loss_falls_and_beats_chance_on_held_out_pairs(trained):
     out, _ = trained
     metrics = json.loads((out / "metrics.json").read_text())
@@ -74,6 +75,7 @@ def test_orm_loss_falls_and_beats_chance_on_held_out_pairs(trained):
     assert (out / "model" / "config.json").is_file() and json.loads((out / "manifest.json").read_text())
 
 
+@pytest.mark.slow
 def test_rerun_is_skipped_and_the_checkpoint_selects(trained, capsys):
     out, argv = trained
     assert main(argv) == 0 and "up to date" in capsys.readouterr().out
